@@ -1,0 +1,761 @@
+//! The log of one partition: an ordered list of segments with one writer and many readers.
+//!
+//! Concurrency contract:
+//! - appends, flushes, rolls, retention and truncation are serialised by the writer mutex;
+//! - readers never take that mutex: they load the current segment list (an `ArcSwap`), the
+//!   offsets (atomics) and read the files with positional reads, so a slow reader never
+//!   delays the writer and the writer only delays a reader by the time of an atomic load;
+//! - a region handed to a reader keeps its file open, so retention may delete the segment
+//!   underneath without breaking the read.
+//!
+//! Durability contract: an append is durable once a flush covering it returns (by the flush
+//! policy, an explicit [`PartitionLog::flush`], a roll, or [`PartitionLog::close`]). Segments
+//! other than the active one are always fully flushed. After a crash, [`PartitionLog::open`]
+//! validates only the active segment's bytes after the last recovery point, so recovery time
+//! is bounded by the unflushed tail.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tracing::{debug, info, warn};
+
+use super::checkpoint::{RecoveryPoint, RecoveryPointFile};
+use super::format::{self, CLEAN_SHUTDOWN_FILE, LOG_SUFFIX};
+use super::retention::{retention_plan, roll_reason, RetentionLimits, RollInput, SegmentStats};
+use super::segment::{validate_batches, Segment, SegmentLimits};
+use super::{FileRegion, LogConfig, LogError};
+
+/// Milliseconds since the Unix epoch; replaceable in tests.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub record_count: u64,
+    pub batch_count: usize,
+    pub max_timestamp: i64,
+    pub size_bytes: usize,
+    /// Whether the append was flushed to disk before returning.
+    pub flushed: bool,
+}
+
+/// Bounds of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// At most this many bytes of batches...
+    pub max_bytes: u64,
+    /// ...but at least the first batch, even if larger (Kafka's fetch semantics since v3).
+    pub min_one_batch: bool,
+    /// Only batches whose base offset is below this (e.g. the high watermark); `None` = the
+    /// log end offset.
+    pub max_offset: Option<i64>,
+}
+
+impl ReadLimits {
+    pub fn bytes(max_bytes: u64) -> Self {
+        Self {
+            max_bytes,
+            min_one_batch: true,
+            max_offset: None,
+        }
+    }
+
+    pub fn up_to(mut self, max_offset: i64) -> Self {
+        self.max_offset = Some(max_offset);
+        self
+    }
+}
+
+/// The outcome of a read.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole batches, the first of which contains the requested offset (or is the first at a
+    /// higher offset); `None` when there is nothing to return.
+    pub region: Option<FileRegion>,
+    /// Offset after the last batch returned (the requested offset when nothing is returned).
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// The first record at or after a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampHit {
+    pub offset: i64,
+    /// The record's timestamp when it could be read (uncompressed batches), else the batch's
+    /// max timestamp.
+    pub timestamp: i64,
+}
+
+/// Writer-only state.
+struct Writer {
+    config: LogConfig,
+    checkpoint: RecoveryPointFile,
+    unflushed_records: u64,
+    /// Clock reading when the oldest unflushed append happened.
+    first_unflushed_ms: Option<i64>,
+    closed: bool,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    clock: Clock,
+    segments: ArcSwap<Vec<Arc<Segment>>>,
+    log_start_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+    high_watermark: AtomicI64,
+    writer: Mutex<Writer>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset())
+            .field("log_end_offset", &self.log_end_offset())
+            .field("high_watermark", &self.high_watermark())
+            .finish()
+    }
+}
+
+fn limits_of(config: &LogConfig) -> SegmentLimits {
+    SegmentLimits {
+        index_interval_bytes: config.index_interval_bytes,
+        index_bytes_max: config.segment_index_bytes,
+        batch_bytes_max: config.max_message_bytes.max(format::BATCH_HEADER_SIZE),
+    }
+}
+
+/// Limits used when reading segments back: a stored batch may be larger than the current
+/// `max.message.bytes` (which can be lowered later) but never larger than a segment.
+fn read_limits_of(config: &LogConfig) -> SegmentLimits {
+    SegmentLimits {
+        batch_bytes_max: i32::MAX as usize,
+        ..limits_of(config)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io("fsync directory", dir, e))
+}
+
+impl PartitionLog {
+    /// Opens the partition log in `dir`, creating it when absent, with the system clock.
+    ///
+    /// # Errors
+    /// Invalid configuration or I/O errors. Damaged data is not an error: it is recovered.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Self, LogError> {
+        Self::open_with_clock(dir, config, system_clock())
+    }
+
+    /// Opens the log with an explicit clock. After an unclean shutdown (no clean-shutdown
+    /// marker), the active segment is validated from its recovery point and its torn tail cut.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_clock(dir: &Path, config: LogConfig, clock: Clock) -> Result<Self, LogError> {
+        config.validate()?;
+        std::fs::create_dir_all(dir).map_err(|e| LogError::io("create log directory", dir, e))?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let limits = read_limits_of(&config);
+
+        let bases = list_segment_bases(dir)?;
+        let checkpoint = RecoveryPointFile::open(dir)?;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, base) in bases.iter().enumerate() {
+            let segment = Segment::open(dir, *base, limits)?;
+            let is_active = i + 1 == bases.len();
+            if !is_active {
+                segment.load_tail(false)?;
+                segment.seal()?;
+            } else if clean {
+                segment.load_tail(true)?;
+            } else {
+                let point = checkpoint.read()?.filter(|p| {
+                    p.segment_base_offset == *base && p.position <= segment.size_bytes()
+                });
+                let (position, next_offset) =
+                    point.map_or((0, *base), |p| (p.position, p.next_offset));
+                info!(dir = %dir.display(), segment = base, position, "recovering after unclean shutdown");
+                segment.recover_from(position, next_offset)?;
+            }
+            segments.push(Arc::new(segment));
+        }
+        if segments.is_empty() {
+            segments.push(Arc::new(Segment::create(dir, 0, limits)?));
+            sync_dir(dir)?;
+        }
+        let active = segments.last().map(Arc::clone).ok_or(LogError::Closed)?;
+        active.unseal()?;
+        active.flush()?;
+        checkpoint.write(
+            RecoveryPoint {
+                segment_base_offset: active.base_offset(),
+                position: active.size_bytes(),
+                next_offset: active.next_offset(),
+            },
+            true,
+        )?;
+        if clean {
+            std::fs::remove_file(&marker)
+                .map_err(|e| LogError::io("remove clean marker", &marker, e))?;
+            sync_dir(dir)?;
+        }
+        let log_start = segments.first().map_or(0, |s| s.base_offset());
+        let log_end = active.next_offset();
+        debug!(dir = %dir.display(), log_start, log_end, segments = segments.len(), clean, "opened partition log");
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            clock,
+            segments: ArcSwap::from_pointee(segments),
+            log_start_offset: AtomicI64::new(log_start),
+            log_end_offset: AtomicI64::new(log_end),
+            high_watermark: AtomicI64::new(log_start),
+            writer: Mutex::new(Writer {
+                config,
+                checkpoint,
+                unflushed_records: 0,
+                first_unflushed_ms: None,
+                closed: false,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    /// The offset the next appended record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    /// The high watermark as set by the owner of the log; always within
+    /// `[log_start_offset, log_end_offset]`.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Sets the high watermark, clamped into `[log_start_offset, log_end_offset]`; returns the
+    /// value stored.
+    pub fn set_high_watermark(&self, offset: i64) -> i64 {
+        let _writer = self.writer.lock();
+        let clamped = offset.clamp(self.log_start_offset(), self.log_end_offset());
+        self.high_watermark.store(clamped, Ordering::Release);
+        clamped
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.writer.lock().config.clone()
+    }
+
+    /// Replaces the configuration; it applies to later appends, rolls and retention passes.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidConfig`].
+    pub fn update_config(&self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        self.writer.lock().config = config;
+        Ok(())
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.load().len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments
+            .load()
+            .iter()
+            .map(|s| s.base_offset())
+            .collect()
+    }
+
+    /// Bytes of batches in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.load().iter().map(|s| s.size_bytes()).sum()
+    }
+
+    // ----- writes -----
+
+    /// Validates `records` (one or more v2 batches: length, magic, record count, CRC32C,
+    /// `max.message.bytes`), assigns their offsets from the log end offset and appends them
+    /// byte for byte. If any batch is invalid nothing is written.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidBatch`], [`LogError::EmptyBatch`], [`LogError::NoBatches`],
+    /// [`LogError::BatchTooLarge`] for bad input; I/O errors; [`LogError::Closed`].
+    pub fn append(&self, records: &mut [u8]) -> Result<AppendInfo, LogError> {
+        self.append_inner(records, None)
+    }
+
+    /// As [`append`](Self::append), also stamping each batch with the leader epoch.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append).
+    pub fn append_with_leader_epoch(
+        &self,
+        records: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_inner(records, Some(leader_epoch))
+    }
+
+    fn append_inner(
+        &self,
+        records: &mut [u8],
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendInfo, LogError> {
+        let max_message_bytes = self.writer.lock().config.max_message_bytes;
+        let mut batches = validate_batches(records, max_message_bytes)?;
+        let mut writer = self.writer.lock();
+        if writer.closed {
+            return Err(LogError::Closed);
+        }
+        let base_offset = self.log_end_offset();
+        let mut next = base_offset;
+        let mut max_timestamp = i64::MIN;
+        let mut record_count = 0u64;
+        for batch in &mut batches {
+            let start = batch.position as usize;
+            format::set_base_offset(&mut records[start..], next);
+            batch.header.base_offset = next;
+            if let Some(epoch) = leader_epoch {
+                format::set_partition_leader_epoch(&mut records[start..], epoch);
+                batch.header.partition_leader_epoch = epoch;
+            }
+            next = batch.header.next_offset();
+            max_timestamp = max_timestamp.max(batch.header.max_timestamp);
+            record_count += u64::from(batch.header.record_count.unsigned_abs());
+        }
+        let now = (self.clock)();
+        let active = self.active();
+        let reason = roll_reason(&RollInput {
+            active_size_bytes: active.size_bytes(),
+            active_first_batch_timestamp: active.first_batch_timestamp(),
+            active_indexes_full: active.indexes_full_for(batches.len()),
+            active_can_hold_offsets: active.can_hold_offset(next - 1),
+            incoming_bytes: records.len() as u64,
+            incoming_max_timestamp: max_timestamp,
+            segment_bytes: writer.config.segment_bytes,
+            segment_ms: writer.config.segment_ms,
+        });
+        let active = match reason {
+            Some(reason) => {
+                debug!(dir = %self.dir.display(), ?reason, offset = base_offset, "rolling segment");
+                self.roll(&mut writer)?
+            }
+            None => active,
+        };
+        active.append(records, &batches)?;
+        self.log_end_offset.store(next, Ordering::Release);
+        writer.unflushed_records += record_count;
+        writer.first_unflushed_ms.get_or_insert(now);
+        let flushed = if self.flush_due(&writer, now) {
+            self.flush_locked(&mut writer)?;
+            true
+        } else {
+            false
+        };
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            record_count,
+            batch_count: batches.len(),
+            max_timestamp,
+            size_bytes: records.len(),
+            flushed,
+        })
+    }
+
+    fn active(&self) -> Arc<Segment> {
+        let segments = self.segments.load();
+        Arc::clone(
+            segments
+                .last()
+                .expect("a partition log always has an active segment"),
+        )
+    }
+
+    fn flush_due(&self, writer: &Writer, now: i64) -> bool {
+        if writer.unflushed_records == 0 {
+            return false;
+        }
+        let by_count = writer
+            .config
+            .flush
+            .every_records
+            .is_some_and(|n| writer.unflushed_records >= n);
+        let by_time = match (writer.config.flush.every_ms, writer.first_unflushed_ms) {
+            (Some(ms), Some(first)) => now - first >= ms,
+            _ => false,
+        };
+        by_count || by_time
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    fn roll(&self, writer: &mut Writer) -> Result<Arc<Segment>, LogError> {
+        let old = self.active();
+        old.seal()?;
+        let base = self.log_end_offset();
+        let segment = Arc::new(Segment::create(&self.dir, base, limits_of(&writer.config))?);
+        sync_dir(&self.dir)?;
+        let mut list = Vec::clone(&self.segments.load());
+        list.push(Arc::clone(&segment));
+        self.segments.store(Arc::new(list));
+        writer.checkpoint.write(
+            RecoveryPoint {
+                segment_base_offset: base,
+                position: 0,
+                next_offset: base,
+            },
+            true,
+        )?;
+        writer.unflushed_records = 0;
+        writer.first_unflushed_ms = None;
+        Ok(segment)
+    }
+
+    /// Forces everything appended so far to disk and records the new recovery point.
+    ///
+    /// # Errors
+    /// I/O errors of the fsync; the data is then not known durable.
+    pub fn flush(&self) -> Result<(), LogError> {
+        let mut writer = self.writer.lock();
+        self.flush_locked(&mut writer)
+    }
+
+    /// Flushes if `flush.ms` has passed since the oldest unflushed append (for a periodic
+    /// flusher). Returns whether it flushed.
+    ///
+    /// # Errors
+    /// As [`flush`](Self::flush).
+    pub fn maybe_flush(&self) -> Result<bool, LogError> {
+        let mut writer = self.writer.lock();
+        if self.flush_due(&writer, (self.clock)()) {
+            self.flush_locked(&mut writer)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn flush_locked(&self, writer: &mut Writer) -> Result<(), LogError> {
+        let active = self.active();
+        active.flush()?;
+        // The checkpoint write is not fsynced here: a stale checkpoint only lengthens the
+        // next recovery, it never skips an unflushed byte.
+        writer.checkpoint.write(
+            RecoveryPoint {
+                segment_base_offset: active.base_offset(),
+                position: active.size_bytes(),
+                next_offset: active.next_offset(),
+            },
+            false,
+        )?;
+        writer.unflushed_records = 0;
+        writer.first_unflushed_ms = None;
+        Ok(())
+    }
+
+    /// Deletes whole segments past `retention.ms` or `retention.bytes` (never the active one,
+    /// never one holding records at or above the high watermark) and advances the log start
+    /// offset. Returns the number of segments deleted.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn apply_retention(&self) -> Result<usize, LogError> {
+        let mut writer = self.writer.lock();
+        let limits = RetentionLimits {
+            retention_ms: writer.config.retention_ms,
+            retention_bytes: writer.config.retention_bytes,
+        };
+        let now = (self.clock)();
+        let plan = retention_plan(&self.stats(), limits, now, self.high_watermark());
+        if plan.roll_active {
+            self.roll(&mut writer)?;
+        }
+        if plan.delete_oldest == 0 {
+            return Ok(0);
+        }
+        let list = self.segments.load();
+        let (doomed, kept) = list.split_at(plan.delete_oldest);
+        let new_start = kept
+            .first()
+            .map_or(self.log_end_offset(), |s| s.base_offset());
+        self.segments.store(Arc::new(kept.to_vec()));
+        self.log_start_offset.fetch_max(new_start, Ordering::AcqRel);
+        self.high_watermark.fetch_max(new_start, Ordering::AcqRel);
+        for segment in doomed {
+            info!(dir = %self.dir.display(), segment = segment.base_offset(), "retention deletes segment");
+            segment.delete_files()?;
+        }
+        Ok(doomed.len())
+    }
+
+    fn stats(&self) -> Vec<SegmentStats> {
+        self.segments
+            .load()
+            .iter()
+            .map(|s| SegmentStats {
+                base_offset: s.base_offset(),
+                next_offset: s.next_offset(),
+                size_bytes: s.size_bytes(),
+                max_timestamp: s.max_timestamp(),
+            })
+            .collect()
+    }
+
+    /// Removes every batch at or after `offset` (whole batches: the new log end offset is the
+    /// largest batch boundary at most `offset`), for a replica whose tail diverged. The high
+    /// watermark is lowered to the new end if needed. The result is flushed.
+    ///
+    /// # Errors
+    /// I/O errors; corruption found on the way.
+    pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
+        let mut writer = self.writer.lock();
+        if offset >= self.log_end_offset() {
+            return Ok(self.log_end_offset());
+        }
+        if offset <= self.log_start_offset() {
+            drop(writer);
+            self.truncate_fully_and_start_at(offset.max(self.log_start_offset()))?;
+            return Ok(self.log_end_offset());
+        }
+        let list = self.segments.load();
+        let keep = list
+            .iter()
+            .take_while(|s| s.base_offset() < offset)
+            .count()
+            .max(1);
+        let (kept, doomed) = list.split_at(keep);
+        let active = Arc::clone(kept.last().ok_or(LogError::Closed)?);
+        let new_end = active.truncate_to(offset)?;
+        if !doomed.is_empty() {
+            active.unseal()?;
+            self.segments.store(Arc::new(kept.to_vec()));
+        }
+        self.log_end_offset.store(new_end, Ordering::Release);
+        self.high_watermark.fetch_min(new_end, Ordering::AcqRel);
+        for segment in doomed {
+            segment.delete_files()?;
+        }
+        active.flush()?;
+        writer.checkpoint.write(
+            RecoveryPoint {
+                segment_base_offset: active.base_offset(),
+                position: active.size_bytes(),
+                next_offset: new_end,
+            },
+            true,
+        )?;
+        writer.unflushed_records = 0;
+        writer.first_unflushed_ms = None;
+        info!(dir = %self.dir.display(), offset, new_end, "truncated log");
+        Ok(new_end)
+    }
+
+    /// Deletes every segment and restarts the log, empty, at `offset` (a replica that must
+    /// fetch everything anew).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        let mut writer = self.writer.lock();
+        let old = self.segments.load_full();
+        for segment in old.iter() {
+            segment.delete_files()?;
+        }
+        let segment = Arc::new(Segment::create(
+            &self.dir,
+            offset,
+            limits_of(&writer.config),
+        )?);
+        sync_dir(&self.dir)?;
+        self.segments.store(Arc::new(vec![segment]));
+        self.log_start_offset.store(offset, Ordering::Release);
+        self.log_end_offset.store(offset, Ordering::Release);
+        self.high_watermark.store(offset, Ordering::Release);
+        writer.checkpoint.write(
+            RecoveryPoint {
+                segment_base_offset: offset,
+                position: 0,
+                next_offset: offset,
+            },
+            true,
+        )?;
+        writer.unflushed_records = 0;
+        writer.first_unflushed_ms = None;
+        info!(dir = %self.dir.display(), offset, "reset log");
+        Ok(())
+    }
+
+    /// Flushes, trims the active segment's indexes and writes the clean-shutdown marker, so
+    /// the next open skips recovery. Later appends fail with [`LogError::Closed`].
+    ///
+    /// # Errors
+    /// I/O errors; the marker is then not written and the next open recovers.
+    pub fn close(&self) -> Result<(), LogError> {
+        let mut writer = self.writer.lock();
+        if writer.closed {
+            return Ok(());
+        }
+        let active = self.active();
+        active.seal()?;
+        writer.checkpoint.write(
+            RecoveryPoint {
+                segment_base_offset: active.base_offset(),
+                position: active.size_bytes(),
+                next_offset: active.next_offset(),
+            },
+            true,
+        )?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| LogError::io("write clean marker", &marker, e))?;
+        sync_dir(&self.dir)?;
+        writer.closed = true;
+        Ok(())
+    }
+
+    // ----- reads -----
+
+    /// Reads whole batches from `offset` within `limits`. Never blocks the writer.
+    ///
+    /// # Errors
+    /// [`LogError::OffsetOutOfRange`] when `offset` is below the log start or above the log
+    /// end; [`LogError::Corruption`] when the batch at `offset` is damaged; I/O errors.
+    pub fn read(&self, offset: i64, limits: ReadLimits) -> Result<ReadResult, LogError> {
+        let segments = self.segments.load();
+        let log_start = self.log_start_offset();
+        let log_end = self.log_end_offset();
+        let high_watermark = self.high_watermark();
+        if offset < log_start || offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: log_start,
+                log_end_offset: log_end,
+            });
+        }
+        let mut result = ReadResult {
+            region: None,
+            next_offset: offset,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+            high_watermark,
+        };
+        let max_offset = limits.max_offset.unwrap_or(log_end).min(log_end);
+        if offset >= max_offset {
+            return Ok(result);
+        }
+        let first = segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        for segment in &segments[first..] {
+            if segment.base_offset() >= max_offset {
+                break;
+            }
+            let Some(at) = segment.find_batch(offset)? else {
+                continue;
+            };
+            if at.header.base_offset >= max_offset {
+                break;
+            }
+            if let Some((region, next)) =
+                segment.region(at, max_offset, limits.max_bytes, limits.min_one_batch)?
+            {
+                result.region = Some(region);
+                result.next_offset = next;
+            }
+            break;
+        }
+        Ok(result)
+    }
+
+    /// The first record whose timestamp is at least `timestamp`, or `None` when every record
+    /// is older. For compressed batches the answer is the first record of the first batch
+    /// whose max timestamp qualifies, which may be a little early but never late.
+    ///
+    /// # Errors
+    /// I/O errors; corruption found on the way.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampHit>, LogError> {
+        let segments = self.segments.load();
+        for segment in segments.iter() {
+            if segment.max_timestamp() < timestamp {
+                continue;
+            }
+            let Some(at) = segment.find_batch_by_timestamp(timestamp)? else {
+                continue;
+            };
+            let batch = segment.read_batch(&at)?;
+            let hit = format::first_offset_at_or_after(&batch, timestamp)
+                .map(|(offset, ts)| TimestampHit {
+                    offset,
+                    timestamp: ts,
+                })
+                .unwrap_or(TimestampHit {
+                    offset: at.header.base_offset,
+                    timestamp: at.header.max_timestamp,
+                });
+            let offset = hit.offset.max(self.log_start_offset());
+            return Ok(Some(TimestampHit { offset, ..hit }));
+        }
+        Ok(None)
+    }
+}
+
+/// Base offsets of the segments in `dir`, sorted. Index files without a log file are
+/// removed; files that are not segment files are left alone.
+fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut bases = Vec::new();
+    let mut orphans = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| LogError::io("list log directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io("list log directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((base, suffix)) = format::parse_segment_file_name(name) else {
+            continue;
+        };
+        if suffix == LOG_SUFFIX {
+            bases.push(base);
+        } else {
+            orphans.push((base, entry.path()));
+        }
+    }
+    bases.sort_unstable();
+    for (base, path) in orphans {
+        if bases.binary_search(&base).is_err() {
+            warn!(path = %path.display(), "removing index file without a segment");
+            std::fs::remove_file(&path)
+                .map_err(|e| LogError::io("remove orphan index", &path, e))?;
+        }
+    }
+    Ok(bases)
+}
