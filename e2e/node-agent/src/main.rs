@@ -1,0 +1,122 @@
+//! `tokafka-node-agent`: runs the pods of one Kubernetes node as local processes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use node_agent::images::{ImageEntry, ImageMap};
+use node_agent::node::NodeInfo;
+use node_agent::worker::Runtime;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
+
+#[derive(Parser, Debug)]
+#[command(about = "A kubelet stand-in that runs a node's pods as local processes (for e2e tests)")]
+struct Args {
+    /// Kubeconfig of the cluster to join.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Name of the Node to register.
+    #[arg(long, default_value = "tokafka-local-node")]
+    node_name: String,
+    /// Directory for pod files (logs, ConfigMap volumes, emptyDirs).
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// Image mapping NAME=PATH, repeatable: containers of image NAME run PATH. NAME without a tag matches any tag.
+    #[arg(long = "image", value_name = "NAME=PATH")]
+    images: Vec<ImageEntry>,
+    /// Hosts file whose marked block gets the pods' and services' DNS names; none: no names.
+    #[arg(long, default_value = "/etc/hosts")]
+    hosts_file: String,
+    /// Address the API server is reached at from pods (KUBERNETES_SERVICE_HOST).
+    #[arg(long, default_value = "127.0.0.1")]
+    apiserver_host: String,
+    /// Port of the API server (KUBERNETES_SERVICE_PORT).
+    #[arg(long, default_value_t = 6443)]
+    apiserver_port: u16,
+    /// Run containers without private mount/UTS namespaces (volume mounts are then refused).
+    #[arg(long)]
+    no_isolation: bool,
+    /// Kubelet version reported by the node.
+    #[arg(long, default_value = "v1.37.2")]
+    kubelet_version: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    for e in &args.images {
+        anyhow::ensure!(
+            e.program.is_file(),
+            "image {} maps to {}, which does not exist: build it first (cargo build) or fix the --image mapping",
+            e.image,
+            e.program.display()
+        );
+    }
+    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", args.kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    let client = kube::Client::try_from(config)?;
+
+    let pods_dir = args.state_dir.join("pods");
+    let volumes_dir = args.state_dir.join("volumes");
+    std::fs::create_dir_all(&pods_dir).with_context(|| format!("creating {}", pods_dir.display()))?;
+    std::fs::create_dir_all(&volumes_dir).with_context(|| format!("creating {}", volumes_dir.display()))?;
+
+    let mut base_env = vec![
+        ("PATH".to_string(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        ("HOME".to_string(), "/root".to_string()),
+        ("KUBERNETES_SERVICE_HOST".to_string(), args.apiserver_host.clone()),
+        ("KUBERNETES_SERVICE_PORT".to_string(), args.apiserver_port.to_string()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".to_string(), args.apiserver_port.to_string()),
+    ];
+    // The e2e scripts mark every process they start, so they can prove none is left behind.
+    if let Ok(run) = std::env::var("TOKAFKA_E2E_RUN") {
+        base_env.push(("TOKAFKA_E2E_RUN".to_string(), run));
+    }
+    let rt = Arc::new(Runtime {
+        client,
+        node_name: args.node_name.clone(),
+        host_ip: "127.0.0.1".into(),
+        images: ImageMap::new(args.images.clone()),
+        pods_dir,
+        isolate: !args.no_isolation,
+        base_env,
+        used_ips: Mutex::new(Default::default()),
+        names: Mutex::new(Default::default()),
+        names_changed: Default::default(),
+    });
+    let cfg = node_agent::agent::Config {
+        node: NodeInfo {
+            name: args.node_name.clone(),
+            address: "127.0.0.1".into(),
+            kubelet_port: 10250,
+            kubelet_version: args.kubelet_version.clone(),
+            cpu: std::thread::available_parallelism().map_or(2, |n| n.get()).to_string(),
+            memory: "16Gi".into(),
+            max_pods: 110,
+        },
+        volumes_dir,
+        hosts_file: (args.hosts_file != "none").then(|| PathBuf::from(&args.hosts_file)),
+    };
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("shutting down: stopping pods");
+        let _ = shutdown_tx.send(true);
+    });
+    node_agent::agent::run(rt, cfg, shutdown_rx).await?;
+    info!("node agent stopped");
+    Ok(())
+}

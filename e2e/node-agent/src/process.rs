@@ -1,0 +1,135 @@
+//! Starting and stopping a container's process.
+//!
+//! Each process runs in its own session (so its whole process group can be signalled), in a
+//! private mount namespace where the pod's volumes are bind-mounted at their mount paths, and
+//! in a private UTS namespace carrying the pod's hostname. It dies with the agent
+//! (`PR_SET_PDEATHSIG`), so a crashed agent leaves no pods behind.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::podspec::ProcessSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot prepare mount target {path}: {source}")]
+    MountTarget { path: String, source: io::Error },
+    #[error("cannot open log file {path}: {source}")]
+    Log { path: String, source: io::Error },
+    #[error("cannot start {program}: {source}")]
+    Spawn { program: String, source: io::Error },
+}
+
+/// Starts the process of `spec`, its output appended to `log_path`.
+///
+/// # Errors
+/// A mount target that cannot be created, an unwritable log, a program that cannot be executed
+/// (missing, not executable, or a namespace/mount refused by the kernel).
+pub fn spawn(spec: &ProcessSpec, hostname: &str, log_path: &Path, isolate: bool) -> Result<Child, ProcessError> {
+    let log = open_log(log_path)?;
+    let log2 = log.try_clone().map_err(|source| ProcessError::Log { path: log_path.display().to_string(), source })?;
+
+    // Mount targets must exist; they are created on the host (shared filesystem) before forking.
+    let mut binds: Vec<(CString, CString, bool)> = Vec::new();
+    for m in &spec.mounts {
+        let is_file = m.source.is_file();
+        let prepared = if is_file {
+            m.target.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+                if !m.target.exists() {
+                    File::create(&m.target)?;
+                }
+                Ok(())
+            })
+        } else {
+            std::fs::create_dir_all(&m.source).and_then(|()| std::fs::create_dir_all(&m.target))
+        };
+        prepared.map_err(|source| ProcessError::MountTarget { path: m.target.display().to_string(), source })?;
+        binds.push((cstring(&m.source), cstring(&m.target), m.read_only));
+    }
+    let hostname = hostname.to_string();
+
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .kill_on_drop(true);
+    if let Some(dir) = spec.working_dir.as_ref().filter(|d| d.is_dir()) {
+        cmd.current_dir(dir);
+    }
+    // SAFETY: the closure runs between fork and exec and only makes system calls on data
+    // prepared before the fork (no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+            if isolate {
+                unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS).map_err(io::Error::from)?;
+                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+                    .map_err(io::Error::from)?;
+                for (source, target, read_only) in &binds {
+                    mount(Some(source.as_c_str()), target.as_c_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                        .map_err(io::Error::from)?;
+                    if *read_only {
+                        mount(
+                            None::<&str>,
+                            target.as_c_str(),
+                            None::<&str>,
+                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                            None::<&str>,
+                        )
+                        .map_err(io::Error::from)?;
+                    }
+                }
+                nix::unistd::sethostname(&hostname).map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|source| ProcessError::Spawn { program: spec.program.display().to_string(), source })
+}
+
+fn cstring(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+fn open_log(path: &Path) -> Result<File, ProcessError> {
+    let err = |source| ProcessError::Log { path: path.display().to_string(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path).map_err(err)
+}
+
+/// Stops a process the way the kubelet does: SIGTERM to its process group, then SIGKILL once
+/// `grace` has passed. Returns the exit status.
+pub async fn terminate(child: &mut Child, grace: Duration) -> io::Result<std::process::ExitStatus> {
+    if let Some(pid) = child.id() {
+        let pgid = Pid::from_raw(pid as i32);
+        let _ = killpg(pgid, Signal::SIGTERM); // ESRCH: already gone, wait() below reports it
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(status) => {
+                let _ = killpg(pgid, Signal::SIGKILL); // stragglers of the group
+                return status;
+            }
+            Err(_) => {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+        }
+    }
+    child.kill().await.ok();
+    child.wait().await
+}
