@@ -5,7 +5,8 @@
 //! - `GET /ready`         200 once started (readiness/liveness probe target)
 //! - `GET /write/<token>` stores `<token>` in `$DATA_DIR/token` (the pod's volume)
 //! - `GET /read`          the stored token (404 when none)
-//! - `GET /whoami`        pod name, hostname and how often it booted on this volume
+//! - `GET /whoami`        `key=value` lines: pod name, hostname, boots on this volume, the
+//!                        `$GREETING` variable and the first line of `$CONFIG_FILE`
 //!
 //! On start it counts boots in `$DATA_DIR/boots`, so a test can tell a restart with its volume
 //! from a fresh volume.
@@ -65,12 +66,18 @@ fn route(path: &str, data: &Path, boots: u64) -> (u16, String) {
     }
     if path == "/whoami" {
         let pod = std::env::var("POD_NAME").unwrap_or_default();
-        let host = nix_hostname();
-        return (200, format!("pod={pod} hostname={host} boots={boots}\n"));
+        let host = hostname();
+        let greeting = std::env::var("GREETING").unwrap_or_default();
+        let config = std::env::var("CONFIG_FILE")
+            .ok()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|c| c.lines().next().map(str::to_string))
+            .unwrap_or_default();
+        return (200, format!("pod={pod}\nhostname={host}\nboots={boots}\ngreeting={greeting}\nconfig={config}\n"));
     }
     (404, "not found\n".into())
 }
 
-fn nix_hostname() -> String {
+fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }
