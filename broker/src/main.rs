@@ -1,6 +1,118 @@
-//! The `tokafka-broker` binary.
+//! The `tokafka-broker` binary: with no arguments, a single-node broker with embedded
+//! defaults (Kafka protocol on :9092, data in ./data).
 
-fn main() {
-    eprintln!("tokafka-broker: the Kafka protocol server is not built yet; see the README");
-    std::process::exit(2);
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokafka_broker::config::{keys_help, BrokerConfig, Settings};
+use tracing::info;
+
+#[derive(Parser, Debug)]
+#[command(name = "tokafka-broker", version, about = "A Kafka-protocol-compatible event broker", after_help = keys_help())]
+struct Cli {
+    /// Directory for partition logs and broker metadata (log.dirs).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address the Kafka protocol listener binds (listeners).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address given to clients in metadata (advertised.listeners).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Id of this broker (node.id).
+    #[arg(long, value_name = "N")]
+    node_id: Option<i32>,
+    /// Address of the HTTP side port for /metrics, /healthz, /readyz (http.listeners).
+    #[arg(long, value_name = "HOST:PORT")]
+    http_listen: Option<String>,
+    /// Kafka-style properties file (KEY=VALUE lines).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Any configuration key, repeatable: --set num.partitions=6
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn settings_from(cli: &Cli) -> anyhow::Result<Settings> {
+    let mut settings = Settings::defaults();
+    if let Some(path) = &cli.config {
+        settings.apply_file(path)?;
+    }
+    settings.apply_env(std::env::vars());
+    for item in &cli.set {
+        let (key, value) = item
+            .split_once('=')
+            .with_context(|| format!("--set {item}: expected KEY=VALUE"))?;
+        settings.set(key.trim(), value, "--set")?;
+    }
+    let flags = [
+        (
+            "log.dirs",
+            cli.data_dir.as_ref().map(|p| p.display().to_string()),
+        ),
+        ("listeners", cli.listen.clone()),
+        ("advertised.listeners", cli.advertised_listener.clone()),
+        ("node.id", cli.node_id.map(|n| n.to_string())),
+        ("http.listeners", cli.http_listen.clone()),
+    ];
+    for (key, value) in flags {
+        if let Some(value) = value {
+            settings.set(key, &value, "flag")?;
+        }
+    }
+    Ok(settings)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
+    }
+    let config = BrokerConfig::from_settings(&settings_from(&cli)?)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let running = tokafka_broker::run::start(config).await?;
+        println!(
+            "tokafka broker listening on {} (HTTP {})",
+            running.kafka_address, running.http_address
+        );
+        let token = running.shutdown_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("signal received");
+            token.cancel();
+        });
+        running.wait().await?;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

@@ -1,0 +1,242 @@
+//! Topic administration and cluster description: CreateTopics, DeleteTopics,
+//! CreatePartitions, DescribeCluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+    DescribeClusterResponse,
+};
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
+use crate::protocol::RequestFrame;
+use crate::topics::{config as topic_config, TopicError};
+
+/// Config source codes of DescribeConfigs/CreateTopics.
+pub const SOURCE_TOPIC: i8 = 1;
+pub const SOURCE_STATIC_BROKER: i8 = 4;
+pub const SOURCE_DEFAULT: i8 = 5;
+
+/// The Kafka error code and message of a topic operation failure.
+pub fn topic_error(error: &TopicError) -> (ResponseError, String) {
+    let code = match error {
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::InvalidName { .. } => ResponseError::InvalidTopicException,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::Log(_) | TopicError::Store { .. } => ResponseError::KafkaStorageError,
+    };
+    (code, error.to_string())
+}
+
+pub fn create_topics(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+    let request: CreateTopicsRequest = frame.decode()?;
+    let mut results = Vec::with_capacity(request.topics.len());
+    for wanted in &request.topics {
+        let name = wanted.name.0.as_str();
+        let mut result = CreatableTopicResult::default()
+            .with_name(wanted.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let mut configs = BTreeMap::new();
+        for c in &wanted.configs {
+            if let Some(value) = &c.value {
+                configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
+            }
+        }
+        let (mut partitions, mut replication_factor) =
+            (wanted.num_partitions, wanted.replication_factor);
+        let manual = !wanted.assignments.is_empty();
+        if manual {
+            partitions = wanted.assignments.len() as i32;
+            replication_factor = wanted
+                .assignments
+                .first()
+                .map_or(0, |a| a.broker_ids.len() as i16);
+        }
+        let misassigned = wanted
+            .assignments
+            .iter()
+            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id));
+        let outcome = if misassigned {
+            Err((
+                ResponseError::InvalidReplicaAssignment,
+                "replicas must be on the one broker".to_string(),
+            ))
+        } else if request.validate_only {
+            broker
+                .topics
+                .validate_create(name, partitions, replication_factor, &configs)
+                .map(|(p, r)| (p, r, Uuid::nil()))
+                .map_err(|e| topic_error(&e))
+        } else {
+            broker
+                .topics
+                .create(name, partitions, replication_factor, configs.clone())
+                .map(|t| (t.partition_count(), t.replication_factor, t.id))
+                .map_err(|e| topic_error(&e))
+        };
+        match outcome {
+            Ok((p, r, id)) if frame.version < 5 => {
+                let _ = (p, r, id);
+            }
+            Ok((p, r, id)) => {
+                result.num_partitions = p;
+                result.replication_factor = r;
+                if frame.version >= 7 {
+                    result.topic_id = id;
+                }
+                let described = topic_config::effective(&configs, &broker.config)
+                    .into_iter()
+                    .map(|(key, value, is_default)| {
+                        CreatableTopicConfigs::default()
+                            .with_name(str_bytes(key))
+                            .with_value(Some(str_bytes(&value)))
+                            .with_config_source(if is_default {
+                                SOURCE_DEFAULT
+                            } else {
+                                SOURCE_TOPIC
+                            })
+                    })
+                    .collect();
+                result.configs = Some(described);
+            }
+            Err((code, message)) => {
+                result.error_code = code.code();
+                if frame.version >= 1 {
+                    result.error_message = Some(str_bytes(&message));
+                }
+            }
+        }
+        results.push(result);
+    }
+    broker.appended.notify_waiters();
+    let response = CreateTopicsResponse::default().with_topics(results);
+    Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
+}
+
+pub fn delete_topics(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+    let request: DeleteTopicsRequest = frame.decode()?;
+    // v0-5 name topics in `topic_names`; v6 uses `topics` with a name or an id.
+    let mut wanted: Vec<(Option<String>, Uuid)> = request
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.as_str().to_string()), Uuid::nil()))
+        .collect();
+    wanted.extend(request.topics.iter().map(|t| {
+        (
+            t.name.as_ref().map(|n| n.0.as_str().to_string()),
+            t.topic_id,
+        )
+    }));
+    let mut responses = Vec::with_capacity(wanted.len());
+    for (name, id) in wanted {
+        let topic = match &name {
+            Some(name) => broker.topics.get(name),
+            None => broker.topics.get_by_id(id),
+        };
+        let v6 = frame.version >= 6;
+        let mut result = DeletableTopicResult::default()
+            .with_name(Some(super::topic_name(name.as_deref().unwrap_or_default())))
+            .with_topic_id(if v6 { id } else { Uuid::nil() });
+        match topic {
+            None => {
+                let code = if name.is_some() {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    ResponseError::UnknownTopicId
+                };
+                result.error_code = code.code();
+            }
+            Some(topic) => {
+                result.name = Some(super::topic_name(&topic.name));
+                if v6 {
+                    result.topic_id = topic.id;
+                }
+                if let Err(e) = broker.topics.delete(&topic.name) {
+                    let (code, message) = topic_error(&e);
+                    result.error_code = code.code();
+                    if frame.version >= 5 {
+                        result.error_message = Some(str_bytes(&message));
+                    }
+                }
+            }
+        }
+        responses.push(result);
+    }
+    let response = DeleteTopicsResponse::default().with_responses(responses);
+    Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
+}
+
+pub fn create_partitions(
+    broker: &Arc<Broker>,
+    frame: &RequestFrame,
+) -> Result<Outcome, HandlerError> {
+    let request: CreatePartitionsRequest = frame.decode()?;
+    let mut results = Vec::with_capacity(request.topics.len());
+    for wanted in &request.topics {
+        let name = wanted.name.0.as_str();
+        let mut result = CreatePartitionsTopicResult::default().with_name(wanted.name.clone());
+        let misassigned = wanted
+            .assignments
+            .iter()
+            .flatten()
+            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id));
+        let outcome = if misassigned {
+            Err((
+                ResponseError::InvalidReplicaAssignment,
+                "replicas must be on the one broker".to_string(),
+            ))
+        } else {
+            broker
+                .topics
+                .create_partitions(name, wanted.count, request.validate_only)
+                .map_err(|e| topic_error(&e))
+        };
+        if let Err((code, message)) = outcome {
+            result.error_code = code.code();
+            result.error_message = Some(str_bytes(&message));
+        }
+        results.push(result);
+    }
+    let response = CreatePartitionsResponse::default().with_results(results);
+    Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
+}
+
+/// DescribeCluster endpoint type for brokers (controllers are not exposed separately).
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    frame: &RequestFrame,
+) -> Result<Outcome, HandlerError> {
+    let request: DescribeClusterRequest = frame.decode()?;
+    let mut response = DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(&broker.cluster_id))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_endpoint_type(request.endpoint_type);
+    if frame.version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        response.error_code = ResponseError::UnsupportedEndpointType.code();
+        response.error_message = Some(str_bytes("only the broker endpoint type is served"));
+    } else {
+        response.brokers = vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.config.node_id))
+            .with_host(str_bytes(&broker.config.advertised_host))
+            .with_port(broker.config.advertised_port)];
+    }
+    Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
+}

@@ -1,0 +1,149 @@
+//! Fetch: whole stored batches from each requested partition, sent from the segment files
+//! with zero copies, with long polling (`max_wait_ms`/`min_bytes`) and byte limits per
+//! partition and per response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::broker::Broker;
+use crate::log::{LogError, ReadLimits};
+use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
+use crate::protocol::encode::RecordsSource;
+use crate::protocol::RequestFrame;
+
+/// Longest long-poll the broker honours, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
+
+/// One pass over the requested partitions.
+struct Pass {
+    response: FetchResponse,
+    records: RecordsSource,
+    bytes: u64,
+    has_error: bool,
+}
+
+fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::Result<Pass> {
+    let mut budget = broker.config.fetch_max_bytes as u64;
+    if version >= 3 && request.max_bytes >= 0 {
+        budget = budget.min(request.max_bytes as u64);
+    }
+    let mut records = RecordsSource::new();
+    let mut total = 0u64;
+    let mut has_error = false;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for fetch_topic in &request.topics {
+        let topic = if version >= 13 {
+            broker.topics.get_by_id(fetch_topic.topic_id)
+        } else {
+            broker.topics.get(fetch_topic.topic.0.as_str())
+        };
+        let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
+        for fetch in &fetch_topic.partitions {
+            let mut data = PartitionData::default()
+                .with_partition_index(fetch.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_records(Some(Bytes::new()));
+            let Some(partition) = topic.as_ref().and_then(|t| t.partition(fetch.partition)) else {
+                data.error_code = if version >= 13 {
+                    ResponseError::UnknownTopicId.code()
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                };
+                has_error = true;
+                partitions.push(data);
+                continue;
+            };
+            let log = &partition.log;
+            let limit = budget
+                .saturating_sub(total)
+                .min(fetch.partition_max_bytes.max(0) as u64);
+            let limits = ReadLimits {
+                max_bytes: limit,
+                min_one_batch: total == 0,
+                max_offset: Some(log.high_watermark()),
+            };
+            match log.read(fetch.fetch_offset, limits) {
+                Ok(read) => {
+                    data.high_watermark = read.high_watermark;
+                    data.last_stable_offset = read.high_watermark;
+                    if version >= 5 {
+                        data.log_start_offset = read.log_start_offset;
+                    }
+                    if let Some(region) = read.region {
+                        total += region.len;
+                        data.records = Some(records.records_field(region)?);
+                    }
+                }
+                Err(LogError::OffsetOutOfRange {
+                    log_start_offset,
+                    log_end_offset,
+                    ..
+                }) => {
+                    data.error_code = ResponseError::OffsetOutOfRange.code();
+                    data.high_watermark = log.high_watermark().min(log_end_offset);
+                    data.last_stable_offset = data.high_watermark;
+                    if version >= 5 {
+                        data.log_start_offset = log_start_offset;
+                    }
+                    has_error = true;
+                }
+                Err(e) => {
+                    warn!(topic = %partition.topic, partition = partition.index, offset = fetch.fetch_offset, error = %e, "fetch read failed");
+                    data.error_code = ResponseError::KafkaStorageError.code();
+                    has_error = true;
+                }
+            }
+            partitions.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(fetch_topic.topic.clone())
+                .with_topic_id(fetch_topic.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    Ok(Pass {
+        response: FetchResponse::default().with_responses(topics),
+        records,
+        bytes: total,
+        has_error,
+    })
+}
+
+pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+    let request: FetchRequest = frame.decode()?;
+    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as u64;
+    loop {
+        // Register for the wake-up before reading, so an append in between is not missed.
+        let notified = broker.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let pass = match read_pass(broker, &request, frame.version) {
+            Ok(pass) => pass,
+            Err(e) => return Ok(Outcome::Close(format!("fetch read failed: {e}"))),
+        };
+        let expired = Instant::now() >= deadline;
+        if pass.bytes >= min_bytes.max(1) || pass.has_error || expired || min_bytes == 0 {
+            let answer = Answer {
+                body: pass.response,
+                records: pass.records,
+            };
+            return Ok(Outcome::Respond(respond(frame, answer)?));
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}

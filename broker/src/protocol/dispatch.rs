@@ -1,0 +1,139 @@
+//! Request dispatch: parse a frame, route it to its API handler, encode the answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
+use tracing::debug;
+
+use super::apis;
+use super::encode::{encode_response, EncodeError, RecordsSource};
+use super::{parse_frame, EncodedResponse, FrameError, RequestFrame};
+use crate::broker::Broker;
+
+/// What the connection does with a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Write this response.
+    Respond(EncodedResponse),
+    /// Nothing to write (produce with acks=0).
+    Silent,
+    /// Close the connection: the request cannot be served (the reason is logged).
+    Close(String),
+}
+
+/// A handler's answer before encoding.
+pub struct Answer<T> {
+    pub body: T,
+    pub records: RecordsSource,
+}
+
+impl<T> Answer<T> {
+    pub fn new(body: T) -> Self {
+        Self {
+            body,
+            records: RecordsSource::new(),
+        }
+    }
+}
+
+/// Encodes a handler's answer for `frame`.
+pub fn respond<T: kafka_protocol::protocol::Encodable>(
+    frame: &RequestFrame,
+    answer: Answer<T>,
+) -> Result<EncodedResponse, EncodeError> {
+    let header_version = frame.api_key.response_header_version(frame.version);
+    encode_response(
+        frame.header.correlation_id,
+        header_version,
+        &answer.body,
+        frame.version,
+        answer.records,
+    )
+}
+
+/// Handles one request frame (the bytes after the size prefix).
+pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
+    let started = Instant::now();
+    let request = match parse_frame(frame) {
+        Ok(request) => request,
+        Err(FrameError::UnsupportedVersion {
+            api: ApiKey::ApiVersions,
+            version,
+            correlation_id,
+        }) => {
+            // Kafka answers an unknown ApiVersions version with v0 and the supported ranges,
+            // so that the client can retry with a version both sides know.
+            debug!(version, "unsupported ApiVersions version");
+            let body = apis::api_versions::supported_versions()
+                .with_error_code(ResponseError::UnsupportedVersion.code());
+            return match encode_response::<ApiVersionsResponse>(
+                correlation_id,
+                0,
+                &body,
+                0,
+                RecordsSource::new(),
+            ) {
+                Ok(encoded) => Outcome::Respond(encoded),
+                Err(e) => Outcome::Close(e.to_string()),
+            };
+        }
+        Err(e) => return Outcome::Close(e.to_string()),
+    };
+    let api = api_name(request.api_key);
+    let outcome = route(broker, &request).await;
+    broker.metrics.observe_request(api, started.elapsed());
+    outcome
+}
+
+async fn route(broker: &Arc<Broker>, frame: &RequestFrame) -> Outcome {
+    let result = match frame.api_key {
+        ApiKey::ApiVersions => apis::api_versions::handle(frame),
+        ApiKey::Metadata => apis::metadata::handle(broker, frame),
+        ApiKey::Produce => apis::produce::handle(broker, frame),
+        ApiKey::Fetch => apis::fetch::handle(broker, frame).await,
+        ApiKey::ListOffsets => apis::list_offsets::handle(broker, frame),
+        ApiKey::CreateTopics => apis::admin::create_topics(broker, frame),
+        ApiKey::DeleteTopics => apis::admin::delete_topics(broker, frame),
+        ApiKey::CreatePartitions => apis::admin::create_partitions(broker, frame),
+        ApiKey::DescribeConfigs => apis::configs::describe_configs(broker, frame),
+        ApiKey::IncrementalAlterConfigs => apis::configs::incremental_alter_configs(broker, frame),
+        ApiKey::DescribeCluster => apis::admin::describe_cluster(broker, frame),
+        ApiKey::InitProducerId => apis::init_producer_id::handle(broker, frame),
+        other => Err(HandlerError::Frame(FrameError::UnknownApiKey(other as i16))),
+    };
+    match result {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Close(e.to_string()),
+    }
+}
+
+/// Errors that make a request unanswerable.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// A fixed, bounded name for each API (metric labels).
+pub fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "Other",
+    }
+}
