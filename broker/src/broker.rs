@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
+use crate::group::offsets::{OffsetStore, OffsetStoreError};
+use crate::group::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::topics::{TopicError, TopicRegistry};
 
@@ -22,6 +24,8 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 pub enum BrokerError {
     #[error(transparent)]
     Topics(#[from] TopicError),
+    #[error(transparent)]
+    Offsets(#[from] OffsetStoreError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -110,6 +114,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub producer_ids: ProducerIdAllocator,
     pub metrics: Metrics,
+    pub groups: Arc<GroupCoordinator>,
     /// Notified after every append, to wake long-polling fetches.
     pub appended: Notify,
     ready: AtomicBool,
@@ -160,7 +165,10 @@ impl Broker {
         }
         let producer_ids = ProducerIdAllocator::open(config.data_dir.join(PRODUCER_IDS_FILE))?;
         let topics = TopicRegistry::open(Arc::clone(&config))?;
+        let offsets = OffsetStore::open(&topics, config.offsets_topic_partitions)?;
+        let groups = Arc::new(GroupCoordinator::new(offsets, config.group_limits));
         Ok(Arc::new(Self {
+            groups,
             config,
             topics,
             cluster_id: identity.cluster_id,

@@ -45,6 +45,11 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "queued.max.requests", default: "32", doc: "Requests read ahead per connection while earlier ones are processed." },
     KeySpec { name: "fetch.max.bytes", default: "57671680", doc: "Upper bound on the bytes of one fetch response." },
     KeySpec { name: "producer.state.snapshot.interval.ms", default: "30000", doc: "How often idempotent-producer state is snapshotted to disk." },
+    KeySpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of the internal __consumer_offsets topic (fixed once created)." },
+    KeySpec { name: "group.min.session.timeout.ms", default: "6000", doc: "Smallest session timeout a group member may ask for." },
+    KeySpec { name: "group.max.session.timeout.ms", default: "1800000", doc: "Largest session timeout a group member may ask for." },
+    KeySpec { name: "group.initial.rebalance.delay.ms", default: "3000", doc: "Wait for more members before the first rebalance of an empty group." },
+    KeySpec { name: "group.max.size", default: "1000", doc: "Most members a consumer group may have." },
     KeySpec { name: "shutdown.timeout.ms", default: "30000", doc: "Longest wait for in-flight requests on SIGTERM." },
 ];
 
@@ -198,6 +203,8 @@ pub struct BrokerConfig {
     pub fetch_max_bytes: usize,
     pub producer_snapshot_interval_ms: u64,
     pub shutdown_timeout_ms: u64,
+    pub offsets_topic_partitions: i32,
+    pub group_limits: crate::group::membership::GroupLimits,
 }
 
 fn parse<T: std::str::FromStr>(settings: &Settings, key: &str) -> Result<T, ConfigError>
@@ -317,7 +324,21 @@ impl BrokerConfig {
             fetch_max_bytes: parse(settings, "fetch.max.bytes")?,
             producer_snapshot_interval_ms: parse(settings, "producer.state.snapshot.interval.ms")?,
             shutdown_timeout_ms: parse(settings, "shutdown.timeout.ms")?,
+            offsets_topic_partitions: parse(settings, "offsets.topic.num.partitions")?,
+            group_limits: crate::group::membership::GroupLimits {
+                min_session_timeout_ms: parse(settings, "group.min.session.timeout.ms")?,
+                max_session_timeout_ms: parse(settings, "group.max.session.timeout.ms")?,
+                initial_rebalance_delay_ms: parse(settings, "group.initial.rebalance.delay.ms")?,
+                max_members: parse(settings, "group.max.size")?,
+            },
         };
+        if config.offsets_topic_partitions < 1 {
+            return Err(invalid(
+                "offsets.topic.num.partitions",
+                "0",
+                "must be at least 1",
+            ));
+        }
         if config.queued_max_requests == 0 || config.max_connections == 0 {
             return Err(invalid(
                 "queued.max.requests/max.connections",

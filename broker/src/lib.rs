@@ -8,6 +8,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod http;
 pub mod log;
 pub mod metrics;

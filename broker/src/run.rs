@@ -85,6 +85,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
         shutdown.clone(),
     ));
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&broker), shutdown.clone()));
+    let group_timers = tokio::spawn(Arc::clone(&broker.groups).run_timers(shutdown.clone()));
     let accept = tokio::spawn(server::accept_loop(
         Arc::clone(&broker),
         kafka_listener,
@@ -108,6 +109,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
                 warn!("requests still in flight after the shutdown timeout");
             }
             let _ = housekeeping.await;
+            let _ = group_timers.await;
             let _ = http_task.await;
             let closing = Arc::clone(&broker);
             tokio::task::spawn_blocking(move || closing.topics.close_all())

@@ -55,10 +55,13 @@ pub fn respond<T: kafka_protocol::protocol::Encodable>(
 }
 
 /// Handles one request frame (the bytes after the size prefix).
-pub async fn handle(broker: &Arc<Broker>, frame: Bytes) -> Outcome {
+pub async fn handle(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Outcome {
     let started = Instant::now();
     let request = match parse_frame(frame) {
-        Ok(request) => request,
+        Ok(mut request) => {
+            request.client_host = client_host.to_string();
+            request
+        }
         Err(FrameError::UnsupportedVersion {
             api: ApiKey::ApiVersions,
             version,
@@ -102,6 +105,17 @@ async fn route(broker: &Arc<Broker>, frame: &RequestFrame) -> Outcome {
         ApiKey::IncrementalAlterConfigs => apis::configs::incremental_alter_configs(broker, frame),
         ApiKey::DescribeCluster => apis::admin::describe_cluster(broker, frame),
         ApiKey::InitProducerId => apis::init_producer_id::handle(broker, frame),
+        ApiKey::FindCoordinator => apis::groups::find_coordinator(broker, frame),
+        ApiKey::JoinGroup => apis::groups::join_group(broker, frame).await,
+        ApiKey::SyncGroup => apis::groups::sync_group(broker, frame).await,
+        ApiKey::Heartbeat => apis::groups::heartbeat(broker, frame),
+        ApiKey::LeaveGroup => apis::groups::leave_group(broker, frame),
+        ApiKey::ListGroups => apis::groups::list_groups(broker, frame),
+        ApiKey::DescribeGroups => apis::groups::describe_groups(broker, frame),
+        ApiKey::DeleteGroups => apis::groups::delete_groups(broker, frame),
+        ApiKey::OffsetCommit => apis::offsets::offset_commit(broker, frame),
+        ApiKey::OffsetFetch => apis::offsets::offset_fetch(broker, frame),
+        ApiKey::OffsetDelete => apis::offsets::offset_delete(broker, frame),
         other => Err(HandlerError::Frame(FrameError::UnknownApiKey(other as i16))),
     };
     match result {
@@ -134,6 +148,17 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::OffsetDelete => "OffsetDelete",
         _ => "Other",
     }
 }

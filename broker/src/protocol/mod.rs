@@ -52,6 +52,8 @@ pub struct RequestFrame {
     pub version: i16,
     /// The undecoded body.
     pub body: Bytes,
+    /// The client's address as Kafka reports it (`/IP`), for group membership.
+    pub client_host: String,
 }
 
 impl RequestFrame {
@@ -111,6 +113,7 @@ pub fn parse_frame(mut frame: Bytes) -> Result<RequestFrame, FrameError> {
         api_key,
         version,
         body: frame,
+        client_host: String::new(),
     })
 }
 

@@ -39,6 +39,10 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: Cancellatio
     if let Err(e) = stream.set_nodelay(true) {
         debug!(peer, error = %e, "cannot set TCP_NODELAY");
     }
+    let client_host = stream
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default();
     let stream = Arc::new(stream);
     let (frames_tx, mut frames_rx) = mpsc::channel::<Bytes>(broker.config.queued_max_requests);
     let reader = tokio::spawn(read_frames(
@@ -50,7 +54,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: Cancellatio
         Arc::clone(&broker),
     ));
     while let Some(frame) = frames_rx.recv().await {
-        match handle(&broker, frame).await {
+        match handle(&broker, frame, &client_host).await {
             Outcome::Respond(response) => {
                 if let Err(e) = write_response(&stream, &response).await {
                     debug!(peer, error = %e, "write failed; closing");

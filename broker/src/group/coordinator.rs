@@ -1,0 +1,397 @@
+//! The group coordinator: drives the [`Group`] state machines, parks JoinGroup and SyncGroup
+//! requests until their answers are ready, runs the group timers, and records committed
+//! offsets through the [`OffsetStore`].
+//!
+//! Locking: one mutex over the group table, held only for a state-machine step (never across
+//! an await or an offset write). Waiting requests hold a oneshot receiver.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::membership::{
+    codes, Effect, Group, GroupLimits, GroupState, JoinOutcome, JoinRequest, JoinResult,
+    SyncOutcome, SyncResult,
+};
+use super::offsets::{CommittedOffset, OffsetStore, OffsetStoreError};
+
+/// How often the group timers run.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Extra time a parked request waits beyond its own timeout before giving up.
+const WAIT_SLACK: Duration = Duration::from_secs(5);
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[derive(Default)]
+struct Slot {
+    group: Option<Group>,
+    joins: HashMap<String, oneshot::Sender<JoinResult>>,
+    syncs: HashMap<String, oneshot::Sender<SyncResult>>,
+}
+
+impl Slot {
+    fn deliver(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Join { member_id, result } => {
+                    if let Some(tx) = self.joins.remove(&member_id) {
+                        let _ = tx.send(result);
+                    }
+                }
+                Effect::Sync { member_id, result } => {
+                    if let Some(tx) = self.syncs.remove(&member_id) {
+                        let _ = tx.send(result);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A summary of a group for ListGroups/DescribeGroups.
+#[derive(Debug, Clone)]
+pub struct GroupSummary {
+    pub id: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+/// Why a commit is refused for the whole request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitCheck {
+    Ok,
+    Error(i16),
+}
+
+pub struct GroupCoordinator {
+    groups: Mutex<HashMap<String, Slot>>,
+    limits: GroupLimits,
+    pub offsets: OffsetStore,
+}
+
+impl GroupCoordinator {
+    pub fn new(offsets: OffsetStore, limits: GroupLimits) -> Self {
+        Self {
+            groups: Mutex::new(HashMap::new()),
+            limits,
+            offsets,
+        }
+    }
+
+    /// Handles a JoinGroup, waiting until the rebalance round completes if needed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the wait; the member stays in the group until its session
+    /// or the rebalance timeout expires, as with a client that disconnects.
+    pub async fn join(&self, group_id: &str, request: JoinRequest) -> JoinResult {
+        let wait = Duration::from_millis(request.rebalance_timeout_ms.max(0) as u64) + WAIT_SLACK;
+        let rx = {
+            let mut groups = self.groups.lock();
+            let slot = groups.entry(group_id.to_string()).or_default();
+            let group = slot
+                .group
+                .get_or_insert_with(|| Group::new(group_id, self.limits));
+            let (outcome, effects) = group.join(request, now_ms());
+            slot.deliver(effects);
+            match outcome {
+                JoinOutcome::Immediate(result) => return result,
+                JoinOutcome::Pending { member_id } => {
+                    let (tx, rx) = oneshot::channel();
+                    if let Some(old) = slot.joins.insert(member_id.clone(), tx) {
+                        let _ = old.send(JoinResult {
+                            error_code: codes::REBALANCE_IN_PROGRESS,
+                            generation_id: -1,
+                            protocol_type: None,
+                            protocol_name: None,
+                            leader: String::new(),
+                            member_id: member_id.clone(),
+                            members: Vec::new(),
+                        });
+                    }
+                    (member_id, rx)
+                }
+            }
+        };
+        let (member_id, rx) = rx;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(result)) => result,
+            _ => JoinResult {
+                error_code: codes::REBALANCE_IN_PROGRESS,
+                generation_id: -1,
+                protocol_type: None,
+                protocol_name: None,
+                leader: String::new(),
+                member_id,
+                members: Vec::new(),
+            },
+        }
+    }
+
+    /// Handles a SyncGroup, waiting for the leader's assignment if needed.
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        let (rx, wait) = {
+            let mut groups = self.groups.lock();
+            let Some(slot) = groups.get_mut(group_id) else {
+                return SyncResult {
+                    error_code: codes::UNKNOWN_MEMBER_ID,
+                    protocol_type: None,
+                    protocol_name: None,
+                    assignment: Bytes::new(),
+                };
+            };
+            let Some(group) = slot.group.as_mut() else {
+                return SyncResult {
+                    error_code: codes::UNKNOWN_MEMBER_ID,
+                    protocol_type: None,
+                    protocol_name: None,
+                    assignment: Bytes::new(),
+                };
+            };
+            let wait = group
+                .member(member_id)
+                .map_or(0, |m| m.rebalance_timeout_ms.max(0) as u64);
+            let (outcome, effects) = group.sync(member_id, generation, assignments, now_ms());
+            slot.deliver(effects);
+            match outcome {
+                SyncOutcome::Immediate(result) => return result,
+                SyncOutcome::Pending => {
+                    let (tx, rx) = oneshot::channel();
+                    slot.syncs.insert(member_id.to_string(), tx);
+                    (rx, Duration::from_millis(wait) + WAIT_SLACK)
+                }
+            }
+        };
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(result)) => result,
+            _ => SyncResult {
+                error_code: codes::REBALANCE_IN_PROGRESS,
+                protocol_type: None,
+                protocol_name: None,
+                assignment: Bytes::new(),
+            },
+        }
+    }
+
+    pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
+        let mut groups = self.groups.lock();
+        match groups.get_mut(group_id).and_then(|s| s.group.as_mut()) {
+            Some(group) => group.heartbeat(member_id, generation, now_ms()),
+            None => codes::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    /// Removes members; returns one error code per member.
+    pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+        let mut groups = self.groups.lock();
+        let Some(slot) = groups.get_mut(group_id) else {
+            return vec![codes::UNKNOWN_MEMBER_ID; members.len()];
+        };
+        let Some(group) = slot.group.as_mut() else {
+            return vec![codes::UNKNOWN_MEMBER_ID; members.len()];
+        };
+        let (result, effects) = group.leave(members, now_ms());
+        slot.deliver(effects);
+        result
+    }
+
+    /// Runs the timers of every group once.
+    pub fn tick(&self) {
+        let now = now_ms();
+        let mut groups = self.groups.lock();
+        for slot in groups.values_mut() {
+            if let Some(group) = slot.group.as_mut() {
+                let effects = group.tick(now);
+                slot.deliver(effects);
+            }
+        }
+    }
+
+    /// Runs [`tick`](Self::tick) every [`TICK`] until `shutdown`.
+    pub async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = interval.tick() => self.tick(),
+            }
+        }
+    }
+
+    /// Whether a commit from this member/generation is allowed (Kafka's rules: a standalone
+    /// commit with generation -1 to a group without members is always allowed).
+    pub fn check_commit(&self, group_id: &str, member_id: &str, generation: i32) -> CommitCheck {
+        let mut groups = self.groups.lock();
+        let group = groups.get_mut(group_id).and_then(|s| s.group.as_mut());
+        let Some(group) =
+            group.filter(|g| !g.members.is_empty() || g.state == GroupState::PreparingRebalance)
+        else {
+            return if generation < 0 {
+                CommitCheck::Ok
+            } else {
+                CommitCheck::Error(codes::ILLEGAL_GENERATION)
+            };
+        };
+        if generation < 0 && member_id.is_empty() {
+            // A simple commit into a group that has members is refused, as Kafka does.
+            return CommitCheck::Error(codes::UNKNOWN_MEMBER_ID);
+        }
+        let Some(member) = group.members.iter_mut().find(|m| m.id == member_id) else {
+            return CommitCheck::Error(codes::UNKNOWN_MEMBER_ID);
+        };
+        member.expires_at_ms = now_ms() + i64::from(member.session_timeout_ms);
+        if generation != group.generation {
+            return CommitCheck::Error(codes::ILLEGAL_GENERATION);
+        }
+        if group.state == GroupState::PreparingRebalance {
+            return CommitCheck::Error(codes::REBALANCE_IN_PROGRESS);
+        }
+        CommitCheck::Ok
+    }
+
+    /// Writes committed offsets (after [`check_commit`](Self::check_commit)).
+    ///
+    /// # Errors
+    /// The offsets could not be made durable.
+    pub fn commit(
+        &self,
+        group_id: &str,
+        entries: Vec<((String, i32), CommittedOffset)>,
+    ) -> Result<(), OffsetStoreError> {
+        let entries: Vec<_> = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        self.offsets.write(group_id, &entries, now_ms())
+    }
+
+    /// Deletes committed offsets of partitions.
+    ///
+    /// # Errors
+    /// The deletion could not be made durable.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(), OffsetStoreError> {
+        let entries: Vec<_> = partitions.iter().map(|k| (k.clone(), None)).collect();
+        self.offsets.write(group_id, &entries, now_ms())
+    }
+
+    /// Summary of a group, or `None` when it is unknown (no members and no offsets).
+    pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
+        let groups = self.groups.lock();
+        match groups.get(group_id).and_then(|s| s.group.as_ref()) {
+            Some(group) => {
+                let protocol = group.protocol.clone().unwrap_or_default();
+                Some(GroupSummary {
+                    id: group.id.clone(),
+                    state: group.state.name(),
+                    protocol_type: group.protocol_type.clone().unwrap_or_default(),
+                    protocol: protocol.clone(),
+                    members: group
+                        .members
+                        .iter()
+                        .map(|m| {
+                            let metadata = m
+                                .protocols
+                                .iter()
+                                .find(|(n, _)| *n == protocol)
+                                .map(|(_, b)| b.clone())
+                                .unwrap_or_default();
+                            (
+                                m.id.clone(),
+                                m.instance_id.clone(),
+                                m.client_id.clone(),
+                                m.client_host.clone(),
+                                metadata,
+                                m.assignment.clone(),
+                            )
+                        })
+                        .collect(),
+                })
+            }
+            None if self.offsets.has_group(group_id) => Some(GroupSummary {
+                id: group_id.to_string(),
+                state: GroupState::Empty.name(),
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            }),
+            None => None,
+        }
+    }
+
+    /// Every known group (with members or committed offsets).
+    pub fn list(&self) -> Vec<GroupSummary> {
+        let mut ids: Vec<String> = self.groups.lock().keys().cloned().collect();
+        ids.extend(self.offsets.groups());
+        ids.sort();
+        ids.dedup();
+        ids.iter().filter_map(|id| self.describe(id)).collect()
+    }
+
+    /// Deletes a group with no members, and its offsets. Returns the error code.
+    pub fn delete_group(&self, group_id: &str) -> i16 {
+        {
+            let mut groups = self.groups.lock();
+            if let Some(slot) = groups.get(group_id) {
+                if slot.group.as_ref().is_some_and(|g| !g.is_empty()) {
+                    return codes::NON_EMPTY_GROUP;
+                }
+                groups.remove(group_id);
+            } else if !self.offsets.has_group(group_id) {
+                return codes::GROUP_ID_NOT_FOUND;
+            }
+        }
+        let partitions: Vec<(String, i32)> =
+            self.offsets.group_offsets(group_id).into_keys().collect();
+        match self.delete_offsets(group_id, &partitions) {
+            Ok(()) => codes::NONE,
+            Err(_) => 15, // COORDINATOR_NOT_AVAILABLE: retriable
+        }
+    }
+
+    /// Topics the group's members currently subscribe to (consumer protocol only).
+    pub fn subscribed_topics(&self, group_id: &str) -> Vec<String> {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        let Some(summary) = self.describe(group_id) else {
+            return Vec::new();
+        };
+        if summary.protocol_type != "consumer" {
+            return Vec::new();
+        }
+        let mut topics = Vec::new();
+        for (_, _, _, _, metadata, _) in summary.members {
+            let mut buf = metadata.clone();
+            if buf.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            let _ = bytes::Buf::get_i16(&mut buf);
+            if let Ok(subscription) =
+                ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3))
+            {
+                topics.extend(subscription.topics.iter().map(|t| t.as_str().to_string()));
+            }
+        }
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+}

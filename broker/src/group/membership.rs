@@ -1,0 +1,1062 @@
+//! The classic consumer-group protocol as a pure state machine: members join, the group
+//! rebalances (PreparingRebalance → CompletingRebalance → Stable), the leader's assignment is
+//! handed out by SyncGroup, heartbeats keep members alive, and members that leave or miss
+//! their session timeout trigger a new rebalance.
+//!
+//! Nothing here does I/O or waits: every operation takes the current time and returns the
+//! answers that are ready now as [`Effect`]s. The coordinator keeps the waiting requests and
+//! delivers those effects to them, and calls [`Group::tick`] periodically for the timers.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+
+/// Kafka error codes used by the group protocol.
+pub mod codes {
+    pub const NONE: i16 = 0;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+}
+
+/// Limits that apply to every group.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLimits {
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// Wait after the first member joins an empty group, for others to join the same round.
+    pub initial_rebalance_delay_ms: i64,
+    pub max_members: usize,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        Self {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_members: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    /// The name Kafka uses in ListGroups/DescribeGroups.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::PreparingRebalance => "PreparingRebalance",
+            Self::CompletingRebalance => "CompletingRebalance",
+            Self::Stable => "Stable",
+            Self::Dead => "Dead",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// (protocol name, metadata), in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    /// Deadline of the member's session.
+    pub expires_at_ms: i64,
+    /// The member has (re)joined in the current rebalance round.
+    pub joined: bool,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A JoinGroup request as the state machine needs it.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a member without an id first gets one with MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+}
+
+/// The answer to a JoinGroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinResult {
+    pub error_code: i16,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Only for the leader: every member with its metadata for the chosen protocol.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(error_code: i16, member_id: &str) -> Self {
+        Self {
+            error_code,
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+}
+
+/// The answer to a SyncGroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncResult {
+    pub error_code: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResult {
+    fn error(error_code: i16) -> Self {
+        Self {
+            error_code,
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+/// An answer ready for a waiting request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Join {
+        member_id: String,
+        result: JoinResult,
+    },
+    Sync {
+        member_id: String,
+        result: SyncResult,
+    },
+}
+
+/// What happened to a JoinGroup: answered now, or parked until the rebalance completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// Answer now (an error, MEMBER_ID_REQUIRED, or the current generation).
+    Immediate(JoinResult),
+    /// Wait for an [`Effect::Join`] for this member id.
+    Pending { member_id: String },
+}
+
+/// What happened to a SyncGroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    Immediate(SyncResult),
+    Pending,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: String,
+    pub state: GroupState,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    /// Members in join order (the first is the default leader).
+    pub members: Vec<Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED and their expiry.
+    pending_members: Vec<(String, i64)>,
+    /// Members whose SyncGroup waits for the leader's assignment.
+    awaiting_sync: BTreeSet<String>,
+    /// When the current join phase ends, whoever has rejoined by then.
+    rebalance_deadline_ms: Option<i64>,
+    /// End of the initial delay of a rebalance that started from Empty.
+    initial_delay_until_ms: Option<i64>,
+    limits: GroupLimits,
+    next_member_suffix: u64,
+}
+
+impl Group {
+    pub fn new(id: &str, limits: GroupLimits) -> Self {
+        Self {
+            id: id.to_string(),
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: Vec::new(),
+            pending_members: Vec::new(),
+            awaiting_sync: BTreeSet::new(),
+            rebalance_deadline_ms: None,
+            initial_delay_until_ms: None,
+            limits,
+            next_member_suffix: 0,
+        }
+    }
+
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    fn member_mut(&mut self, id: &str) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.id == id)
+    }
+
+    fn new_member_id(&mut self, client_id: &str, instance_id: Option<&str>) -> String {
+        self.next_member_suffix += 1;
+        let prefix = instance_id.unwrap_or(client_id);
+        format!("{prefix}-{}", uuid::Uuid::new_v4())
+    }
+
+    /// Protocols every member (and the candidate) supports, in the candidate's preference.
+    fn common_protocol_ok(&self, request: &JoinRequest) -> bool {
+        if request.protocols.is_empty() {
+            return false;
+        }
+        if let Some(kind) = &self.protocol_type {
+            if !self.members.is_empty() && kind != &request.protocol_type {
+                return false;
+            }
+        }
+        request.protocols.iter().any(|(name, _)| {
+            self.members
+                .iter()
+                .filter(|m| m.id != request.member_id)
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        })
+    }
+
+    /// Handles a JoinGroup.
+    pub fn join(&mut self, request: JoinRequest, now_ms: i64) -> (JoinOutcome, Vec<Effect>) {
+        let limits = self.limits;
+        if request.session_timeout_ms < limits.min_session_timeout_ms
+            || request.session_timeout_ms > limits.max_session_timeout_ms
+        {
+            return (
+                JoinOutcome::Immediate(JoinResult::error(
+                    codes::INVALID_SESSION_TIMEOUT,
+                    &request.member_id,
+                )),
+                vec![],
+            );
+        }
+        if !self.common_protocol_ok(&request) {
+            return (
+                JoinOutcome::Immediate(JoinResult::error(
+                    codes::INCONSISTENT_GROUP_PROTOCOL,
+                    &request.member_id,
+                )),
+                vec![],
+            );
+        }
+        let mut request = request;
+        if request.member_id.is_empty() {
+            // A static member rejoining under a new member id replaces its old self.
+            if let Some(instance) = request.instance_id.clone() {
+                if let Some(old) = self
+                    .members
+                    .iter()
+                    .find(|m| m.instance_id.as_deref() == Some(&instance))
+                    .map(|m| m.id.clone())
+                {
+                    let new_id = self.new_member_id(&request.client_id, Some(&instance));
+                    return self.replace_static_member(&old, new_id, request, now_ms);
+                }
+                request.member_id = self.new_member_id(&request.client_id, Some(&instance));
+            } else if request.require_known_member_id {
+                let id = self.new_member_id(&request.client_id, None);
+                self.pending_members
+                    .push((id.clone(), now_ms + i64::from(request.session_timeout_ms)));
+                return (
+                    JoinOutcome::Immediate(JoinResult::error(codes::MEMBER_ID_REQUIRED, &id)),
+                    vec![],
+                );
+            } else {
+                request.member_id = self.new_member_id(&request.client_id, None);
+            }
+        } else if let Some(instance) = &request.instance_id {
+            let owner = self
+                .members
+                .iter()
+                .find(|m| m.instance_id.as_deref() == Some(instance.as_str()));
+            if owner.is_some_and(|m| m.id != request.member_id) {
+                return (
+                    JoinOutcome::Immediate(JoinResult::error(
+                        codes::FENCED_INSTANCE_ID,
+                        &request.member_id,
+                    )),
+                    vec![],
+                );
+            }
+        }
+        let known = self.member(&request.member_id).is_some();
+        let was_pending = self
+            .pending_members
+            .iter()
+            .any(|(id, _)| *id == request.member_id);
+        if !known
+            && !was_pending
+            && request.instance_id.is_none()
+            && !request.member_id.is_empty()
+            && request.require_known_member_id
+        {
+            return (
+                JoinOutcome::Immediate(JoinResult::error(
+                    codes::UNKNOWN_MEMBER_ID,
+                    &request.member_id,
+                )),
+                vec![],
+            );
+        }
+        self.pending_members
+            .retain(|(id, _)| *id != request.member_id);
+        if !known && self.members.len() >= limits.max_members {
+            return (
+                JoinOutcome::Immediate(JoinResult::error(
+                    codes::GROUP_MAX_SIZE_REACHED,
+                    &request.member_id,
+                )),
+                vec![],
+            );
+        }
+
+        let member_id = request.member_id.clone();
+        let mut effects = Vec::new();
+        if known {
+            let unchanged = self
+                .member(&member_id)
+                .is_some_and(|m| m.protocols == request.protocols);
+            let is_leader = self.leader.as_deref() == Some(member_id.as_str());
+            // A follower rejoining with the same metadata while the group is settled just gets
+            // the current generation back.
+            if unchanged
+                && !is_leader
+                && matches!(
+                    self.state,
+                    GroupState::Stable | GroupState::CompletingRebalance
+                )
+            {
+                let result = self.join_result_for(&member_id);
+                if let Some(m) = self.member_mut(&member_id) {
+                    m.expires_at_ms = now_ms + i64::from(m.session_timeout_ms);
+                }
+                return (JoinOutcome::Immediate(result), effects);
+            }
+            if let Some(m) = self.member_mut(&member_id) {
+                m.protocols = request.protocols.clone();
+                m.session_timeout_ms = request.session_timeout_ms;
+                m.rebalance_timeout_ms = request.rebalance_timeout_ms;
+                m.joined = true;
+                m.expires_at_ms = now_ms + i64::from(request.session_timeout_ms);
+            }
+        } else {
+            self.members.push(Member {
+                id: member_id.clone(),
+                instance_id: request.instance_id.clone(),
+                client_id: request.client_id.clone(),
+                client_host: request.client_host.clone(),
+                session_timeout_ms: request.session_timeout_ms,
+                rebalance_timeout_ms: request.rebalance_timeout_ms,
+                protocols: request.protocols.clone(),
+                assignment: Bytes::new(),
+                expires_at_ms: now_ms + i64::from(request.session_timeout_ms),
+                joined: true,
+            });
+        }
+        self.protocol_type = Some(request.protocol_type.clone());
+        if self.state != GroupState::PreparingRebalance {
+            effects.extend(self.prepare_rebalance(now_ms));
+        }
+        effects.extend(self.try_complete_join(now_ms));
+        let answered = effects
+            .iter()
+            .any(|e| matches!(e, Effect::Join { member_id: m, .. } if *m == member_id));
+        let outcome = if answered {
+            let index = effects
+                .iter()
+                .position(|e| matches!(e, Effect::Join { member_id: m, .. } if *m == member_id))
+                .unwrap_or_default();
+            match effects.remove(index) {
+                Effect::Join { result, .. } => JoinOutcome::Immediate(result),
+                Effect::Sync { .. } => JoinOutcome::Pending { member_id },
+            }
+        } else {
+            JoinOutcome::Pending { member_id }
+        };
+        (outcome, effects)
+    }
+
+    fn replace_static_member(
+        &mut self,
+        old: &str,
+        new_id: String,
+        request: JoinRequest,
+        now_ms: i64,
+    ) -> (JoinOutcome, Vec<Effect>) {
+        let mut effects = Vec::new();
+        // The old incarnation's waiting requests are fenced.
+        effects.push(Effect::Join {
+            member_id: old.to_string(),
+            result: JoinResult::error(codes::FENCED_INSTANCE_ID, old),
+        });
+        if self.awaiting_sync.remove(old) {
+            effects.push(Effect::Sync {
+                member_id: old.to_string(),
+                result: SyncResult::error(codes::FENCED_INSTANCE_ID),
+            });
+        }
+        let was_leader = self.leader.as_deref() == Some(old);
+        let unchanged = self
+            .member(old)
+            .is_some_and(|m| m.protocols == request.protocols);
+        if let Some(m) = self.member_mut(old) {
+            m.id = new_id.clone();
+            m.client_id = request.client_id.clone();
+            m.session_timeout_ms = request.session_timeout_ms;
+            m.rebalance_timeout_ms = request.rebalance_timeout_ms;
+            m.protocols = request.protocols.clone();
+            m.expires_at_ms = now_ms + i64::from(request.session_timeout_ms);
+            m.joined = true;
+        }
+        if was_leader {
+            self.leader = Some(new_id.clone());
+        }
+        if self.state == GroupState::Stable && unchanged {
+            // Same member, same subscription: keep the assignment, no rebalance (KIP-345).
+            let mut result = self.join_result_for(&new_id);
+            if was_leader {
+                result.members = self.member_list();
+            }
+            return (JoinOutcome::Immediate(result), effects);
+        }
+        if self.state != GroupState::PreparingRebalance {
+            effects.extend(self.prepare_rebalance(now_ms));
+        }
+        effects.extend(self.try_complete_join(now_ms));
+        match effects
+            .iter()
+            .position(|e| matches!(e, Effect::Join { member_id: m, .. } if *m == new_id))
+        {
+            Some(i) => match effects.remove(i) {
+                Effect::Join { result, .. } => (JoinOutcome::Immediate(result), effects),
+                Effect::Sync { .. } => (JoinOutcome::Pending { member_id: new_id }, effects),
+            },
+            None => (JoinOutcome::Pending { member_id: new_id }, effects),
+        }
+    }
+
+    fn join_result_for(&self, member_id: &str) -> JoinResult {
+        JoinResult {
+            error_code: codes::NONE,
+            generation_id: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        }
+    }
+
+    fn member_list(&self) -> Vec<(String, Option<String>, Bytes)> {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        self.members
+            .iter()
+            .map(|m| {
+                (
+                    m.id.clone(),
+                    m.instance_id.clone(),
+                    m.metadata_for(&protocol),
+                )
+            })
+            .collect()
+    }
+
+    /// Starts a rebalance: members must rejoin; waiting syncs learn of it.
+    fn prepare_rebalance(&mut self, now_ms: i64) -> Vec<Effect> {
+        let mut effects: Vec<Effect> = std::mem::take(&mut self.awaiting_sync)
+            .into_iter()
+            .map(|member_id| Effect::Sync {
+                member_id,
+                result: SyncResult::error(codes::REBALANCE_IN_PROGRESS),
+            })
+            .collect();
+        let from_empty = self.state == GroupState::Empty;
+        self.state = GroupState::PreparingRebalance;
+        let timeout = self
+            .members
+            .iter()
+            .map(|m| i64::from(m.rebalance_timeout_ms))
+            .max()
+            .unwrap_or(0);
+        self.rebalance_deadline_ms = Some(now_ms + timeout);
+        self.initial_delay_until_ms =
+            from_empty.then(|| now_ms + self.limits.initial_rebalance_delay_ms.min(timeout));
+        effects.retain(|_| true);
+        effects
+    }
+
+    /// Completes the join phase if every member has rejoined (and any initial delay is over).
+    fn try_complete_join(&mut self, now_ms: i64) -> Vec<Effect> {
+        if self.state != GroupState::PreparingRebalance {
+            return Vec::new();
+        }
+        if self
+            .initial_delay_until_ms
+            .is_some_and(|until| now_ms < until)
+        {
+            return Vec::new();
+        }
+        if self.members.iter().all(|m| m.joined) {
+            self.complete_join()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Ends the join phase with whoever has joined: new generation, protocol and leader.
+    fn complete_join(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let (joined, dropped): (Vec<Member>, Vec<Member>) = std::mem::take(&mut self.members)
+            .into_iter()
+            .partition(|m| m.joined);
+        self.members = joined;
+        for m in dropped {
+            effects.push(Effect::Join {
+                member_id: m.id.clone(),
+                result: JoinResult::error(codes::UNKNOWN_MEMBER_ID, &m.id),
+            });
+        }
+        self.rebalance_deadline_ms = None;
+        self.initial_delay_until_ms = None;
+        self.generation += 1;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            return effects;
+        }
+        self.protocol = self.select_protocol();
+        if self.leader.as_ref().is_none_or(|l| self.member(l).is_none()) {
+            self.leader = self.members.first().map(|m| m.id.clone());
+        }
+        self.state = GroupState::CompletingRebalance;
+        let leader = self.leader.clone().unwrap_or_default();
+        let list = self.member_list();
+        for m in &mut self.members {
+            m.joined = false;
+        }
+        for m in &self.members {
+            let mut result = self.join_result_for(&m.id);
+            if m.id == leader {
+                result.members = list.clone();
+            }
+            effects.push(Effect::Join {
+                member_id: m.id.clone(),
+                result,
+            });
+        }
+        effects
+    }
+
+    /// The protocol all members support, chosen by the members' preferences (each member votes
+    /// for its most preferred candidate; ties go to the first member's preference).
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.first()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                self.members
+                    .iter()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == *name))
+            })
+            .collect();
+        let mut best: Option<(&String, usize)> = None;
+        for candidate in &candidates {
+            let votes = self
+                .members
+                .iter()
+                .filter(|m| {
+                    m.protocols
+                        .iter()
+                        .map(|(n, _)| n)
+                        .find(|n| candidates.contains(n))
+                        == Some(*candidate)
+                })
+                .count();
+            if best.is_none_or(|(_, v)| votes > v) {
+                best = Some((candidate, votes));
+            }
+        }
+        best.map(|(name, _)| name.clone())
+    }
+
+    /// Handles a SyncGroup.
+    pub fn sync(
+        &mut self,
+        member_id: &str,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+        now_ms: i64,
+    ) -> (SyncOutcome, Vec<Effect>) {
+        let Some(member) = self.member_mut(member_id) else {
+            return (
+                SyncOutcome::Immediate(SyncResult::error(codes::UNKNOWN_MEMBER_ID)),
+                vec![],
+            );
+        };
+        member.expires_at_ms = now_ms + i64::from(member.session_timeout_ms);
+        if generation != self.generation {
+            return (
+                SyncOutcome::Immediate(SyncResult::error(codes::ILLEGAL_GENERATION)),
+                vec![],
+            );
+        }
+        match self.state {
+            GroupState::PreparingRebalance => (
+                SyncOutcome::Immediate(SyncResult::error(codes::REBALANCE_IN_PROGRESS)),
+                vec![],
+            ),
+            GroupState::Stable => (
+                SyncOutcome::Immediate(self.sync_result_for(member_id)),
+                vec![],
+            ),
+            GroupState::Empty | GroupState::Dead => (
+                SyncOutcome::Immediate(SyncResult::error(codes::UNKNOWN_MEMBER_ID)),
+                vec![],
+            ),
+            GroupState::CompletingRebalance => {
+                self.awaiting_sync.insert(member_id.to_string());
+                if self.leader.as_deref() != Some(member_id) {
+                    return (SyncOutcome::Pending, vec![]);
+                }
+                for m in &mut self.members {
+                    m.assignment = assignments
+                        .iter()
+                        .find(|(id, _)| *id == m.id)
+                        .map(|(_, a)| a.clone())
+                        .unwrap_or_default();
+                }
+                self.state = GroupState::Stable;
+                let waiting = std::mem::take(&mut self.awaiting_sync);
+                let mut effects: Vec<Effect> = waiting
+                    .into_iter()
+                    .map(|id| Effect::Sync {
+                        result: self.sync_result_for(&id),
+                        member_id: id,
+                    })
+                    .collect();
+                let mine = effects
+                    .iter()
+                    .position(|e| matches!(e, Effect::Sync { member_id: m, .. } if m == member_id));
+                match mine.map(|i| effects.remove(i)) {
+                    Some(Effect::Sync { result, .. }) => (SyncOutcome::Immediate(result), effects),
+                    _ => (
+                        SyncOutcome::Immediate(self.sync_result_for(member_id)),
+                        effects,
+                    ),
+                }
+            }
+        }
+    }
+
+    fn sync_result_for(&self, member_id: &str) -> SyncResult {
+        SyncResult {
+            error_code: codes::NONE,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            assignment: self
+                .member(member_id)
+                .map(|m| m.assignment.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Handles a Heartbeat; returns its error code.
+    pub fn heartbeat(&mut self, member_id: &str, generation: i32, now_ms: i64) -> i16 {
+        let state = self.state;
+        let current = self.generation;
+        let Some(member) = self.member_mut(member_id) else {
+            return codes::UNKNOWN_MEMBER_ID;
+        };
+        member.expires_at_ms = now_ms + i64::from(member.session_timeout_ms);
+        match state {
+            GroupState::Empty | GroupState::Dead => codes::UNKNOWN_MEMBER_ID,
+            GroupState::PreparingRebalance => codes::REBALANCE_IN_PROGRESS,
+            _ if generation != current => codes::ILLEGAL_GENERATION,
+            _ => codes::NONE,
+        }
+    }
+
+    /// Removes members (LeaveGroup); returns each one's error code and the effects.
+    pub fn leave(
+        &mut self,
+        leaving: &[(String, Option<String>)],
+        now_ms: i64,
+    ) -> (Vec<i16>, Vec<Effect>) {
+        let mut codes_out = Vec::with_capacity(leaving.len());
+        let mut effects = Vec::new();
+        let mut removed_any = false;
+        for (member_id, instance_id) in leaving {
+            let found = self.members.iter().position(|m| {
+                if member_id.is_empty() {
+                    instance_id.is_some() && m.instance_id == *instance_id
+                } else {
+                    m.id == *member_id
+                }
+            });
+            match found {
+                Some(i)
+                    if instance_id.is_some()
+                        && !member_id.is_empty()
+                        && self.members[i].instance_id != *instance_id =>
+                {
+                    codes_out.push(codes::FENCED_INSTANCE_ID);
+                }
+                Some(i) => {
+                    let m = self.members.remove(i);
+                    effects.extend(self.forget(&m.id));
+                    codes_out.push(codes::NONE);
+                    removed_any = true;
+                }
+                None => codes_out.push(codes::UNKNOWN_MEMBER_ID),
+            }
+        }
+        if removed_any {
+            effects.extend(self.after_removal(now_ms));
+        }
+        (codes_out, effects)
+    }
+
+    /// Answers the waiting requests of a removed member.
+    fn forget(&mut self, member_id: &str) -> Vec<Effect> {
+        let mut effects = vec![Effect::Join {
+            member_id: member_id.to_string(),
+            result: JoinResult::error(codes::UNKNOWN_MEMBER_ID, member_id),
+        }];
+        if self.awaiting_sync.remove(member_id) {
+            effects.push(Effect::Sync {
+                member_id: member_id.to_string(),
+                result: SyncResult::error(codes::UNKNOWN_MEMBER_ID),
+            });
+        }
+        if self.leader.as_deref() == Some(member_id) {
+            self.leader = None;
+        }
+        effects
+    }
+
+    fn after_removal(&mut self, now_ms: i64) -> Vec<Effect> {
+        if self.members.is_empty() && self.state != GroupState::PreparingRebalance {
+            self.state = GroupState::Empty;
+            self.generation += 1;
+            self.protocol = None;
+            self.leader = None;
+            return self.prepare_then_empty();
+        }
+        let mut effects = Vec::new();
+        if self.state != GroupState::PreparingRebalance {
+            effects.extend(self.prepare_rebalance(now_ms));
+            self.initial_delay_until_ms = None;
+        }
+        effects.extend(self.try_complete_join(now_ms));
+        effects
+    }
+
+    fn prepare_then_empty(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.awaiting_sync)
+            .into_iter()
+            .map(|member_id| Effect::Sync {
+                member_id,
+                result: SyncResult::error(codes::UNKNOWN_MEMBER_ID),
+            })
+            .collect()
+    }
+
+    /// Advances the timers: expires members whose session ran out (except those parked in a
+    /// join), ends the join phase at its deadline, and drops stale pending member ids.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
+        self.pending_members
+            .retain(|(_, expires)| *expires > now_ms);
+        let mut effects = Vec::new();
+        let joining = self.state == GroupState::PreparingRebalance;
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.expires_at_ms <= now_ms && !(joining && m.joined))
+            .map(|m| m.id.clone())
+            .collect();
+        if !expired.is_empty() {
+            self.members.retain(|m| !expired.contains(&m.id));
+            for id in &expired {
+                effects.extend(self.forget(id));
+            }
+            effects.extend(self.after_removal(now_ms));
+        }
+        if self.state == GroupState::PreparingRebalance {
+            if self.rebalance_deadline_ms.is_some_and(|d| now_ms >= d) {
+                effects.extend(self.complete_join());
+            } else {
+                effects.extend(self.try_complete_join(now_ms));
+            }
+        }
+        effects
+    }
+
+    /// Whether the group has no members (it may be deleted).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.state != GroupState::PreparingRebalance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: i32 = 10_000;
+
+    fn limits() -> GroupLimits {
+        GroupLimits {
+            initial_rebalance_delay_ms: 0,
+            ..GroupLimits::default()
+        }
+    }
+
+    fn join_req(member_id: &str, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_string(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: SESSION,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::from(p.to_string())))
+                .collect(),
+            require_known_member_id: true,
+        }
+    }
+
+    /// Joins a new member through MEMBER_ID_REQUIRED; returns its id and the outcome.
+    fn join_new(group: &mut Group, now: i64) -> (String, JoinOutcome, Vec<Effect>) {
+        let (outcome, _) = group.join(join_req("", &["range"]), now);
+        let JoinOutcome::Immediate(first) = outcome else {
+            panic!("expected MEMBER_ID_REQUIRED")
+        };
+        assert_eq!(first.error_code, codes::MEMBER_ID_REQUIRED);
+        let (outcome, effects) = group.join(join_req(&first.member_id, &["range"]), now);
+        (first.member_id, outcome, effects)
+    }
+
+    #[test]
+    fn a_lone_member_becomes_leader_and_gets_its_assignment() {
+        let mut group = Group::new("g", limits());
+        let (id, outcome, _) = join_new(&mut group, 0);
+        let JoinOutcome::Immediate(result) = outcome else {
+            panic!("single member completes at once")
+        };
+        assert_eq!(
+            (result.generation_id, result.leader.as_str()),
+            (1, id.as_str())
+        );
+        assert_eq!(result.members.len(), 1);
+        let (sync, _) = group.sync(&id, 1, vec![(id.clone(), Bytes::from_static(b"a"))], 0);
+        assert_eq!(
+            sync,
+            SyncOutcome::Immediate(SyncResult {
+                error_code: 0,
+                protocol_type: Some("consumer".into()),
+                protocol_name: Some("range".into()),
+                assignment: Bytes::from_static(b"a")
+            })
+        );
+        assert_eq!(group.state, GroupState::Stable);
+        assert_eq!(group.heartbeat(&id, 1, 1), codes::NONE);
+    }
+
+    #[test]
+    fn a_second_member_triggers_a_rebalance_that_waits_for_the_first() {
+        let mut group = Group::new("g", limits());
+        let (a, _, _) = join_new(&mut group, 0);
+        group.sync(&a, 1, vec![(a.clone(), Bytes::from_static(b"all"))], 0);
+        let (b, outcome, _) = join_new(&mut group, 10);
+        assert!(
+            matches!(outcome, JoinOutcome::Pending { .. }),
+            "b waits for a to rejoin"
+        );
+        assert_eq!(group.heartbeat(&a, 1, 20), codes::REBALANCE_IN_PROGRESS);
+        let (outcome, effects) = group.join(join_req(&a, &["range"]), 30);
+        let JoinOutcome::Immediate(leader) = outcome else {
+            panic!("a completes the round")
+        };
+        assert_eq!((leader.generation_id, leader.members.len()), (2, 2));
+        assert!(effects.iter().any(|e| matches!(e, Effect::Join { member_id, result } if *member_id == b && result.generation_id == 2 && result.members.is_empty())));
+        let (pending, _) = group.sync(&b, 2, vec![], 40);
+        assert_eq!(pending, SyncOutcome::Pending);
+        let (_, effects) = group.sync(
+            &a,
+            2,
+            vec![
+                (a.clone(), Bytes::from_static(b"p0")),
+                (b.clone(), Bytes::from_static(b"p1")),
+            ],
+            50,
+        );
+        assert!(effects.iter().any(|e| matches!(e, Effect::Sync { member_id, result } if *member_id == b && result.assignment == Bytes::from_static(b"p1"))));
+    }
+
+    #[test]
+    fn a_member_that_misses_its_session_is_removed_and_others_rebalance() {
+        let mut group = Group::new("g", limits());
+        let (a, _, _) = join_new(&mut group, 0);
+        let (b, _, _) = join_new(&mut group, 0);
+        // a rejoins, completing the round that b's arrival started
+        group.join(join_req(&a, &["range"]), 0);
+        assert_eq!(group.generation, 2);
+        group.sync(&a, 2, vec![], 0);
+        // only a heartbeats
+        assert_eq!(group.heartbeat(&a, 2, 9_000), codes::NONE);
+        let effects = group.tick(SESSION as i64 + 1);
+        assert!(group.member(&b).is_none());
+        assert_eq!(group.state, GroupState::PreparingRebalance);
+        assert!(effects
+            .iter()
+            .all(|e| !matches!(e, Effect::Join { member_id, .. } if *member_id == a)));
+        let (outcome, _) = group.join(join_req(&a, &["range"]), SESSION as i64 + 2);
+        assert!(
+            matches!(outcome, JoinOutcome::Immediate(r) if r.generation_id == 3 && r.members.len() == 1)
+        );
+    }
+
+    #[test]
+    fn stale_generations_and_unknown_members_are_refused() {
+        let mut group = Group::new("g", limits());
+        let (a, _, _) = join_new(&mut group, 0);
+        assert_eq!(
+            group.sync(&a, 7, vec![], 0).0,
+            SyncOutcome::Immediate(SyncResult::error(codes::ILLEGAL_GENERATION))
+        );
+        assert_eq!(group.heartbeat("nobody", 1, 0), codes::UNKNOWN_MEMBER_ID);
+        let (outcome, _) = group.join(join_req("made-up", &["range"]), 0);
+        assert!(
+            matches!(outcome, JoinOutcome::Immediate(r) if r.error_code == codes::UNKNOWN_MEMBER_ID)
+        );
+        let (outcome, _) = group.join(join_req("", &["roundrobin"]), 0);
+        assert!(
+            matches!(outcome, JoinOutcome::Immediate(r) if r.error_code == codes::INCONSISTENT_GROUP_PROTOCOL)
+        );
+    }
+
+    #[test]
+    fn leaving_answers_waiting_members_and_empties_the_group() {
+        let mut group = Group::new("g", limits());
+        let (a, _, _) = join_new(&mut group, 0);
+        let (codes_out, _) = group.leave(&[(a.clone(), None)], 5);
+        assert_eq!(codes_out, vec![codes::NONE]);
+        assert_eq!(group.state, GroupState::Empty);
+        assert_eq!(
+            group.leave(&[(a, None)], 6).0,
+            vec![codes::UNKNOWN_MEMBER_ID]
+        );
+    }
+
+    #[test]
+    fn a_static_member_rejoining_keeps_its_assignment_without_rebalance() {
+        let mut group = Group::new("g", limits());
+        let mut req = join_req("", &["range"]);
+        req.instance_id = Some("host-1".into());
+        let (JoinOutcome::Immediate(first), _) = group.join(req.clone(), 0) else {
+            panic!("immediate")
+        };
+        let follower_req = JoinRequest {
+            instance_id: Some("host-2".into()),
+            ..req.clone()
+        };
+        let (_, _) = group.join(follower_req.clone(), 0);
+        // leader rejoins to complete the round
+        group.join(
+            JoinRequest {
+                member_id: first.member_id.clone(),
+                ..req.clone()
+            },
+            0,
+        );
+        let generation = group.generation;
+        let follower = group
+            .members
+            .iter()
+            .find(|m| m.instance_id.as_deref() == Some("host-2"))
+            .map(|m| m.id.clone())
+            .expect("member");
+        group.sync(
+            &first.member_id,
+            generation,
+            vec![(follower.clone(), Bytes::from_static(b"mine"))],
+            0,
+        );
+        // the follower restarts: same instance id, no member id
+        let (outcome, _) = group.join(follower_req, 100);
+        let JoinOutcome::Immediate(result) = outcome else {
+            panic!("no rebalance")
+        };
+        assert_eq!(result.generation_id, generation);
+        assert_ne!(result.member_id, follower);
+        assert_eq!(group.state, GroupState::Stable);
+        let (sync, _) = group.sync(&result.member_id, generation, vec![], 100);
+        assert!(
+            matches!(sync, SyncOutcome::Immediate(r) if r.assignment == Bytes::from_static(b"mine"))
+        );
+    }
+
+    #[test]
+    fn the_protocol_most_members_prefer_wins() {
+        let mut group = Group::new("g", limits());
+        let (a, _, _) = {
+            let (o, _) = group.join(join_req("", &["cooperative-sticky", "range"]), 0);
+            let JoinOutcome::Immediate(r) = o else {
+                panic!()
+            };
+            let (o, e) = group.join(join_req(&r.member_id, &["cooperative-sticky", "range"]), 0);
+            (r.member_id, o, e)
+        };
+        assert_eq!(group.protocol.as_deref(), Some("cooperative-sticky"));
+        let _ = a;
+    }
+}
