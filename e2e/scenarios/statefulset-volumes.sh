@@ -8,6 +8,10 @@ whoami_has() { # NS POD LINE
 	pod_http "$1" "$2" 8080 /whoami | grep -qxF "$3"
 }
 
+logs_contain() { # NS POD TEXT
+	kubectl -n "$1" logs "$2" 2>/dev/null | grep -qF "$3"
+}
+
 replaced_and_ready() { # NS POD OLD_UID
 	local uid
 	uid="$(pod_uid "$1" "$2")"
@@ -28,6 +32,7 @@ scenario_statefulset_volumes() {
 	done
 	check "env from a configMapKeyRef reaches the process" whoami_has "$ns" web-0 "greeting=hello from a configmap"
 	check "a ConfigMap volume is mounted" whoami_has "$ns" web-0 "config=mode = smoke"
+	check "kubectl logs shows the program's output" logs_contain "$ns" web-2 "testapp listening on"
 
 	token="token-$RANDOM$RANDOM"
 	check "web-1 writes a token into its volume" quietly pod_http "$ns" web-1 8080 "/write/$token"

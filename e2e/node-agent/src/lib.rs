@@ -10,6 +10,7 @@ pub mod addresses;
 pub mod agent;
 pub mod hosts;
 pub mod images;
+pub mod kubelet_api;
 pub mod node;
 pub mod podspec;
 pub mod probe;

@@ -39,6 +39,15 @@ struct Args {
     /// Run containers without private mount/UTS namespaces (volume mounts are then refused).
     #[arg(long)]
     no_isolation: bool,
+    /// Port of the kubelet API (kubectl logs) on 127.0.0.1; served only with --tls-cert and --tls-key.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// PEM certificate of the kubelet API.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the kubelet API.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Kubelet version reported by the node.
     #[arg(long, default_value = "v1.37.2")]
     kubelet_version: String,
@@ -95,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         node: NodeInfo {
             name: args.node_name.clone(),
             address: "127.0.0.1".into(),
-            kubelet_port: 10250,
+            kubelet_port: i32::from(args.kubelet_port),
             kubelet_version: args.kubelet_version.clone(),
             cpu: std::thread::available_parallelism().map_or(2, |n| n.get()).to_string(),
             memory: "16Gi".into(),
@@ -104,6 +113,15 @@ async fn main() -> anyhow::Result<()> {
         volumes_dir,
         hosts_file: (args.hosts_file != "none").then(|| PathBuf::from(&args.hosts_file)),
     };
+
+    if let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) {
+        let (port, pods) = (args.kubelet_port, rt.pods_dir.clone());
+        tokio::spawn(async move {
+            if let Err(e) = node_agent::kubelet_api::serve(port, &cert, &key, pods).await {
+                tracing::error!(error = %e, "kubelet API stopped: kubectl logs will not work");
+            }
+        });
+    }
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut term = signal(SignalKind::terminate())?;
