@@ -1,0 +1,765 @@
+//! The cluster metadata replicated by the controller quorum, and the commands that change it.
+//!
+//! [`ClusterMetadata::apply`] is a pure, deterministic function of the state and a command:
+//! every controller and every broker applies the same committed commands in the same order
+//! and reaches the same state. Decisions that need a choice (replica placement, leader
+//! election) are pure functions here too, so they are unit-tested without a network.
+//!
+//! Invariants kept by `apply`:
+//! - a partition's leader is `NO_LEADER` or a member of its ISR, and its ISR is a subset of
+//!   its replicas;
+//! - the leader epoch increases whenever the leader changes; the partition epoch increases on
+//!   every change of leader, ISR or replicas;
+//! - a fenced broker leads nothing, and is in no ISR unless it was the last member (so that an
+//!   unclean election is never made by default).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Leader id of a partition without a leader.
+pub const NO_LEADER: i32 = -1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRecord {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Fenced brokers missed their heartbeats (or have not caught up yet): they lead nothing.
+    pub fenced: bool,
+    /// Set by a controlled shutdown: leadership moves away, the broker stays registered.
+    pub shutting_down: bool,
+    /// Changes on every registration, to tell a restarted broker from its old session.
+    pub incarnation: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// Replicas being added by a reassignment (already in `replicas`).
+    pub adding: Vec<i32>,
+    /// Replicas to drop once the reassignment completes (still in `replicas`).
+    pub removing: Vec<i32>,
+}
+
+impl PartitionRecord {
+    fn new(replicas: Vec<i32>, live: &BTreeSet<i32>) -> Self {
+        let isr: Vec<i32> = replicas
+            .iter()
+            .copied()
+            .filter(|r| live.contains(r))
+            .collect();
+        let leader = isr.first().copied().unwrap_or(NO_LEADER);
+        Self {
+            replicas,
+            isr: if leader == NO_LEADER { Vec::new() } else { isr },
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }
+    }
+
+    /// The preferred leader: the first replica.
+    pub fn preferred_leader(&self) -> i32 {
+        self.replicas.first().copied().unwrap_or(NO_LEADER)
+    }
+
+    fn set_leader(&mut self, leader: i32) {
+        if leader != self.leader {
+            self.leader = leader;
+            self.leader_epoch += 1;
+        }
+        self.partition_epoch += 1;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub id: Uuid,
+    pub partitions: Vec<PartitionRecord>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Everything the controllers agree on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    pub brokers: BTreeMap<i32, BrokerRecord>,
+    pub topics: BTreeMap<String, TopicRecord>,
+    /// Allow electing a leader outside the ISR when no ISR member is alive.
+    pub unclean_leader_election: bool,
+}
+
+/// A change to the metadata, as written to the quorum's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    RegisterBroker {
+        id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+        incarnation: u64,
+    },
+    FenceBroker {
+        id: i32,
+    },
+    UnfenceBroker {
+        id: i32,
+    },
+    ControlledShutdown {
+        id: i32,
+    },
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        assignment: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        assignment: Vec<Vec<i32>>,
+    },
+    AlterConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// A leader changes its partition's ISR; refused if the epochs are stale.
+    AlterIsr {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// Moves leadership to the preferred replica where it is in the ISR and alive.
+    ElectPreferredLeaders {
+        partitions: Vec<(String, i32)>,
+    },
+    /// Starts moving a partition to `target` replicas.
+    Reassign {
+        topic: String,
+        partition: i32,
+        target: Vec<i32>,
+    },
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    #[error("topic `{0}` does not exist")]
+    UnknownTopic(String),
+    #[error("partition {0}-{1} does not exist")]
+    UnknownPartition(String, i32),
+    #[error("broker {0} is not registered")]
+    UnknownBroker(i32),
+    #[error("stale request: partition epoch {got}, current {current}")]
+    StaleEpoch { got: i32, current: i32 },
+    #[error("broker {0} is not the leader")]
+    NotLeader(i32),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// What a committed command did.
+pub type CommandResult = Result<(), CommandError>;
+
+impl ClusterMetadata {
+    /// Brokers that may lead partitions: registered, unfenced, not shutting down.
+    pub fn live_brokers(&self) -> BTreeSet<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced && !b.shutting_down)
+            .map(|b| b.id)
+            .collect()
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionRecord> {
+        self.topics.get(topic).and_then(|t| {
+            usize::try_from(partition)
+                .ok()
+                .and_then(|p| t.partitions.get(p))
+        })
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<&mut PartitionRecord, CommandError> {
+        self.topics
+            .get_mut(topic)
+            .ok_or_else(|| CommandError::UnknownTopic(topic.to_string()))?
+            .partitions
+            .get_mut(
+                usize::try_from(partition)
+                    .map_err(|_| CommandError::UnknownPartition(topic.to_string(), partition))?,
+            )
+            .ok_or_else(|| CommandError::UnknownPartition(topic.to_string(), partition))
+    }
+
+    /// Applies a committed command.
+    ///
+    /// # Errors
+    /// The command is invalid against the current state; the state is then unchanged.
+    pub fn apply(&mut self, command: &Command) -> CommandResult {
+        match command {
+            Command::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+                incarnation,
+            } => {
+                let record = BrokerRecord {
+                    id: *id,
+                    host: host.clone(),
+                    port: *port,
+                    rack: rack.clone(),
+                    // A (re)registered broker starts fenced; it is unfenced once it is caught up.
+                    fenced: true,
+                    shutting_down: false,
+                    incarnation: *incarnation,
+                };
+                self.brokers.insert(*id, record);
+                self.remove_from_leadership(*id);
+                Ok(())
+            }
+            Command::FenceBroker { id } => {
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(CommandError::UnknownBroker(*id))?;
+                broker.fenced = true;
+                self.remove_from_leadership(*id);
+                Ok(())
+            }
+            Command::ControlledShutdown { id } => {
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(CommandError::UnknownBroker(*id))?;
+                broker.shutting_down = true;
+                self.remove_from_leadership(*id);
+                Ok(())
+            }
+            Command::UnfenceBroker { id } => {
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(CommandError::UnknownBroker(*id))?;
+                broker.fenced = false;
+                broker.shutting_down = false;
+                self.elect_leaderless();
+                Ok(())
+            }
+            Command::CreateTopic {
+                name,
+                id,
+                assignment,
+                configs,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Err(CommandError::TopicExists(name.clone()));
+                }
+                validate_assignment(assignment, &self.brokers)?;
+                let live = self.live_brokers();
+                let partitions = assignment
+                    .iter()
+                    .map(|r| PartitionRecord::new(r.clone(), &live))
+                    .collect();
+                self.topics.insert(
+                    name.clone(),
+                    TopicRecord {
+                        id: *id,
+                        partitions,
+                        configs: configs.clone(),
+                    },
+                );
+                Ok(())
+            }
+            Command::DeleteTopic { name } => self
+                .topics
+                .remove(name)
+                .map(|_| ())
+                .ok_or_else(|| CommandError::UnknownTopic(name.clone())),
+            Command::CreatePartitions { name, assignment } => {
+                validate_assignment(assignment, &self.brokers)?;
+                let live = self.live_brokers();
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
+                topic.partitions.extend(
+                    assignment
+                        .iter()
+                        .map(|r| PartitionRecord::new(r.clone(), &live)),
+                );
+                Ok(())
+            }
+            Command::AlterConfigs { name, configs } => {
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
+                topic.configs = configs.clone();
+                Ok(())
+            }
+            Command::AlterIsr {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let record = self.partition_mut(topic, *partition)?;
+                if record.leader != *leader || record.leader_epoch != *leader_epoch {
+                    return Err(CommandError::NotLeader(*leader));
+                }
+                if record.partition_epoch != *partition_epoch {
+                    return Err(CommandError::StaleEpoch {
+                        got: *partition_epoch,
+                        current: record.partition_epoch,
+                    });
+                }
+                if !isr.contains(leader) || isr.iter().any(|r| !record.replicas.contains(r)) {
+                    return Err(CommandError::Invalid(format!(
+                        "ISR {isr:?} must hold the leader and only replicas"
+                    )));
+                }
+                record.isr = isr.clone();
+                record.partition_epoch += 1;
+                Self::maybe_complete_reassignment(record);
+                Ok(())
+            }
+            Command::ElectPreferredLeaders { partitions } => {
+                let live = self.live_brokers();
+                for (topic, partition) in partitions {
+                    let record = self.partition_mut(topic, *partition)?;
+                    let preferred = record.preferred_leader();
+                    if record.leader != preferred
+                        && record.isr.contains(&preferred)
+                        && live.contains(&preferred)
+                    {
+                        record.set_leader(preferred);
+                    }
+                }
+                Ok(())
+            }
+            Command::Reassign {
+                topic,
+                partition,
+                target,
+            } => {
+                if target.is_empty() || target.iter().collect::<BTreeSet<_>>().len() != target.len()
+                {
+                    return Err(CommandError::Invalid(format!(
+                        "target replicas {target:?} must be distinct and non-empty"
+                    )));
+                }
+                if let Some(missing) = target.iter().find(|b| !self.brokers.contains_key(b)) {
+                    return Err(CommandError::UnknownBroker(*missing));
+                }
+                let record = self.partition_mut(topic, *partition)?;
+                let adding: Vec<i32> = target
+                    .iter()
+                    .copied()
+                    .filter(|b| !record.replicas.contains(b))
+                    .collect();
+                let removing: Vec<i32> = record
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|b| !target.contains(b))
+                    .collect();
+                // Target order first (so the preferred leader is the target's first), then the
+                // replicas that will leave.
+                let mut replicas = target.clone();
+                replicas.extend(removing.iter().copied());
+                record.replicas = replicas;
+                record.adding = adding;
+                record.removing = removing;
+                record.partition_epoch += 1;
+                Self::maybe_complete_reassignment(record);
+                Ok(())
+            }
+        }
+    }
+
+    /// Drops `id` from every ISR (unless it is the last member) and elects new leaders where
+    /// it led.
+    fn remove_from_leadership(&mut self, id: i32) {
+        let live = self.live_brokers();
+        let unclean = self.unclean_leader_election;
+        for topic in self.topics.values_mut() {
+            for record in &mut topic.partitions {
+                let touched = record.leader == id || record.isr.contains(&id);
+                if !touched {
+                    continue;
+                }
+                if record.isr.len() > 1 {
+                    record.isr.retain(|r| *r != id);
+                }
+                if record.leader == id || !live.contains(&record.leader) {
+                    let next = choose_leader(&record.replicas, &record.isr, &live, unclean);
+                    if let Some(next) = next {
+                        if !record.isr.contains(&next) {
+                            record.isr = vec![next];
+                        }
+                    }
+                    record.set_leader(next.unwrap_or(NO_LEADER));
+                } else {
+                    record.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// Gives a leader to partitions that have none, when an ISR member is alive again.
+    fn elect_leaderless(&mut self) {
+        let live = self.live_brokers();
+        let unclean = self.unclean_leader_election;
+        for topic in self.topics.values_mut() {
+            for record in &mut topic.partitions {
+                if record.leader == NO_LEADER {
+                    if let Some(next) = choose_leader(&record.replicas, &record.isr, &live, unclean)
+                    {
+                        if !record.isr.contains(&next) {
+                            record.isr = vec![next];
+                        }
+                        record.set_leader(next);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finishes a reassignment once every added replica is in the ISR: the leaving replicas
+    /// are dropped, and leadership moves to the target's first replica if it must.
+    fn maybe_complete_reassignment(record: &mut PartitionRecord) {
+        if record.adding.is_empty() && record.removing.is_empty() {
+            return;
+        }
+        if !record.adding.iter().all(|r| record.isr.contains(r)) {
+            return;
+        }
+        let removing = std::mem::take(&mut record.removing);
+        record.adding.clear();
+        record.replicas.retain(|r| !removing.contains(r));
+        if record.isr.len() > removing.iter().filter(|r| record.isr.contains(r)).count() {
+            record.isr.retain(|r| !removing.contains(r));
+        }
+        if removing.contains(&record.leader) || !record.isr.contains(&record.leader) {
+            let next = record
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| record.isr.contains(r))
+                .unwrap_or(NO_LEADER);
+            record.set_leader(next);
+        } else {
+            record.partition_epoch += 1;
+        }
+    }
+}
+
+/// The new leader: the first replica (in preference order) that is in the ISR and alive; with
+/// `unclean`, else the first live replica.
+pub fn choose_leader(
+    replicas: &[i32],
+    isr: &[i32],
+    live: &BTreeSet<i32>,
+    unclean: bool,
+) -> Option<i32> {
+    replicas
+        .iter()
+        .copied()
+        .find(|r| isr.contains(r) && live.contains(r))
+        .or_else(|| {
+            unclean
+                .then(|| replicas.iter().copied().find(|r| live.contains(r)))
+                .flatten()
+        })
+}
+
+fn validate_assignment(
+    assignment: &[Vec<i32>],
+    brokers: &BTreeMap<i32, BrokerRecord>,
+) -> CommandResult {
+    for replicas in assignment {
+        if replicas.is_empty() || replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
+            return Err(CommandError::Invalid(format!(
+                "replicas {replicas:?} must be distinct and non-empty"
+            )));
+        }
+        if let Some(missing) = replicas.iter().find(|b| !brokers.contains_key(b)) {
+            return Err(CommandError::UnknownBroker(*missing));
+        }
+    }
+    Ok(())
+}
+
+/// Places `partitions` new partitions with `replication_factor` replicas on `brokers`,
+/// spreading replicas and preferred leaders evenly (Kafka's round-robin placement with a
+/// shifting follower offset). `first_partition` continues an existing topic's placement.
+///
+/// # Errors
+/// Fewer brokers than the replication factor.
+pub fn assign_replicas(
+    brokers: &[i32],
+    partitions: i32,
+    replication_factor: i16,
+    first_partition: i32,
+) -> Result<Vec<Vec<i32>>, CommandError> {
+    let n = brokers.len();
+    let rf = usize::try_from(replication_factor).unwrap_or(0);
+    if rf == 0 || rf > n {
+        return Err(CommandError::Invalid(format!(
+            "replication factor {replication_factor} needs at least that many brokers, {n} available"
+        )));
+    }
+    let mut sorted = brokers.to_vec();
+    sorted.sort_unstable();
+    Ok((first_partition..first_partition + partitions)
+        .map(|p| {
+            let p = usize::try_from(p).unwrap_or(0);
+            let first = p % n;
+            if n == 1 {
+                return vec![sorted[0]];
+            }
+            // Followers sit at distinct offsets 1..n-1 from the leader, shifted per round so
+            // that the follower pairs vary too.
+            let shift = (p / n) % (n - 1);
+            let mut replicas = vec![sorted[first]];
+            replicas.extend((0..rf - 1).map(|k| sorted[(first + 1 + (shift + k) % (n - 1)) % n]));
+            replicas
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(brokers: &[i32]) -> ClusterMetadata {
+        let mut metadata = ClusterMetadata::default();
+        for &id in brokers {
+            metadata
+                .apply(&Command::RegisterBroker {
+                    id,
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id,
+                    rack: None,
+                    incarnation: 1,
+                })
+                .expect("register");
+            metadata
+                .apply(&Command::UnfenceBroker { id })
+                .expect("unfence");
+        }
+        metadata
+    }
+
+    fn create(metadata: &mut ClusterMetadata, name: &str, assignment: Vec<Vec<i32>>) {
+        metadata
+            .apply(&Command::CreateTopic {
+                name: name.into(),
+                id: Uuid::new_v4(),
+                assignment,
+                configs: BTreeMap::new(),
+            })
+            .expect("create");
+    }
+
+    #[test]
+    fn placement_spreads_replicas_and_leaders_evenly() {
+        let assignment = assign_replicas(&[1, 2, 3], 6, 3, 0).expect("assign");
+        for replicas in &assignment {
+            assert_eq!(
+                replicas.iter().collect::<BTreeSet<_>>().len(),
+                3,
+                "{replicas:?}"
+            );
+        }
+        for broker in [1, 2, 3] {
+            assert_eq!(
+                assignment.iter().filter(|r| r[0] == broker).count(),
+                2,
+                "leaders of {broker}"
+            );
+        }
+        assert!(assign_replicas(&[1, 2], 1, 3, 0).is_err());
+        let single = assign_replicas(&[7], 3, 1, 0).expect("single broker");
+        assert!(single.iter().all(|r| r == &vec![7]));
+    }
+
+    #[test]
+    fn a_fenced_leader_is_replaced_from_the_isr() {
+        let mut metadata = cluster(&[1, 2, 3]);
+        create(&mut metadata, "t", vec![vec![1, 2, 3]]);
+        let before = metadata.partition("t", 0).cloned().expect("partition");
+        assert_eq!((before.leader, before.isr.clone()), (1, vec![1, 2, 3]));
+        metadata
+            .apply(&Command::FenceBroker { id: 1 })
+            .expect("fence");
+        let after = metadata.partition("t", 0).expect("partition");
+        assert_eq!(after.leader, 2);
+        assert_eq!(after.isr, vec![2, 3]);
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert!(after.partition_epoch > before.partition_epoch);
+    }
+
+    #[test]
+    fn the_last_isr_member_keeps_its_place_and_no_unclean_leader_is_chosen() {
+        let mut metadata = cluster(&[1, 2]);
+        create(&mut metadata, "t", vec![vec![1, 2]]);
+        let p = metadata.partition("t", 0).cloned().expect("p");
+        metadata
+            .apply(&Command::AlterIsr {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: vec![1],
+            })
+            .expect("shrink");
+        metadata
+            .apply(&Command::FenceBroker { id: 1 })
+            .expect("fence");
+        let p = metadata.partition("t", 0).expect("p");
+        assert_eq!(
+            (p.leader, p.isr.clone()),
+            (NO_LEADER, vec![1]),
+            "broker 2 is out of sync: no unclean election"
+        );
+        metadata
+            .apply(&Command::UnfenceBroker { id: 1 })
+            .expect("back");
+        assert_eq!(metadata.partition("t", 0).map(|p| p.leader), Some(1));
+    }
+
+    #[test]
+    fn stale_isr_changes_are_refused() {
+        let mut metadata = cluster(&[1, 2]);
+        create(&mut metadata, "t", vec![vec![1, 2]]);
+        let p = metadata.partition("t", 0).cloned().expect("p");
+        let stale = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch - 1,
+            isr: vec![1],
+        };
+        assert!(matches!(
+            metadata.apply(&stale),
+            Err(CommandError::StaleEpoch { .. })
+        ));
+        let not_leader = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![2],
+        };
+        assert!(matches!(
+            metadata.apply(&not_leader),
+            Err(CommandError::NotLeader(2))
+        ));
+        assert_eq!(
+            metadata.partition("t", 0),
+            Some(&p),
+            "refused commands change nothing"
+        );
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leadership_and_preferred_election_restores_it() {
+        let mut metadata = cluster(&[1, 2, 3]);
+        create(&mut metadata, "t", vec![vec![1, 2, 3], vec![2, 3, 1]]);
+        metadata
+            .apply(&Command::ControlledShutdown { id: 1 })
+            .expect("shutdown");
+        assert_eq!(metadata.partition("t", 0).map(|p| p.leader), Some(2));
+        metadata
+            .apply(&Command::RegisterBroker {
+                id: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                incarnation: 2,
+            })
+            .expect("re-register");
+        metadata
+            .apply(&Command::UnfenceBroker { id: 1 })
+            .expect("unfence");
+        // 1 must rejoin the ISR before it can lead again
+        let p = metadata.partition("t", 0).cloned().expect("p");
+        metadata
+            .apply(&Command::AlterIsr {
+                topic: "t".into(),
+                partition: 0,
+                leader: 2,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: vec![2, 3, 1],
+            })
+            .expect("expand");
+        metadata
+            .apply(&Command::ElectPreferredLeaders {
+                partitions: vec![("t".into(), 0), ("t".into(), 1)],
+            })
+            .expect("elect");
+        assert_eq!(metadata.partition("t", 0).map(|p| p.leader), Some(1));
+        assert_eq!(metadata.partition("t", 1).map(|p| p.leader), Some(2));
+    }
+
+    #[test]
+    fn reassignment_completes_when_new_replicas_are_in_sync() {
+        let mut metadata = cluster(&[1, 2, 3, 4]);
+        create(&mut metadata, "t", vec![vec![1, 2]]);
+        metadata
+            .apply(&Command::Reassign {
+                topic: "t".into(),
+                partition: 0,
+                target: vec![3, 4],
+            })
+            .expect("reassign");
+        let p = metadata.partition("t", 0).cloned().expect("p");
+        assert_eq!(p.replicas, vec![3, 4, 1, 2]);
+        assert_eq!(
+            p.leader, 1,
+            "leadership stays until the new replicas are in sync"
+        );
+        metadata
+            .apply(&Command::AlterIsr {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: vec![1, 2, 3, 4],
+            })
+            .expect("caught up");
+        let p = metadata.partition("t", 0).expect("p");
+        assert_eq!(p.replicas, vec![3, 4]);
+        assert_eq!(p.isr, vec![3, 4]);
+        assert_eq!(p.leader, 3);
+        assert!(p.adding.is_empty() && p.removing.is_empty());
+    }
+}
