@@ -99,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         used_ips: Mutex::new(Default::default()),
         names: Mutex::new(Default::default()),
         names_changed: Default::default(),
+        created_paths: Mutex::new(Vec::new()),
     });
     let cfg = node_agent::agent::Config {
         node: NodeInfo {
@@ -134,7 +135,9 @@ async fn main() -> anyhow::Result<()> {
         info!("shutting down: stopping pods");
         let _ = shutdown_tx.send(true);
     });
-    node_agent::agent::run(rt, cfg, shutdown_rx).await?;
+    let result = node_agent::agent::run(rt.clone(), cfg, shutdown_rx).await;
+    node_agent::process::remove_created(&rt.created_paths.lock().expect("paths lock"));
+    result?;
     info!("node agent stopped");
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -31,12 +31,20 @@ pub enum ProcessError {
     Spawn { program: String, source: io::Error },
 }
 
-/// Starts the process of `spec`, its output appended to `log_path`.
+/// Starts the process of `spec`, its output appended to `log_path`. Mount targets missing on
+/// the host are created first (the filesystem is shared) and added to `created`, so the agent
+/// can remove them when it stops.
 ///
 /// # Errors
 /// A mount target that cannot be created, an unwritable log, a program that cannot be executed
 /// (missing, not executable, or a namespace/mount refused by the kernel).
-pub fn spawn(spec: &ProcessSpec, hostname: &str, log_path: &Path, isolate: bool) -> Result<Child, ProcessError> {
+pub fn spawn(
+    spec: &ProcessSpec,
+    hostname: &str,
+    log_path: &Path,
+    isolate: bool,
+    created: &mut Vec<PathBuf>,
+) -> Result<Child, ProcessError> {
     let log = open_log(log_path)?;
     let log2 = log.try_clone().map_err(|source| ProcessError::Log { path: log_path.display().to_string(), source })?;
 
@@ -45,14 +53,15 @@ pub fn spawn(spec: &ProcessSpec, hostname: &str, log_path: &Path, isolate: bool)
     for m in &spec.mounts {
         let is_file = m.source.is_file();
         let prepared = if is_file {
-            m.target.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+            m.target.parent().map_or(Ok(()), |p| create_dirs(p, created)).and_then(|()| {
                 if !m.target.exists() {
                     File::create(&m.target)?;
+                    created.push(m.target.clone());
                 }
                 Ok(())
             })
         } else {
-            std::fs::create_dir_all(&m.source).and_then(|()| std::fs::create_dir_all(&m.target))
+            std::fs::create_dir_all(&m.source).and_then(|()| create_dirs(&m.target, created))
         };
         prepared.map_err(|source| ProcessError::MountTarget { path: m.target.display().to_string(), source })?;
         binds.push((cstring(&m.source), cstring(&m.target), m.read_only));
@@ -100,6 +109,33 @@ pub fn spawn(spec: &ProcessSpec, hostname: &str, log_path: &Path, isolate: bool)
         });
     }
     cmd.spawn().map_err(|source| ProcessError::Spawn { program: spec.program.display().to_string(), source })
+}
+
+/// `create_dir_all` that records each directory it creates.
+fn create_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    std::fs::create_dir_all(dir)?;
+    created.extend(missing.into_iter().rev().map(Path::to_path_buf));
+    Ok(())
+}
+
+/// Removes mount targets the agent created, deepest first, where they are still empty.
+pub fn remove_created(created: &[PathBuf]) {
+    let mut paths: Vec<&PathBuf> = created.iter().collect();
+    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    paths.dedup();
+    for p in paths {
+        let removed = if p.is_dir() {
+            std::fs::remove_dir(p) // fails, harmlessly, when something else put files there
+        } else if p.metadata().is_ok_and(|m| m.len() == 0) {
+            std::fs::remove_file(p)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = removed {
+            tracing::debug!(path = %p.display(), error = %e, "mount target left in place");
+        }
+    }
 }
 
 fn cstring(p: &Path) -> CString {

@@ -45,6 +45,8 @@ pub struct Runtime {
     /// Naming facts of running pods by UID, for the hosts file.
     pub names: Mutex<BTreeMap<String, PodName>>,
     pub names_changed: Notify,
+    /// Mount targets created on the host, removed when the agent stops.
+    pub created_paths: Mutex<Vec<PathBuf>>,
 }
 
 /// Why a worker ends its containers.
@@ -518,7 +520,10 @@ async fn run_container(
                 continue;
             }
         };
-        let mut child = match process::spawn(&pspec, &hostname, &log_path, rt.isolate) {
+        let mut created = Vec::new();
+        let spawned = process::spawn(&pspec, &hostname, &log_path, rt.isolate, &mut created);
+        rt.created_paths.lock().expect("paths lock").extend(created);
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 warn!(namespace = %ns, pod = %pod_name, container = %container.name, error = %e, "cannot start container");
