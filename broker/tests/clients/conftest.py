@@ -1,0 +1,194 @@
+"""Fixtures for the real-client compatibility tests.
+
+Each test gets a `tokafka-broker` release binary (built beforehand by `scripts/test-all`; the
+fixtures build nothing) running as a subprocess on free loopback ports with its own data
+directory. The broker is ready when its /readyz answers 200; every wait polls a condition
+until a deadline, and every broker is killed when its test ends.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+BROKER_BIN = Path(os.environ.get("TOKAFKA_BROKER_BIN", REPO / "target/release/tokafka-broker"))
+
+START_DEADLINE_S = 20.0
+STOP_DEADLINE_S = 30.0
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, deadline_s, what, interval_s=0.02):
+    """Polls `condition` until it returns a truthy value, or fails after `deadline_s`."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class Broker:
+    """One tokafka-broker process. Restartable on the same data directory and ports."""
+
+    def __init__(self, data_dir, settings=None, advertised=None):
+        self.data_dir = Path(data_dir)
+        self.port = free_port()
+        self.http_port = free_port()
+        self.settings = dict(settings or {})
+        self.advertised = advertised
+        self.proc = None
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-broker.log"
+        self._log = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        assert BROKER_BIN.exists(), (
+            f"{BROKER_BIN} is missing: build it with `cargo build --release -p tokafka-broker`"
+        )
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        cmd = [
+            str(BROKER_BIN),
+            "--data-dir", str(self.data_dir),
+            "--listen", self.bootstrap,
+            "--http-listen", f"127.0.0.1:{self.http_port}",
+        ]
+        if self.advertised:
+            cmd += ["--advertised-listener", self.advertised]
+        for key, value in self.settings.items():
+            cmd += ["--set", f"{key}={value}"]
+        self._log = open(self.log_path, "ab")
+        self._log.write(f"\n=== start {' '.join(cmd)}\n".encode())
+        self._log.flush()
+        env = dict(os.environ, RUST_BACKTRACE="0", NO_COLOR="1")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        wait_until(self._ready, START_DEADLINE_S, f"broker /readyz on {self.http_port}")
+        return self
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"broker exited with {self.proc.returncode} while starting:\n{self.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.http_port}/readyz", timeout=1
+            ) as response:
+                return response.status == 200
+        except (urllib.error.URLError, ConnectionError, socket.timeout):
+            return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        assert self.alive(), "broker is not running"
+        self.proc.send_signal(sig)
+
+    def kill9(self):
+        """SIGKILL: no flush, no clean close."""
+        self.signal(signal.SIGKILL)
+        self.proc.wait(timeout=STOP_DEADLINE_S)
+        self._close_log()
+
+    def terminate(self):
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        self.signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=STOP_DEADLINE_S)
+        self._close_log()
+        return code
+
+    def restart(self):
+        assert not self.alive()
+        return self.start()
+
+    def log_tail(self, lines=40):
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def log_text(self):
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self):
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.http_port}/metrics", timeout=5
+        ) as response:
+            return response.read().decode()
+
+    def stop(self):
+        """Kills the broker if it still runs (test teardown)."""
+        if self.alive():
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_DEADLINE_S)
+        self._close_log()
+
+    def _close_log(self):
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@pytest.fixture
+def broker_factory(tmp_path):
+    """Creates brokers for one test (on request) and kills them all at its end."""
+    brokers = []
+
+    def make(name="broker", settings=None, advertised=None, start=True):
+        b = Broker(tmp_path / name, settings=settings, advertised=advertised)
+        brokers.append(b)
+        return b.start() if start else b
+
+    yield make
+    for b in brokers:
+        b.stop()
+
+
+@pytest.fixture
+def broker(broker_factory):
+    """A fresh single broker for one test."""
+    return broker_factory()
+
+
+@pytest.fixture(scope="module")
+def shared_broker(tmp_path_factory):
+    """One broker shared by the tests of a module (they use distinct topics)."""
+    b = Broker(tmp_path_factory.mktemp("shared") / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, attach the tail of every broker log the test used."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name in ("broker", "shared_broker"):
+        b = item.funcargs.get(name)
+        if isinstance(b, Broker):
+            report.sections.append((f"{name} log", b.log_tail(80)))
