@@ -279,6 +279,7 @@ async fn write_hosts(rt: Arc<Runtime>, services: Store<Service>, path: PathBuf, 
                 namespace: s.metadata.namespace.clone().unwrap_or_default(),
                 selector: s.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default(),
                 publish_not_ready: s.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false),
+                headless: s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None"),
             })
             .collect();
         let entries = hosts::entries(&pods, &svcs);

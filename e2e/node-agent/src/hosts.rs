@@ -1,10 +1,15 @@
 //! Stable DNS names through a marked block of /etc/hosts that the node agent owns.
 //!
-//! There is no cluster DNS: the agent writes `pod.subdomain.namespace.svc.cluster.local` for
-//! every pod with a hostname and subdomain, and `service.namespace.svc.cluster.local` for
-//! every Service with a selector (resolving to the addresses of its ready pods, or all of them
-//! with `publishNotReadyAddresses`), between `# BEGIN tokafka-node-agent NODE` and
-//! `# END tokafka-node-agent NODE`. Nothing outside that block is touched, and the block is
+//! There is no cluster DNS: the agent writes the names CoreDNS would serve, between `# BEGIN tokafka-node-agent NODE` and
+//! `# END tokafka-node-agent NODE`:
+//! - `pod.subdomain.namespace.svc.cluster.local` for a pod with a hostname whose subdomain names
+//!   a headless Service selecting it, once the pod is ready (at once with
+//!   `publishNotReadyAddresses`), as for StatefulSet pods;
+//! - `service.namespace.svc.cluster.local` for every Service with a selector, resolving to the
+//!   addresses of its ready pods (all of them with `publishNotReadyAddresses`): there are no
+//!   ClusterIPs, so clients reach the pods directly.
+//!
+//! Nothing outside that block is touched, and the block is
 //! removed when the agent stops. Pure rendering here; the agent writes the file.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,26 +34,28 @@ pub struct ServiceName {
     pub namespace: String,
     pub selector: BTreeMap<String, String>,
     pub publish_not_ready: bool,
+    /// `clusterIP: None`: only headless Services give pods their hostname records.
+    pub headless: bool,
 }
 
 /// The names of each address, sorted, so the file only changes when a name changes.
 pub fn entries(pods: &[PodName], services: &[ServiceName]) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for p in pods {
-        if let (Some(h), Some(sub)) = (&p.hostname, &p.subdomain) {
-            let names = out.entry(p.ip.clone()).or_default();
-            let base = format!("{h}.{sub}.{}", p.namespace);
-            names.insert(format!("{base}.svc.{CLUSTER_DOMAIN}"));
-            names.insert(format!("{base}.svc"));
-        }
-    }
     for s in services.iter().filter(|s| !s.selector.is_empty()) {
         for p in pods.iter().filter(|p| p.namespace == s.namespace) {
             let selected = s.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v));
-            if selected && (p.ready || s.publish_not_ready) {
-                let names = out.entry(p.ip.clone()).or_default();
-                names.insert(format!("{}.{}.svc.{CLUSTER_DOMAIN}", s.name, s.namespace));
-                names.insert(format!("{}.{}.svc", s.name, s.namespace));
+            if !selected || !(p.ready || s.publish_not_ready) {
+                continue;
+            }
+            let names = out.entry(p.ip.clone()).or_default();
+            names.insert(format!("{}.{}.svc.{CLUSTER_DOMAIN}", s.name, s.namespace));
+            names.insert(format!("{}.{}.svc", s.name, s.namespace));
+            if let (true, Some(h), Some(sub)) = (s.headless, &p.hostname, &p.subdomain) {
+                if *sub == s.name {
+                    let base = format!("{h}.{sub}.{}", p.namespace);
+                    names.insert(format!("{base}.svc.{CLUSTER_DOMAIN}"));
+                    names.insert(format!("{base}.svc"));
+                }
             }
         }
     }
@@ -112,14 +119,35 @@ mod tests {
             namespace: "ns".into(),
             selector: BTreeMap::from([("app".into(), "web".into())]),
             publish_not_ready,
+            headless: true,
         }
     }
 
     #[test]
-    fn pods_get_stable_names_under_their_subdomain() {
-        let e = entries(&[pod("127.1.0.2", "web-0", false)], &[]);
+    fn pods_get_stable_names_under_their_headless_service() {
+        let e = entries(&[pod("127.1.0.2", "web-0", true)], &[service("web", false)]);
         let names: Vec<_> = e["127.1.0.2"].iter().cloned().collect();
-        assert_eq!(names, vec!["web-0.web.ns.svc", "web-0.web.ns.svc.cluster.local"]);
+        assert_eq!(
+            names,
+            vec!["web-0.web.ns.svc", "web-0.web.ns.svc.cluster.local", "web.ns.svc", "web.ns.svc.cluster.local"]
+        );
+    }
+
+    #[test]
+    fn not_ready_pods_get_names_only_with_publish_not_ready_addresses() {
+        let pods = [pod("127.1.0.2", "web-0", false)];
+        assert!(entries(&pods, &[service("web", false)]).is_empty());
+        assert!(entries(&pods, &[service("web", true)])["127.1.0.2"].contains("web-0.web.ns.svc.cluster.local"));
+    }
+
+    #[test]
+    fn no_hostname_records_without_a_matching_headless_service() {
+        let pods = [pod("127.1.0.2", "web-0", true)];
+        assert!(entries(&pods, &[]).is_empty());
+        let mut clusterip = service("web", false);
+        clusterip.headless = false;
+        assert!(!entries(&pods, &[clusterip])["127.1.0.2"].contains("web-0.web.ns.svc.cluster.local"));
+        assert!(!entries(&pods, &[service("other", false)])["127.1.0.2"].contains("web-0.web.ns.svc.cluster.local"));
     }
 
     #[test]
@@ -127,7 +155,7 @@ mod tests {
         let pods = [pod("127.1.0.2", "web-0", true), pod("127.1.0.3", "web-1", false)];
         let e = entries(&pods, &[service("client", false)]);
         assert!(e["127.1.0.2"].contains("client.ns.svc.cluster.local"));
-        assert!(!e["127.1.0.3"].contains("client.ns.svc.cluster.local"));
+        assert!(!e.contains_key("127.1.0.3"));
         let e = entries(&pods, &[service("web", true)]);
         assert!(e["127.1.0.3"].contains("web.ns.svc.cluster.local"));
     }
@@ -135,10 +163,12 @@ mod tests {
     #[test]
     fn splice_replaces_only_the_owned_block() {
         let original = "127.0.0.1 localhost\n::1 ip6-localhost\n";
-        let e = entries(&[pod("127.1.0.2", "web-0", true)], &[]);
+        let e = entries(&[pod("127.1.0.2", "web-0", true)], &[service("web", false)]);
         let with = splice(original, "node-a", Some(&e));
         assert!(with.starts_with(original));
-        assert!(with.contains("# BEGIN tokafka-node-agent node-a\n127.1.0.2 web-0.web.ns.svc web-0.web.ns.svc.cluster.local\n# END"));
+        assert!(with.contains(
+            "# BEGIN tokafka-node-agent node-a\n127.1.0.2 web-0.web.ns.svc web-0.web.ns.svc.cluster.local web.ns.svc web.ns.svc.cluster.local\n# END"
+        ));
         let again = splice(&with, "node-a", Some(&e));
         assert_eq!(again, with);
         assert_eq!(splice(&with, "node-a", None), original);
