@@ -12,6 +12,9 @@
 //! While a segment is active its files keep their preallocated size; when it rolls or closes
 //! they are trimmed to their entries. The mapping always spans the capacity, and readers never
 //! touch a slot beyond the published count, so trimming never exposes an unmapped page.
+//!
+//! Dropped entries (truncation, recovery) are zeroed after the lower count is published, so a
+//! stale entry never reappears as a plausible one when the file is reopened after a crash.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -230,13 +233,13 @@ impl OffsetIndex {
     /// Drops every entry at or after `position`. Writer only.
     pub fn truncate_to_position(&self, position: u32) {
         let keep = self.count_below(|e| e.position < position);
-        self.entries.publish(keep);
+        self.keep_first(keep);
     }
 
     /// Drops every entry whose offset is at or after `relative_offset`. Writer only.
     pub fn truncate_to_offset(&self, relative_offset: u32) {
         let keep = self.count_below(|e| e.relative_offset < relative_offset);
-        self.entries.publish(keep);
+        self.keep_first(keep);
     }
 
     fn count_below(&self, in_prefix: impl Fn(OffsetEntry) -> bool) -> usize {
@@ -254,7 +257,9 @@ impl OffsetIndex {
     }
 
     /// Checks that entries strictly increase in offset and position and stay below
-    /// `log_size_bytes`; returns the number of leading entries that do.
+    /// `log_size_bytes`; returns the number of leading entries that do. Entries are only made
+    /// for batches after the first, so a zero position (a preallocated slot never written)
+    /// ends the entries.
     pub fn valid_prefix(&self, log_size_bytes: u64) -> usize {
         let mut previous: Option<OffsetEntry> = None;
         for i in 0..self.len() {
@@ -262,7 +267,7 @@ impl OffsetIndex {
             let ordered = previous.is_none_or(|p| {
                 entry.relative_offset > p.relative_offset && entry.position > p.position
             });
-            if !ordered || u64::from(entry.position) >= log_size_bytes {
+            if !ordered || entry.position == 0 || u64::from(entry.position) >= log_size_bytes {
                 return i;
             }
             previous = Some(entry);
@@ -333,6 +338,16 @@ impl TimeIndex {
         self.entries.is_full()
     }
 
+    pub fn capacity_entries(&self) -> usize {
+        self.entries.capacity_entries
+    }
+
+    /// Whether appends may add `entries` more entries: they leave the last slot free for the
+    /// entry that seals the segment with its max timestamp.
+    pub fn has_room_for_appends(&self, entries: usize) -> bool {
+        self.len() + entries < self.capacity_entries()
+    }
+
     pub fn entry(&self, i: usize) -> TimeEntry {
         let [hi, lo, off] = self.words(i);
         let hi = u32::from_be(hi.load(Ordering::Relaxed));
@@ -382,17 +397,34 @@ impl TimeIndex {
         lo.checked_sub(1).map(|i| self.entry(i))
     }
 
+    /// The last entry whose offset is at most `relative_offset`.
+    pub fn floor_by_offset(&self, relative_offset: u32) -> Option<TimeEntry> {
+        let n = self.len();
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.entry(mid).relative_offset <= relative_offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1).map(|i| self.entry(i))
+    }
+
     /// Drops every entry whose offset is at or after `relative_offset`. Writer only.
     pub fn truncate_to_offset(&self, relative_offset: u32) {
         let mut keep = self.len();
         while keep > 0 && self.entry(keep - 1).relative_offset >= relative_offset {
             keep -= 1;
         }
-        self.entries.publish(keep);
+        self.keep_first(keep);
     }
 
     /// Number of leading entries that strictly increase in timestamp and offset and whose
-    /// offsets stay below `relative_end`.
+    /// offsets stay below `relative_end`. An all-zero slot (preallocated, never written) ends
+    /// the entries; a real entry of timestamp 0 for the first batch is forgotten with it,
+    /// which costs nothing but a longer scan for timestamps at or below 0.
     pub fn valid_prefix(&self, relative_end: u64) -> usize {
         let mut previous: Option<TimeEntry> = None;
         for i in 0..self.len() {
@@ -400,7 +432,8 @@ impl TimeIndex {
             let ordered = previous.is_none_or(|p| {
                 entry.timestamp > p.timestamp && entry.relative_offset > p.relative_offset
             });
-            if !ordered || u64::from(entry.relative_offset) >= relative_end {
+            let blank = entry.timestamp == 0 && entry.relative_offset == 0;
+            if !ordered || blank || u64::from(entry.relative_offset) >= relative_end {
                 return i;
             }
             previous = Some(entry);
@@ -408,9 +441,20 @@ impl TimeIndex {
         self.len()
     }
 
-    /// Forgets entries beyond the first `keep`. Writer only.
+    /// Forgets entries beyond the first `keep` and zeroes their slots. Writer only.
     pub fn keep_first(&self, keep: usize) {
-        self.entries.publish(keep.min(self.len()));
+        let old = self.len();
+        if keep >= old {
+            return;
+        }
+        self.entries.publish(keep);
+        for i in keep..old {
+            for word in self.words(i) {
+                if word.load(Ordering::Relaxed) != 0 {
+                    word.store(0, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     pub fn trim(&self) -> Result<(), LogError> {
@@ -427,9 +471,19 @@ impl TimeIndex {
 }
 
 impl OffsetIndex {
-    /// Forgets entries beyond the first `keep`. Writer only.
+    /// Forgets entries beyond the first `keep` and zeroes their slots. Writer only.
     pub fn keep_first(&self, keep: usize) {
-        self.entries.publish(keep.min(self.len()));
+        let old = self.len();
+        if keep >= old {
+            return;
+        }
+        self.entries.publish(keep);
+        for i in keep..old {
+            let word = self.word(i);
+            if word.load(Ordering::Relaxed) != 0 {
+                word.store(0, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -467,7 +521,7 @@ mod tests {
         let path = dir.path().join("b.index");
         {
             let index = OffsetIndex::open(&path, 800).expect("open");
-            index.append(entry(0, 0));
+            index.append(entry(2, 50));
             index.append(entry(3, 100));
             index.trim().expect("trim");
         }
@@ -479,6 +533,75 @@ mod tests {
         index.append(entry(7, 200));
         assert_eq!(index.valid_prefix(1000), 3);
         assert_eq!(index.valid_prefix(150), 2);
+    }
+
+    #[test]
+    fn blank_preallocated_slots_are_not_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("e.index");
+        {
+            let index = OffsetIndex::open(&path, 80).expect("open");
+            index.append(entry(2, 50));
+            // dropped without trim, as in a crash: the file keeps its preallocated size
+        }
+        let index = OffsetIndex::open(&path, 80).expect("reopen");
+        assert_eq!(index.len(), 10, "every slot counts until validated");
+        assert_eq!(index.valid_prefix(1000), 1);
+        index.keep_first(1);
+        assert_eq!(index.last(), Some(entry(2, 50)));
+
+        let time_path = dir.path().join("e.timeindex");
+        {
+            let index = TimeIndex::open(&time_path, 120).expect("open");
+            index.maybe_append(TimeEntry {
+                timestamp: 100,
+                relative_offset: 3,
+            });
+        }
+        let index = TimeIndex::open(&time_path, 120).expect("reopen");
+        assert_eq!(index.valid_prefix(u64::from(u32::MAX)), 1);
+    }
+
+    #[test]
+    fn dropped_entries_are_zeroed_so_they_never_come_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.index");
+        {
+            let index = OffsetIndex::open(&path, 80).expect("open");
+            for (o, p) in [(1, 10), (2, 20), (3, 30)] {
+                index.append(entry(o, p));
+            }
+            index.truncate_to_offset(2);
+            assert_eq!(index.len(), 1);
+        }
+        let index = OffsetIndex::open(&path, 80).expect("reopen");
+        assert_eq!(
+            index.valid_prefix(1000),
+            1,
+            "the stale entries read as blank"
+        );
+    }
+
+    #[test]
+    fn appends_leave_the_last_time_slot_for_the_seal_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = TimeIndex::open(&dir.path().join("g.timeindex"), 36).expect("open");
+        assert_eq!(index.capacity_entries(), 3);
+        assert!(index.has_room_for_appends(2));
+        assert!(!index.has_room_for_appends(3));
+        index.maybe_append(TimeEntry {
+            timestamp: 1,
+            relative_offset: 1,
+        });
+        assert!(index.has_room_for_appends(1));
+        index.maybe_append(TimeEntry {
+            timestamp: 2,
+            relative_offset: 2,
+        });
+        assert!(!index.has_room_for_appends(1));
+        assert!(!index.is_full(), "one slot is left to seal the segment");
+        assert_eq!(index.floor_by_offset(1).map(|e| e.timestamp), Some(1));
+        assert_eq!(index.floor_by_offset(0), None);
     }
 
     #[test]

@@ -202,7 +202,12 @@ impl PartitionLog {
             segments.push(Arc::new(segment));
         }
         if segments.is_empty() {
-            segments.push(Arc::new(Segment::create(dir, 0, limits)?));
+            // A new log starts at 0; one whose reset was cut short by a crash at the offset
+            // its checkpoint names.
+            let base = checkpoint
+                .read()?
+                .map_or(0, |p| p.segment_base_offset.max(0));
+            segments.push(Arc::new(Segment::create(dir, base, limits)?));
             sync_dir(dir)?;
         }
         let active = segments.last().map(Arc::clone).ok_or(LogError::Closed)?;
@@ -488,9 +493,12 @@ impl PartitionLog {
     /// offset. Returns the number of segments deleted.
     ///
     /// # Errors
-    /// I/O errors.
+    /// I/O errors; [`LogError::Closed`].
     pub fn apply_retention(&self) -> Result<usize, LogError> {
         let mut writer = self.writer.lock();
+        if writer.closed {
+            return Err(LogError::Closed);
+        }
         let limits = RetentionLimits {
             retention_ms: writer.config.retention_ms,
             retention_bytes: writer.config.retention_bytes,
@@ -533,38 +541,79 @@ impl PartitionLog {
 
     /// Removes every batch at or after `offset` (whole batches: the new log end offset is the
     /// largest batch boundary at most `offset`), for a replica whose tail diverged. The high
-    /// watermark is lowered to the new end if needed. The result is flushed.
+    /// watermark is lowered to the new end if needed. Returns the new log end offset. An
+    /// `offset` at or below the log start empties the log (it then restarts at the log start).
+    ///
+    /// Published bytes are never rewritten, so that a reader holding a region never sees other
+    /// batches in its place: the segment holding the cut is cut in place (a region past the cut
+    /// ends early) and sealed, and appends continue in a new segment. Segments wholly past the
+    /// cut are deleted newest first, so a crash midway leaves a prefix of the old log. The
+    /// result is flushed before this returns.
     ///
     /// # Errors
-    /// I/O errors; corruption found on the way.
+    /// I/O errors; [`LogError::Corruption`] when the batches before the cut cannot be walked;
+    /// [`LogError::Closed`].
     pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
         let mut writer = self.writer.lock();
-        if offset >= self.log_end_offset() {
-            return Ok(self.log_end_offset());
+        if writer.closed {
+            return Err(LogError::Closed);
         }
-        if offset <= self.log_start_offset() {
-            drop(writer);
-            self.truncate_fully_and_start_at(offset.max(self.log_start_offset()))?;
-            return Ok(self.log_end_offset());
+        let log_end = self.log_end_offset();
+        if offset >= log_end {
+            return Ok(log_end);
         }
-        let list = self.segments.load();
+        let log_start = self.log_start_offset();
+        if offset <= log_start {
+            self.reset_locked(&mut writer, log_start)?;
+            return Ok(log_start);
+        }
+        let list = self.segments.load_full();
         let keep = list
             .iter()
             .take_while(|s| s.base_offset() < offset)
             .count()
             .max(1);
         let (kept, doomed) = list.split_at(keep);
-        let active = Arc::clone(kept.last().ok_or(LogError::Closed)?);
-        let new_end = active.truncate_to(offset)?;
-        if !doomed.is_empty() {
-            active.unseal()?;
-            self.segments.store(Arc::new(kept.to_vec()));
-        }
+        let holder = Arc::clone(&kept[keep - 1]);
+        let cut = holder.find_batch(offset)?;
+        let new_end = cut.map_or(holder.next_offset(), |at| at.header.base_offset);
+        // Readers stop at the new end before anything goes.
         self.log_end_offset.store(new_end, Ordering::Release);
         self.high_watermark.fetch_min(new_end, Ordering::AcqRel);
-        for segment in doomed {
+        for segment in doomed.iter().rev() {
             segment.delete_files()?;
         }
+        let mut segments = kept.to_vec();
+        let reused = match cut {
+            None => {
+                // Only later segments went: the holder takes appends again after its end.
+                holder.unseal()?;
+                true
+            }
+            Some(at) if at.position == 0 => {
+                segments.pop();
+                holder.delete_files()?;
+                false
+            }
+            Some(_) => {
+                holder.unseal()?;
+                holder.truncate_to(offset)?;
+                holder.seal()?;
+                false
+            }
+        };
+        if !reused {
+            let segment = Segment::create(&self.dir, new_end, limits_of(&writer.config))?;
+            segments.push(Arc::new(segment));
+        }
+        sync_dir(&self.dir)?;
+        self.segments.store(Arc::new(segments));
+        let active = self.active();
+        assert_eq!(
+            active.next_offset(),
+            new_end,
+            "the active segment ends the log"
+        );
         active.flush()?;
         writer.checkpoint.write(
             RecoveryPoint {
@@ -581,14 +630,42 @@ impl PartitionLog {
     }
 
     /// Deletes every segment and restarts the log, empty, at `offset` (a replica that must
-    /// fetch everything anew).
+    /// fetch everything anew). Durable when this returns.
+    ///
+    /// Crash safety: the new start is checkpointed first (an open that finds no segment starts
+    /// there), segments holding offsets at or past `offset` go newest first, then the new
+    /// segment is created, then the older segments go. A crash midway leaves a prefix of the
+    /// old log, possibly followed by the new empty segment.
     ///
     /// # Errors
-    /// I/O errors.
+    /// [`LogError::OffsetOutOfRange`] for a negative offset; I/O errors; [`LogError::Closed`].
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset: self.log_end_offset(),
+            });
+        }
         let mut writer = self.writer.lock();
+        if writer.closed {
+            return Err(LogError::Closed);
+        }
+        self.reset_locked(&mut writer, offset)
+    }
+
+    fn reset_locked(&self, writer: &mut Writer, offset: i64) -> Result<(), LogError> {
+        let start = RecoveryPoint {
+            segment_base_offset: offset,
+            position: 0,
+            next_offset: offset,
+        };
+        writer.checkpoint.write(start, true)?;
         let old = self.segments.load_full();
-        for segment in old.iter() {
+        let (below, reaching): (Vec<&Arc<Segment>>, Vec<&Arc<Segment>>) = old
+            .iter()
+            .partition(|s| s.next_offset() <= offset && s.base_offset() < offset);
+        for segment in reaching.iter().rev() {
             segment.delete_files()?;
         }
         let segment = Arc::new(Segment::create(
@@ -597,18 +674,14 @@ impl PartitionLog {
             limits_of(&writer.config),
         )?);
         sync_dir(&self.dir)?;
+        self.log_end_offset.store(offset, Ordering::Release);
         self.segments.store(Arc::new(vec![segment]));
         self.log_start_offset.store(offset, Ordering::Release);
-        self.log_end_offset.store(offset, Ordering::Release);
         self.high_watermark.store(offset, Ordering::Release);
-        writer.checkpoint.write(
-            RecoveryPoint {
-                segment_base_offset: offset,
-                position: 0,
-                next_offset: offset,
-            },
-            true,
-        )?;
+        for segment in below {
+            segment.delete_files()?;
+        }
+        sync_dir(&self.dir)?;
         writer.unflushed_records = 0;
         writer.first_unflushed_ms = None;
         info!(dir = %self.dir.display(), offset, "reset log");

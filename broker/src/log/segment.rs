@@ -51,6 +51,9 @@ struct WriterState {
     /// Largest timestamp seen and the base offset of the first batch that reached it.
     max_timestamp: i64,
     offset_of_max_timestamp: i64,
+    /// Whether a time entry was left out for lack of room, so that the time index may not
+    /// hold the max timestamp of the batches it covers.
+    time_entries_skipped: bool,
 }
 
 pub struct Segment {
@@ -150,6 +153,7 @@ impl Segment {
                 bytes_since_index_entry: 0,
                 max_timestamp: i64::MIN,
                 offset_of_max_timestamp: base_offset,
+                time_entries_skipped: false,
             }),
         })
     }
@@ -186,10 +190,10 @@ impl Segment {
         self.offset_index.len()
     }
 
-    /// Whether `batches` more index entries may not fit.
+    /// Whether the index entries of `batches` more batches may not fit.
     pub fn indexes_full_for(&self, batches: usize) -> bool {
         let offset_room = self.offset_index.capacity_entries() - self.offset_index.len();
-        offset_room < batches + 1 || self.time_index.is_full()
+        offset_room < batches + 1 || !self.time_index.has_room_for_appends(batches)
     }
 
     /// Whether offsets up to `last_offset` fit the 32-bit relative offsets of the indexes.
@@ -209,59 +213,88 @@ impl Segment {
     /// I/O errors of the write.
     pub fn append(&self, bytes: &[u8], batches: &[BatchAt]) -> Result<(), LogError> {
         let start = self.size_bytes();
-        debug_assert_eq!(
-            batches.first().map(|b| b.header.base_offset),
-            Some(self.next_offset())
+        let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
+            return Ok(());
+        };
+        assert_eq!(
+            first.header.base_offset,
+            self.next_offset(),
+            "appended offsets continue the segment"
         );
         self.log
             .write_all_at(bytes, start)
             .map_err(|e| LogError::io("append to segment", &self.log_path(), e))?;
         let mut writer = self.writer.lock();
-        for batch in batches {
-            let position = start + batch.position;
-            self.index_batch(&mut writer, position, &batch.header);
-        }
-        if let Some(last) = batches.last() {
-            self.next_offset
-                .store(last.header.next_offset(), Ordering::Release);
-        }
         if self.first_batch_timestamp() == i64::MIN {
-            if let Some(first) = batches.first() {
-                self.first_batch_timestamp
-                    .store(first.header.max_timestamp, Ordering::Release);
-            }
+            self.first_batch_timestamp
+                .store(first.header.max_timestamp, Ordering::Release);
         }
-        self.max_timestamp
-            .store(writer.max_timestamp, Ordering::Release);
+        let max_timestamp = batches
+            .iter()
+            .map(|b| b.header.max_timestamp)
+            .fold(writer.max_timestamp, i64::max);
+        self.max_timestamp.store(max_timestamp, Ordering::Release);
+        self.next_offset
+            .store(last.header.next_offset(), Ordering::Release);
+        // The batches are published before the index entries that point at them, so a reader
+        // never finds an entry beyond the size it loaded.
         self.size_bytes
             .store(start + bytes.len() as u64, Ordering::Release);
+        for batch in batches {
+            // A time entry made at a batch covers the batches up to it, no further.
+            Self::note_timestamp(&mut writer, &batch.header);
+            self.index_batch(&mut writer, start + batch.position, &batch.header);
+        }
         Ok(())
     }
 
-    /// Adds index entries for one batch at `position` as the interval requires.
-    fn index_batch(&self, writer: &mut WriterState, position: u64, header: &BatchHeader) {
+    /// Tracks the largest timestamp and the first batch that reached it.
+    fn note_timestamp(writer: &mut WriterState, header: &BatchHeader) {
         if header.max_timestamp > writer.max_timestamp {
             writer.max_timestamp = header.max_timestamp;
             writer.offset_of_max_timestamp = header.base_offset;
         }
-        if writer.bytes_since_index_entry >= self.limits.index_interval_bytes && position > 0 {
+    }
+
+    /// Adds index entries for one batch at `position` as the interval requires, while the
+    /// indexes have room (an empty segment takes a whole append even when its entries do not
+    /// fit; the index is sparse, so a missing entry only lengthens a scan).
+    /// [`note_timestamp`](Self::note_timestamp) must have seen the batch already.
+    fn index_batch(&self, writer: &mut WriterState, position: u64, header: &BatchHeader) {
+        if writer.bytes_since_index_entry >= self.limits.index_interval_bytes
+            && position > 0
+            && !self.offset_index.is_full()
+        {
             let relative_offset = (header.base_offset - self.base_offset) as u32;
             self.offset_index.append(OffsetEntry {
                 relative_offset,
                 position: position as u32,
             });
-            self.append_time_entry(writer);
+            self.append_time_entry(writer, false);
             writer.bytes_since_index_entry = 0;
         }
         writer.bytes_since_index_entry += header.size_bytes() as u64;
     }
 
-    fn append_time_entry(&self, writer: &WriterState) {
-        if writer.max_timestamp != i64::MIN && !self.time_index.is_full() {
+    /// Records the max timestamp so far in the time index. Appends leave the last slot to
+    /// [`seal`](Self::seal), so that a sealed segment's time index always ends with its max
+    /// timestamp.
+    fn append_time_entry(&self, writer: &mut WriterState, sealing: bool) {
+        if writer.max_timestamp == i64::MIN {
+            return;
+        }
+        let room = if sealing {
+            !self.time_index.is_full()
+        } else {
+            self.time_index.has_room_for_appends(1)
+        };
+        if room {
             self.time_index.maybe_append(TimeEntry {
                 timestamp: writer.max_timestamp,
                 relative_offset: (writer.offset_of_max_timestamp - self.base_offset) as u32,
             });
+        } else if !sealing {
+            writer.time_entries_skipped = true;
         }
     }
 
@@ -284,8 +317,8 @@ impl Segment {
     /// I/O errors of the flush or the trim.
     pub fn seal(&self) -> Result<(), LogError> {
         {
-            let writer = self.writer.lock();
-            self.append_time_entry(&writer);
+            let mut writer = self.writer.lock();
+            self.append_time_entry(&mut writer, true);
         }
         self.flush()?;
         self.offset_index.trim()?;
@@ -333,7 +366,8 @@ impl Segment {
             .fetch_min(position, Ordering::AcqRel);
         let mut writer = self.writer.lock();
         writer.bytes_since_index_entry = self.bytes_since_last_entry(position);
-        let (max_ts, max_ts_offset) = self.max_timestamp_from(&writer, position)?;
+        let (max_ts, max_ts_offset) =
+            self.max_timestamp_from(writer.time_entries_skipped, position)?;
         writer.max_timestamp = max_ts;
         writer.offset_of_max_timestamp = max_ts_offset;
         self.max_timestamp.store(max_ts, Ordering::Release);
@@ -353,18 +387,18 @@ impl Segment {
     }
 
     /// Recomputes the max timestamp of the batches below `end` from the time index and the
-    /// batches after its last entry.
-    fn max_timestamp_from(&self, _writer: &WriterState, end: u64) -> Result<(i64, i64), LogError> {
-        let mut best = self
-            .time_index
-            .last()
-            .map_or((i64::MIN, self.base_offset), |e| {
-                (e.timestamp, self.base_offset + i64::from(e.relative_offset))
-            });
-        let start = self
-            .offset_index
-            .last()
-            .map_or(0, |e| u64::from(e.position));
+    /// batches after the last offset-index entry (every offset-index entry comes with a time
+    /// entry unless one was `skipped` for lack of room; then all batches are walked).
+    fn max_timestamp_from(&self, skipped: bool, end: u64) -> Result<(i64, i64), LogError> {
+        let complete = !skipped;
+        let mut best = match self.time_index.last() {
+            Some(e) if complete => (e.timestamp, self.base_offset + i64::from(e.relative_offset)),
+            _ => (i64::MIN, self.base_offset),
+        };
+        let start = match self.offset_index.last() {
+            Some(e) if complete => u64::from(e.position),
+            _ => 0,
+        };
         let mut position = start;
         while position < end {
             let Some(header) = self.header_at(position, end)? else {
@@ -380,17 +414,22 @@ impl Segment {
 
     // ----- open and recovery -----
 
-    /// Loads a segment that needs no recovery: keeps the index entries that point at real
-    /// batch starts, walks the batches after the last one to find the end, and rebuilds the
-    /// index entries for that tail. A structurally broken tail is cut off when `cut_broken_tail`
-    /// (the active segment); otherwise reads simply stop before it.
+    /// Loads a segment that needs no recovery (a sealed segment, or the active one after a
+    /// clean shutdown): keeps the index entries that point at real batch starts, walks the
+    /// batches after the last one to find the end (checking their shape and offset continuity,
+    /// not their CRCs, which readers check lazily), and rebuilds the index entries for that
+    /// tail. A structurally broken tail is cut off when `cut_broken_tail` (the active segment);
+    /// otherwise reads simply stop before it.
+    ///
+    /// The segment's max timestamp comes from the time index, whose last entry a sealed segment
+    /// always holds (see [`seal`](Self::seal)), and from the walked tail.
     ///
     /// # Errors
     /// I/O errors.
     pub fn load_tail(&self, cut_broken_tail: bool) -> Result<(), LogError> {
         let file_len = self.size_bytes();
-        let keep = self.offset_index.valid_prefix(file_len);
-        self.offset_index.keep_first(keep);
+        self.offset_index
+            .keep_first(self.offset_index.valid_prefix(file_len));
         // Drop trailing entries that do not point at a batch of the right offset.
         while let Some(last) = self.offset_index.last() {
             let expected = self.base_offset + i64::from(last.relative_offset);
@@ -399,74 +438,116 @@ impl Segment {
                 _ => self.offset_index.keep_first(self.offset_index.len() - 1),
             }
         }
-        let (start, start_offset) = self.offset_index.last().map_or((0, self.base_offset), |e| {
-            (
-                u64::from(e.position),
-                self.base_offset + i64::from(e.relative_offset),
-            )
-        });
-        let relative_end = (start_offset - self.base_offset) as u64 + 1;
-        let keep_time = self.time_index.valid_prefix(relative_end);
-        self.time_index.keep_first(keep_time);
-        self.walk_and_index(start, start_offset, file_len, false, cut_broken_tail)
+        self.time_index
+            .keep_first(self.time_index.valid_prefix(u64::from(u32::MAX)));
+        let (start, start_offset) = self.last_indexed_batch();
+        // The seal entry gives the max timestamp; but a time index without room for appends
+        // may have skipped entries before it, which a later truncation must not rely on.
+        self.reset_writer_state(start_offset, !self.time_index.has_room_for_appends(1));
+        self.walk_and_index(start, start_offset, file_len, false, cut_broken_tail)?;
+        self.verified_suffix_from
+            .store(self.size_bytes(), Ordering::Release);
+        self.finish_load()
     }
 
     /// Recovers the segment after an unclean shutdown from `position`, a batch boundary known
     /// durable whose batch starts at `next_offset`: every batch after it is fully validated
     /// (length, magic, CRC32C, offset continuity), the first invalid or torn batch and all
-    /// bytes after it are cut off, and the index entries after `position` are rebuilt.
+    /// bytes after it are cut off, and the index entries after `position` are rebuilt. When
+    /// the bytes before `position` do not lead to it, the whole segment is validated instead.
     ///
     /// # Errors
     /// I/O errors.
     pub fn recover_from(&self, position: u64, next_offset: i64) -> Result<(), LogError> {
         let file_len = self.size_bytes();
+        let point_fits = position <= file_len
+            && next_offset >= self.base_offset
+            && self.can_hold_offset(next_offset);
+        if point_fits {
+            self.recover(position, next_offset, file_len)
+        } else {
+            self.recover(0, self.base_offset, file_len)
+        }
+    }
+
+    fn recover(&self, position: u64, next_offset: i64, file_len: u64) -> Result<(), LogError> {
         let relative = (next_offset - self.base_offset) as u32;
+        // Entries written after the last flush may point anywhere: keep the ordered prefix
+        // below the recovery point, then cut at its offset.
+        self.offset_index
+            .keep_first(self.offset_index.valid_prefix(position.saturating_add(1)));
         self.offset_index.truncate_to_offset(relative);
-        let keep = self.offset_index.valid_prefix(position.saturating_add(1));
-        self.offset_index.keep_first(keep);
+        self.time_index
+            .keep_first(self.time_index.valid_prefix(u64::from(u32::MAX)));
         self.time_index.truncate_to_offset(relative);
-        let keep_time = self.time_index.valid_prefix(u64::from(relative) + 1);
-        self.time_index.keep_first(keep_time);
+        // A time index that ran out of room may lack the entries that carry the max
+        // timestamp: walk the segment from its start to find it.
+        let skipped = !self.time_index.has_room_for_appends(1);
+        let (start, start_offset) = if skipped {
+            (0, self.base_offset)
+        } else {
+            self.last_indexed_batch()
+        };
+        self.reset_writer_state(start_offset, skipped);
         if position > 0 {
-            // Entries between the last kept index entry and `position` are rebuilt by walking
-            // the trusted batches in between without checking their CRCs.
-            let (start, start_offset) =
-                self.offset_index.last().map_or((0, self.base_offset), |e| {
-                    (
-                        u64::from(e.position),
-                        self.base_offset + i64::from(e.relative_offset),
-                    )
-                });
+            // The batches between the walk's start and `position` are durable: their shape and
+            // offsets are checked here, their CRCs lazily by readers.
             self.walk_and_index(start, start_offset, position, false, false)?;
-            if self.size_bytes() < position || self.next_offset() != next_offset {
+            if self.size_bytes() != position || self.next_offset() != next_offset {
                 warn!(
                     segment = self.base_offset,
                     position, "recovery point does not match the log; recovering the whole segment"
                 );
-                return self.recover_from(0, self.base_offset);
+                return self.recover(0, self.base_offset, file_len);
             }
-        } else {
-            self.reset_writer_state();
         }
-        self.size_bytes.store(file_len, Ordering::Release);
         self.verified_suffix_from.store(position, Ordering::Release);
-        self.walk_and_index(position, next_offset, file_len, true, true)
+        self.walk_and_index(position, next_offset, file_len, true, true)?;
+        self.finish_load()
     }
 
-    fn reset_writer_state(&self) {
+    /// The last indexed batch (position, base offset), or the segment start.
+    fn last_indexed_batch(&self) -> (u64, i64) {
+        self.offset_index.last().map_or((0, self.base_offset), |e| {
+            (
+                u64::from(e.position),
+                self.base_offset + i64::from(e.relative_offset),
+            )
+        })
+    }
+
+    /// Resets the writer's bookkeeping before a walk from the batch at `start_offset`: the max
+    /// timestamp so far is the last time-index entry at or before that batch.
+    fn reset_writer_state(&self, start_offset: i64, time_entries_skipped: bool) {
         let mut writer = self.writer.lock();
         writer.bytes_since_index_entry = 0;
         writer.max_timestamp = i64::MIN;
         writer.offset_of_max_timestamp = self.base_offset;
-        self.max_timestamp.store(i64::MIN, Ordering::Release);
-        self.first_batch_timestamp
-            .store(i64::MIN, Ordering::Release);
+        writer.time_entries_skipped = time_entries_skipped;
+        let relative = (start_offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        if let Some(entry) = self.time_index.floor_by_offset(relative) {
+            writer.max_timestamp = entry.timestamp;
+            writer.offset_of_max_timestamp = self.base_offset + i64::from(entry.relative_offset);
+        }
+    }
+
+    /// After a walk: drops time entries past the end and learns the first batch's timestamp.
+    fn finish_load(&self) -> Result<(), LogError> {
+        let end_relative = (self.next_offset() - self.base_offset) as u32;
+        self.time_index.truncate_to_offset(end_relative);
+        let end = self.size_bytes();
+        let first = match self.header_at(0, end)? {
+            Some(header) if end > 0 => header.max_timestamp,
+            _ => i64::MIN,
+        };
+        self.first_batch_timestamp.store(first, Ordering::Release);
+        Ok(())
     }
 
     /// Walks batches from `start` (a batch boundary whose batch starts at `start_offset`) to
-    /// `end`, appending index entries, and publishes the size, next offset and timestamps.
+    /// `end`, appending index entries, and publishes the size, next offset and max timestamp.
     /// With `validate`, each batch's CRC is checked too. Stops at the first batch that is
-    /// broken; with `cut` the file is truncated there.
+    /// broken or does not continue the offsets; with `cut` the file is truncated there.
     fn walk_and_index(
         &self,
         start: u64,
@@ -476,13 +557,6 @@ impl Segment {
         cut: bool,
     ) -> Result<(), LogError> {
         let mut writer = self.writer.lock();
-        if let Some(entry) = self.time_index.last() {
-            if entry.timestamp > writer.max_timestamp || writer.max_timestamp == i64::MIN {
-                writer.max_timestamp = entry.timestamp;
-                writer.offset_of_max_timestamp =
-                    self.base_offset + i64::from(entry.relative_offset);
-            }
-        }
         writer.bytes_since_index_entry = 0;
         let mut position = start;
         let mut expected_offset = start_offset;
@@ -496,34 +570,22 @@ impl Segment {
                     break;
                 }
             };
-            let continuous = if position == 0 {
-                header.base_offset >= self.base_offset
-            } else {
-                header.base_offset == expected_offset
-            };
-            if !continuous || !self.can_hold_offset(header.last_offset()) {
+            if header.base_offset != expected_offset || !self.can_hold_offset(header.last_offset())
+            {
                 broken = Some(format!(
                     "batch base offset {} where {} was expected",
                     header.base_offset, expected_offset
                 ));
                 break;
             }
-            if position == 0 {
-                self.first_batch_timestamp
-                    .store(header.max_timestamp, Ordering::Release);
-            }
+            Self::note_timestamp(&mut writer, &header);
             let already_indexed = self
                 .offset_index
                 .last()
                 .is_some_and(|e| u64::from(e.position) >= position);
             if already_indexed {
-                writer.bytes_since_index_entry = 0;
-                if header.max_timestamp > writer.max_timestamp {
-                    writer.max_timestamp = header.max_timestamp;
-                    writer.offset_of_max_timestamp = header.base_offset;
-                }
-                writer.bytes_since_index_entry += header.size_bytes() as u64;
-            } else if !self.offset_index.is_full() {
+                writer.bytes_since_index_entry = header.size_bytes() as u64;
+            } else {
                 self.index_batch(&mut writer, position, &header);
             }
             expected_offset = header.next_offset();
@@ -604,30 +666,54 @@ impl Segment {
     // ----- readers -----
 
     /// The first batch whose last offset is at least `offset`, or `None` when the segment has
-    /// none (the offset is at or past its end).
+    /// none (the offset is at or past its end, or a concurrent truncation cut the segment).
+    ///
+    /// The walk starts at the segment's first batch or at an index entry whose batch header
+    /// confirms it, and every header on the way must continue the offsets of the one before:
+    /// a base offset damaged on disk (the CRC does not cover it) is reported, never believed.
     ///
     /// # Errors
-    /// I/O errors; [`LogError::Corruption`] when a batch on the way is broken.
+    /// I/O errors; [`LogError::Corruption`] when a batch on the way is broken or out of
+    /// sequence.
     pub fn find_batch(&self, offset: i64) -> Result<Option<BatchAt>, LogError> {
         let end = self.size_bytes();
         let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let mut position = 0;
+        let mut expected = self.base_offset;
         if let Some(entry) = self.offset_index.floor_by_offset(relative) {
-            let expected = self.base_offset + i64::from(entry.relative_offset);
-            match self.header_at(u64::from(entry.position), end)? {
-                Some(h) if h.base_offset == expected => position = u64::from(entry.position),
+            let entry_offset = self.base_offset + i64::from(entry.relative_offset);
+            let entry_position = u64::from(entry.position);
+            match self.header_at(entry_position, end)? {
+                Some(h) if h.base_offset == entry_offset => {
+                    position = entry_position;
+                    expected = entry_offset;
+                }
+                // An entry past the end belongs to a concurrent truncation, not to damage.
+                _ if entry_position >= self.size_bytes() => {}
                 _ => {
                     warn!(segment = self.base_offset, entry = ?entry, "offset index entry does not match the log; scanning the segment")
                 }
             }
         }
         while position < end {
-            let Some(header) = self.header_at(position, end)? else {
-                return Err(self.corruption(position, "broken batch header"));
+            let header = match self.header_at(position, end)? {
+                Some(header) => header,
+                None if position >= self.size_bytes() => return Ok(None),
+                None => return Err(self.corruption(position, "broken batch header")),
             };
+            if header.base_offset != expected {
+                return Err(self.corruption(
+                    position,
+                    &format!(
+                        "batch base offset {} where {expected} was expected",
+                        header.base_offset
+                    ),
+                ));
+            }
             if header.last_offset() >= offset {
                 return Ok(Some(BatchAt { position, header }));
             }
+            expected = header.next_offset();
             position += header.size_bytes() as u64;
         }
         Ok(None)
@@ -659,8 +745,10 @@ impl Segment {
             if next >= end {
                 return Ok(None);
             }
-            let Some(header) = self.header_at(next, end)? else {
-                return Err(self.corruption(next, "broken batch header"));
+            let header = match self.header_at(next, end)? {
+                Some(header) if header.base_offset == at.header.next_offset() => header,
+                None if next >= self.size_bytes() => return Ok(None),
+                _ => return Err(self.corruption(next, "broken or out-of-sequence batch")),
             };
             at = BatchAt {
                 position: next,
@@ -669,15 +757,19 @@ impl Segment {
         }
     }
 
-    /// Reads a whole batch into a buffer.
+    /// Reads a whole batch into a buffer, checking its CRC unless it is known valid.
     ///
     /// # Errors
-    /// I/O errors.
+    /// I/O errors; [`LogError::Corruption`] when the batch is invalid.
     pub fn read_batch(&self, at: &BatchAt) -> Result<Vec<u8>, LogError> {
         let mut buffer = vec![0u8; at.header.size_bytes()];
         self.log
             .read_exact_at(&mut buffer, at.position)
             .map_err(|e| LogError::io("read batch", &self.log_path(), e))?;
+        if !self.is_verified(at.position) {
+            validate_batch(&buffer).map_err(|e| self.corruption(at.position, &e.to_string()))?;
+            self.mark_verified(at.position, at.position + buffer.len() as u64);
+        }
         Ok(buffer)
     }
 
@@ -715,9 +807,12 @@ impl Segment {
             }
             if !self.is_verified(position) {
                 buffer.resize(h.size_bytes(), 0);
-                self.log
-                    .read_exact_at(&mut buffer, position)
-                    .map_err(|e| LogError::io("read batch", &self.log_path(), e))?;
+                match self.log.read_exact_at(&mut buffer, position) {
+                    Ok(()) => {}
+                    // Cut by a concurrent truncation: the region ends here.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(LogError::io("read batch", &self.log_path(), e)),
+                }
                 if let Err(e) = validate_batch(&buffer) {
                     if position == start {
                         return Err(self.corruption(position, &e.to_string()));

@@ -4,7 +4,12 @@
 //! `kafka-protocol` crate); this exists so the log engine's tests and benchmarks can make
 //! well-formed batches of known content without a network.
 
-use super::format::{BATCH_HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
+use std::ops::Range;
+
+use super::format::{
+    batch_size_from_prefix, validate_batch, BatchError, BatchHeader, BATCH_HEADER_SIZE,
+    LOG_OVERHEAD, MAGIC_V2,
+};
 
 /// What a test batch should contain. Record `i` has timestamp `timestamp + i`, key
 /// `k<i>` and a value of `value_bytes` bytes derived from `seed` and `i`.
@@ -102,6 +107,27 @@ pub fn value_of(seed: u64, index: usize, len: usize) -> Vec<u8> {
             state as u8
         })
         .collect()
+}
+
+/// A batch found in a byte buffer: its header and where it lies.
+pub type BatchSpan = (BatchHeader, Range<usize>);
+
+/// Splits bytes read from the log (a region) into whole batches, validating each one's length,
+/// magic, record count and CRC32C. Returns each batch's header and byte range.
+///
+/// # Errors
+/// The first invalid or incomplete batch, with the position where it starts.
+pub fn split_batches(bytes: &[u8]) -> Result<Vec<BatchSpan>, (usize, BatchError)> {
+    let mut out = Vec::new();
+    let mut position = 0;
+    while position < bytes.len() {
+        let rest = &bytes[position..];
+        let size = batch_size_from_prefix(rest, rest.len()).map_err(|e| (position, e))?;
+        let header = validate_batch(&rest[..size]).map_err(|e| (position, e))?;
+        out.push((header, position..position + size));
+        position += size;
+    }
+    Ok(out)
 }
 
 fn put_varint(out: &mut Vec<u8>, value: i64) {
