@@ -97,7 +97,9 @@ class DeliveryLog:
         )
 
 
-def confluent_producer(bootstrap, **conf):
+def confluent_producer(bootstrap, conf=None, **props):
+    """A confluent-kafka producer; `props` are librdkafka properties with `_` for `.`
+    (compression_type=...), `conf` is passed as is (callbacks, dotted names)."""
     base = {
         "bootstrap.servers": bootstrap,
         "acks": "all",
@@ -105,7 +107,8 @@ def confluent_producer(bootstrap, **conf):
         "batch.num.messages": 2000,
         "queue.buffering.max.messages": 200_000,
     }
-    base.update({k.replace("_", "."): v for k, v in conf.items()})
+    base.update({k.replace("_", "."): v for k, v in props.items()})
+    base.update(conf or {})
     return confluent_kafka.Producer(base)
 
 
