@@ -68,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
             e.program.display()
         );
     }
+    if !args.no_isolation {
+        check_isolation(&args.state_dir).await?;
+    }
     let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", args.kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
@@ -140,5 +143,28 @@ async fn main() -> anyhow::Result<()> {
     node_agent::process::remove_created(&rt.created_paths.lock().expect("paths lock"));
     result?;
     info!("node agent stopped");
+    Ok(())
+}
+
+/// Fails early, and says why, when the kernel refuses the namespaces containers run in.
+async fn check_isolation(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let spec = node_agent::podspec::ProcessSpec {
+        program: "true".into(),
+        args: Vec::new(),
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        working_dir: None,
+        mounts: Vec::new(),
+    };
+    let log = state_dir.join("isolation-check.log");
+    let mut created = Vec::new();
+    let status = match node_agent::process::spawn(&spec, "isolation-check", &log, true, &mut created) {
+        Ok(mut child) => child.wait().await.map(|s| s.success()).unwrap_or(false),
+        Err(_) => false,
+    };
+    anyhow::ensure!(
+        status,
+        "cannot run containers in private mount and UTS namespaces (needs root or CAP_SYS_ADMIN): \
+         run the node agent as root, or pass --no-isolation (then pods cannot mount volumes)"
+    );
     Ok(())
 }
