@@ -1,0 +1,321 @@
+//! Running the controller quorum: a voter runs an openraft node and serves the transport; any
+//! broker (voter or not) writes metadata commands through [`QuorumClient`] and follows the
+//! applied metadata through a watch channel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::metadata::{ClusterMetadata, Command, CommandResult};
+use super::store::{LogStore, NodeId, StateMachine};
+use super::transport::{
+    router, HttpNetwork, MetadataReply, ServerState, WriteReply, METADATA_POLL_MAX,
+};
+use super::TypeConfig;
+
+/// Metadata as followed by a broker: the applied index and the state at that index.
+pub type MetadataWatch = watch::Receiver<(u64, Arc<ClusterMetadata>)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("controller storage in {dir}: {source}")]
+    Storage {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("controller quorum: {0}")]
+    Raft(String),
+    #[error("no controller answered within {0:?}: {1}")]
+    Unavailable(Duration, String),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Parses `--controller-voters`: `ID@HOST:PORT,...`.
+///
+/// # Errors
+/// A malformed entry, a duplicate id, or an empty list.
+pub fn parse_voters(value: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut voters = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, address) = item
+            .split_once('@')
+            .ok_or_else(|| format!("`{item}`: expected ID@HOST:PORT"))?;
+        let id: NodeId = id
+            .parse()
+            .map_err(|_| format!("`{item}`: the id must be a number"))?;
+        if crate::config::split_host_port(address).is_none() {
+            return Err(format!("`{item}`: expected ID@HOST:PORT"));
+        }
+        if voters.insert(id, address.to_string()).is_some() {
+            return Err(format!("voter {id} is listed twice"));
+        }
+    }
+    if voters.is_empty() {
+        return Err("at least one controller voter is needed".into());
+    }
+    Ok(voters)
+}
+
+/// Raft timing for a quorum on a LAN or loopback.
+fn raft_config() -> Result<Arc<Config>, QuorumError> {
+    let config = Config {
+        cluster_name: "tokafka".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 600,
+        election_timeout_max: 1200,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(500),
+        max_in_snapshot_log_to_keep: 100,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| QuorumError::Raft(e.to_string()))
+}
+
+/// A running controller voter.
+pub struct Voter {
+    pub raft: Raft<TypeConfig>,
+    pub state_machine: StateMachine,
+    server: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl Voter {
+    /// Starts voter `id` with its storage in `dir`, serving the transport on `listener`;
+    /// bootstraps the quorum of `voters` when the storage is new.
+    ///
+    /// # Errors
+    /// Storage or Raft start-up failures.
+    pub async fn start(
+        id: NodeId,
+        dir: PathBuf,
+        listener: TcpListener,
+        voters: &BTreeMap<NodeId, String>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, QuorumError> {
+        let storage = |source| QuorumError::Storage {
+            dir: dir.clone(),
+            source,
+        };
+        let log = LogStore::open(&dir).map_err(storage)?;
+        let state_machine = StateMachine::open(&dir).map_err(storage)?;
+        let network = HttpNetwork::new()?;
+        let raft = Raft::new(id, raft_config()?, network, log, state_machine.clone())
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let app = router(ServerState {
+            raft: raft.clone(),
+            state_machine: state_machine.clone(),
+        });
+        let stop = shutdown.child_token();
+        let server_stop = stop.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { server_stop.cancelled().await });
+            if let Err(e) = serve.await {
+                warn!(error = %e, "controller listener stopped");
+            }
+        });
+        let members: BTreeMap<NodeId, BasicNode> = voters
+            .iter()
+            .map(|(id, address)| {
+                (
+                    *id,
+                    BasicNode {
+                        addr: address.clone(),
+                    },
+                )
+            })
+            .collect();
+        // Every voter may bootstrap with the same membership; a node with state refuses.
+        match raft.initialize(members).await {
+            Ok(()) => info!(node = id, "controller quorum bootstrapped"),
+            Err(e) => debug!(node = id, error = %e, "quorum already initialized"),
+        }
+        Ok(Self {
+            raft,
+            state_machine,
+            server,
+            stop,
+        })
+    }
+
+    /// Stops the Raft node and its listener, closing every open connection (peers must not
+    /// keep talking to a stopped node over a kept-alive connection).
+    pub async fn shutdown(mut self) {
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown failed");
+        }
+        self.stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.server)
+            .await
+            .is_err()
+        {
+            self.server.abort();
+            let _ = (&mut self.server).await;
+        }
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+}
+
+/// Writes metadata commands to the quorum and follows the applied metadata, from any broker.
+#[derive(Clone)]
+pub struct QuorumClient {
+    voters: BTreeMap<NodeId, String>,
+    client: reqwest::Client,
+}
+
+impl QuorumClient {
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn new(voters: BTreeMap<NodeId, String>) -> Result<Self, QuorumError> {
+        let client = reqwest::Client::builder()
+            .timeout(METADATA_POLL_MAX + Duration::from_secs(5))
+            .build()?;
+        Ok(Self { voters, client })
+    }
+
+    /// Commits `command` and returns its result, following leader redirects and retrying
+    /// (with backoff) until `deadline` passes.
+    ///
+    /// # Errors
+    /// [`QuorumError::Unavailable`] when no leader committed it in time.
+    pub async fn write(
+        &self,
+        command: &Command,
+        deadline: Duration,
+    ) -> Result<CommandResult, QuorumError> {
+        let started = tokio::time::Instant::now();
+        let mut candidates: Vec<String> = self.voters.values().cloned().collect();
+        let mut next = 0usize;
+        let mut backoff = Duration::from_millis(50);
+        let mut last_error = String::from("no voter tried");
+        while started.elapsed() < deadline {
+            let address = candidates[next % candidates.len()].clone();
+            let url = format!("http://{address}/controller/write");
+            match self
+                .client
+                .post(&url)
+                .timeout(Duration::from_secs(5))
+                .json(command)
+                .send()
+                .await
+            {
+                Ok(response) => match response.json::<WriteReply>().await {
+                    Ok(WriteReply::Applied(result)) => return Ok(result),
+                    Ok(WriteReply::NotLeader {
+                        leader: Some((_, leader)),
+                    }) => {
+                        if !candidates.contains(&leader) {
+                            candidates.push(leader.clone());
+                        }
+                        next = candidates
+                            .iter()
+                            .position(|c| *c == leader)
+                            .unwrap_or(next + 1);
+                        last_error = format!("{address} is not the leader");
+                        continue;
+                    }
+                    Ok(WriteReply::NotLeader { leader: None }) => {
+                        last_error = "no leader elected yet".into()
+                    }
+                    Ok(WriteReply::Unavailable(reason)) => last_error = reason,
+                    Err(e) => last_error = e.to_string(),
+                },
+                Err(e) => last_error = format!("{address}: {e}"),
+            }
+            next += 1;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+        Err(QuorumError::Unavailable(deadline, last_error))
+    }
+
+    /// Follows the metadata from the voters: long-polls one voter after another and publishes
+    /// each newer state, until `shutdown`.
+    pub fn follow(&self, shutdown: CancellationToken) -> MetadataWatch {
+        let (tx, rx) = watch::channel((0u64, Arc::new(ClusterMetadata::default())));
+        let client = self.client.clone();
+        let voters: Vec<String> = self.voters.values().cloned().collect();
+        tokio::spawn(async move {
+            let mut next = 0usize;
+            loop {
+                let after = tx.borrow().0;
+                let address = &voters[next % voters.len()];
+                let url = format!("http://{address}/controller/metadata?after={after}");
+                let request = client.get(&url).send();
+                let reply = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    r = request => r,
+                };
+                match reply {
+                    Ok(response) => match response.json::<MetadataReply>().await {
+                        Ok(reply) if reply.applied_index > after => {
+                            tx.send_replace((reply.applied_index, Arc::new(reply.metadata)));
+                        }
+                        Ok(_) => {}
+                        Err(_) => next += 1,
+                    },
+                    Err(_) => {
+                        next += 1;
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        }
+                    }
+                }
+            }
+        });
+        rx
+    }
+}
+
+/// Brokers whose heartbeats are older than the session timeout, among the unfenced ones.
+pub fn expired_brokers(
+    metadata: &ClusterMetadata,
+    last_heartbeat_ms: &BTreeMap<i32, i64>,
+    now_ms: i64,
+    session_timeout_ms: i64,
+) -> BTreeSet<i32> {
+    metadata
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter(|b| {
+            last_heartbeat_ms
+                .get(&b.id)
+                .is_none_or(|t| now_ms - t > session_timeout_ms)
+        })
+        .map(|b| b.id)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_parse_and_bad_lists_are_refused() {
+        let voters =
+            parse_voters("1@127.0.0.1:19192, 2@127.0.0.1:19193,3@localhost:19194").expect("parse");
+        assert_eq!(voters.len(), 3);
+        assert_eq!(voters.get(&2).map(String::as_str), Some("127.0.0.1:19193"));
+        for bad in ["", "1@", "x@h:1", "1@h:1,1@h:2", "1-h:1"] {
+            assert!(parse_voters(bad).is_err(), "{bad}");
+        }
+    }
+}

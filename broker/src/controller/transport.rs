@@ -1,0 +1,223 @@
+//! The controller quorum's transport: openraft RPCs, metadata writes and metadata reads as
+//! JSON over HTTP on the controller listener (`--controller-listen`).
+//!
+//! Routes:
+//! - `POST /raft/append`, `/raft/vote`, `/raft/snapshot`: Raft RPCs between voters;
+//! - `POST /controller/write`: a metadata [`Command`]; applied if this voter leads, else
+//!   answered with the leader to ask;
+//! - `GET /controller/metadata?after=N`: the metadata once its applied index passes `N`
+//!   (long poll, bounded), so brokers that are not voters follow the metadata.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+
+use super::metadata::{ClusterMetadata, Command, CommandResult};
+use super::store::{NodeId, StateMachine};
+use super::TypeConfig;
+
+/// Longest wait of a metadata long poll.
+pub const METADATA_POLL_MAX: Duration = Duration::from_secs(10);
+/// Timeout of one HTTP call between controllers.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answer to a metadata write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WriteReply {
+    /// Committed and applied, with the command's result.
+    Applied(CommandResult),
+    /// This voter does not lead; ask `leader` (id and address) if known.
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// The quorum could not commit it (no majority, shutting down).
+    Unavailable(String),
+}
+
+/// A metadata snapshot as served to followers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetadataReply {
+    pub applied_index: u64,
+    pub metadata: ClusterMetadata,
+}
+
+#[derive(Clone)]
+pub struct ServerState {
+    pub raft: Raft<TypeConfig>,
+    pub state_machine: StateMachine,
+}
+
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/controller/write", post(write))
+        .route("/controller/metadata", get(metadata))
+        .with_state(Arc::new(state))
+}
+
+async fn append(
+    State(state): State<Arc<ServerState>>,
+    Json(request): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+    Json(state.raft.append_entries(request).await)
+}
+
+async fn vote(
+    State(state): State<Arc<ServerState>>,
+    Json(request): Json<VoteRequest<NodeId>>,
+) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    Json(state.raft.vote(request).await)
+}
+
+async fn snapshot(
+    State(state): State<Arc<ServerState>>,
+    Json(request): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
+    Json(state.raft.install_snapshot(request).await)
+}
+
+async fn write(
+    State(state): State<Arc<ServerState>>,
+    Json(command): Json<Command>,
+) -> Json<WriteReply> {
+    use openraft::error::ClientWriteError;
+    let reply = match state.raft.client_write(command).await {
+        Ok(response) => WriteReply::Applied(response.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            WriteReply::NotLeader {
+                leader: forward.leader_id.zip(forward.leader_node.map(|n| n.addr)),
+            }
+        }
+        Err(e) => WriteReply::Unavailable(e.to_string()),
+    };
+    Json(reply)
+}
+
+#[derive(Debug, Deserialize)]
+struct MetadataQuery {
+    after: Option<u64>,
+}
+
+async fn metadata(
+    State(state): State<Arc<ServerState>>,
+    Query(query): Query<MetadataQuery>,
+) -> Json<MetadataReply> {
+    let mut rx = state.state_machine.subscribe();
+    let after = query.after.unwrap_or(0);
+    let wait = rx.wait_for(|(index, _)| *index > after);
+    let _ = tokio::time::timeout(METADATA_POLL_MAX, wait).await;
+    let (applied_index, metadata) = rx.borrow().clone();
+    Json(MetadataReply {
+        applied_index,
+        metadata: (*metadata).clone(),
+    })
+}
+
+/// Creates HTTP clients to the other voters.
+#[derive(Clone)]
+pub struct HttpNetwork {
+    client: reqwest::Client,
+}
+
+impl HttpNetwork {
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            client: reqwest::Client::builder().timeout(RPC_TIMEOUT).build()?,
+        })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
+    type Network = HttpPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        HttpPeer {
+            target,
+            address: node.addr.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+pub struct HttpPeer {
+    target: NodeId,
+    address: String,
+    client: reqwest::Client,
+}
+
+impl HttpPeer {
+    async fn call<Req, Resp, Err>(
+        &self,
+        path: &str,
+        request: &Req,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, Err>>
+    where
+        Req: Serialize,
+        Resp: for<'de> Deserialize<'de>,
+        Err: std::error::Error + for<'de> Deserialize<'de>,
+    {
+        let url = format!("http://{}/{path}", self.address);
+        let response = self
+            .client
+            .post(&url)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let result: Result<Resp, Err> = response
+            .json()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for HttpPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("raft/append", &rpc).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call("raft/snapshot", &rpc).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("raft/vote", &rpc).await
+    }
+}
