@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, Service,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -38,7 +40,11 @@ pub struct Config {
 ///
 /// # Errors
 /// Registering the node or the storage class fails.
-pub async fn run(rt: Arc<Runtime>, cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    rt: Arc<Runtime>,
+    cfg: Config,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     register_node(&rt.client, &cfg.node).await?;
     ensure_storage_class(&rt.client).await?;
     info!(node = %cfg.node.name, "node registered");
@@ -46,14 +52,20 @@ pub async fn run(rt: Arc<Runtime>, cfg: Config, mut shutdown: watch::Receiver<bo
     let mut background: Vec<JoinHandle<()>> = vec![
         tokio::spawn(heartbeat(rt.client.clone(), cfg.node.clone())),
         tokio::spawn(provision_claims(rt.client.clone(), cfg.volumes_dir.clone())),
-        tokio::spawn(delete_released_volumes(rt.client.clone(), cfg.volumes_dir.clone())),
+        tokio::spawn(delete_released_volumes(
+            rt.client.clone(),
+            cfg.volumes_dir.clone(),
+        )),
     ];
     let hosts_task = cfg.hosts_file.clone().map(|path| {
         let (reader, writer) = reflector::store::<Service>();
-        let services = watcher(Api::<Service>::all(rt.client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .touched_objects();
+        let services = watcher(
+            Api::<Service>::all(rt.client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
         let rt2 = rt.clone();
         background.push(tokio::spawn(async move {
             futures::pin_mut!(services);
@@ -64,13 +76,23 @@ pub async fn run(rt: Arc<Runtime>, cfg: Config, mut shutdown: watch::Receiver<bo
                 rt2.names_changed.notify_one();
             }
         }));
-        tokio::spawn(write_hosts(rt.clone(), reader, path, cfg.node.name.clone(), shutdown.clone()))
+        tokio::spawn(write_hosts(
+            rt.clone(),
+            reader,
+            path,
+            cfg.node.name.clone(),
+            shutdown.clone(),
+        ))
     });
 
     let mut workers: HashMap<String, (watch::Sender<Option<Pod>>, JoinHandle<()>)> = HashMap::new();
     let mut finished: HashSet<String> = HashSet::new();
     let mut seen_in_init: HashSet<String> = HashSet::new();
-    let pods = watcher(Api::<Pod>::all(rt.client.clone()), watcher::Config::default()).default_backoff();
+    let pods = watcher(
+        Api::<Pod>::all(rt.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
     futures::pin_mut!(pods);
     loop {
         let event = tokio::select! {
@@ -102,7 +124,8 @@ pub async fn run(rt: Arc<Runtime>, cfg: Config, mut shutdown: watch::Receiver<bo
                     tokio::spawn(bind(rt.client.clone(), pod, cfg.node.name.clone()));
                     continue;
                 }
-                let ours = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(cfg.node.name.as_str());
+                let ours = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                    == Some(cfg.node.name.as_str());
                 if !ours || finished.contains(&uid) {
                     continue;
                 }
@@ -118,7 +141,8 @@ pub async fn run(rt: Arc<Runtime>, cfg: Config, mut shutdown: watch::Receiver<bo
                 }
             }
             watcher::Event::Delete(pod) => {
-                if let Some((tx, _)) = workers.get(pod.metadata.uid.as_deref().unwrap_or_default()) {
+                if let Some((tx, _)) = workers.get(pod.metadata.uid.as_deref().unwrap_or_default())
+                {
                     let _ = tx.send(None);
                 }
             }
@@ -159,7 +183,11 @@ async fn register_node(client: &Client, info: &NodeInfo) -> anyhow::Result<()> {
 async fn patch_node_status(nodes: &Api<Node>, info: &NodeInfo, since: &Time) -> anyhow::Result<()> {
     let status = node::node_status(info, &Time(Timestamp::now()), since);
     nodes
-        .patch_status(&info.name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({ "status": status })))
+        .patch_status(
+            &info.name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({ "status": status })),
+        )
         .await
         .map_err(|e| anyhow::anyhow!("updating status of node {}: {e}", info.name))?;
     Ok(())
@@ -168,10 +196,18 @@ async fn patch_node_status(nodes: &Api<Node>, info: &NodeInfo, since: &Time) -> 
 async fn ensure_storage_class(client: &Client) -> anyhow::Result<()> {
     let classes: Api<StorageClass> = Api::all(client.clone());
     if classes.get_opt(provision::STORAGE_CLASS).await?.is_none() {
-        match classes.create(&PostParams::default(), &provision::storage_class()).await {
+        match classes
+            .create(&PostParams::default(), &provision::storage_class())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(anyhow::anyhow!("creating storage class {}: {e}", provision::STORAGE_CLASS)),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "creating storage class {}: {e}",
+                    provision::STORAGE_CLASS
+                ))
+            }
         }
     }
     Ok(())
@@ -185,7 +221,14 @@ async fn heartbeat(client: Client, info: NodeInfo) {
     let mut tick = 0u64;
     loop {
         let lease = node::lease(&info.name, &MicroTime(Timestamp::now()));
-        if let Err(e) = leases.patch(&info.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&lease)).await {
+        if let Err(e) = leases
+            .patch(
+                &info.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&lease),
+            )
+            .await
+        {
             warn!(error = %e, "renewing node lease failed");
         }
         if tick % 2 == 0 {
@@ -202,13 +245,32 @@ async fn bind(client: Client, pod: Pod, node_name: String) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let binding = Binding {
-        metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), ..Default::default() },
-        target: ObjectReference { api_version: Some("v1".into()), kind: Some("Node".into()), name: Some(node_name.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node_name.clone()),
+            ..Default::default()
+        },
     };
     let pods: Api<Pod> = Api::namespaced(client, &ns);
-    match pods.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding).await {
+    match pods
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
         Ok(_) => info!(namespace = %ns, pod = %name, node = %node_name, "pod bound"),
-        Err(kube::Error::Api(e)) if e.code == 409 => debug!(namespace = %ns, pod = %name, "pod already bound"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            debug!(namespace = %ns, pod = %name, "pod already bound")
+        }
         Err(e) => warn!(namespace = %ns, pod = %name, error = %e, "binding pod failed"),
     }
 }
@@ -216,9 +278,12 @@ async fn bind(client: Client, pod: Pod, node_name: String) {
 /// Creates a pre-bound volume for every claim that waits for one.
 async fn provision_claims(client: Client, root: PathBuf) {
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let claims = watcher(Api::<PersistentVolumeClaim>::all(client), watcher::Config::default())
-        .default_backoff()
-        .applied_objects();
+    let claims = watcher(
+        Api::<PersistentVolumeClaim>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects();
     futures::pin_mut!(claims);
     while let Some(ev) = claims.next().await {
         let pvc = match ev {
@@ -231,10 +296,14 @@ async fn provision_claims(client: Client, root: PathBuf) {
         if !provision::wants_volume(&pvc) {
             continue;
         }
-        let Some(pv) = provision::volume_for_claim(&pvc, &root) else { continue };
+        let Some(pv) = provision::volume_for_claim(&pvc, &root) else {
+            continue;
+        };
         let pv_name = pv.metadata.name.clone().unwrap_or_default();
         match pvs.create(&PostParams::default(), &pv).await {
-            Ok(_) => info!(claim = pvc.metadata.name.as_deref().unwrap_or(""), volume = %pv_name, "volume provisioned"),
+            Ok(_) => {
+                info!(claim = pvc.metadata.name.as_deref().unwrap_or(""), volume = %pv_name, "volume provisioned")
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => warn!(volume = %pv_name, error = %e, "provisioning volume failed"),
         }
@@ -244,7 +313,9 @@ async fn provision_claims(client: Client, root: PathBuf) {
 /// Deletes our volumes (object and directory) once their claim is gone.
 async fn delete_released_volumes(client: Client, root: PathBuf) {
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let events = watcher(pvs.clone(), watcher::Config::default()).default_backoff().applied_objects();
+    let events = watcher(pvs.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects();
     futures::pin_mut!(events);
     while let Some(ev) = events.next().await {
         let Ok(pv) = ev else { continue };
@@ -252,7 +323,12 @@ async fn delete_released_volumes(client: Client, root: PathBuf) {
             continue;
         }
         let name = pv.metadata.name.clone().unwrap_or_default();
-        if let Some(path) = pv.spec.as_ref().and_then(|s| s.host_path.as_ref()).map(|h| PathBuf::from(&h.path)) {
+        if let Some(path) = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_path.as_ref())
+            .map(|h| PathBuf::from(&h.path))
+        {
             if path.starts_with(&root) {
                 if let Err(e) = std::fs::remove_dir_all(&path) {
                     debug!(path = %path.display(), error = %e, "volume directory not removed");
@@ -267,18 +343,38 @@ async fn delete_released_volumes(client: Client, root: PathBuf) {
 }
 
 /// Keeps the agent's block of the hosts file current; removes it on shutdown.
-async fn write_hosts(rt: Arc<Runtime>, services: Store<Service>, path: PathBuf, owner: String, mut shutdown: watch::Receiver<bool>) {
+async fn write_hosts(
+    rt: Arc<Runtime>,
+    services: Store<Service>,
+    path: PathBuf,
+    owner: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut written: Option<BTreeMap<String, std::collections::BTreeSet<String>>> = None;
     loop {
-        let pods: Vec<_> = rt.names.lock().expect("names lock").values().cloned().collect();
+        let pods: Vec<_> = rt
+            .names
+            .lock()
+            .expect("names lock")
+            .values()
+            .cloned()
+            .collect();
         let svcs: Vec<ServiceName> = services
             .state()
             .iter()
             .map(|s| ServiceName {
                 name: s.metadata.name.clone().unwrap_or_default(),
                 namespace: s.metadata.namespace.clone().unwrap_or_default(),
-                selector: s.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default(),
-                publish_not_ready: s.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false),
+                selector: s
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.clone())
+                    .unwrap_or_default(),
+                publish_not_ready: s
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.publish_not_ready_addresses)
+                    .unwrap_or(false),
                 headless: s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None"),
             })
             .collect();
@@ -305,7 +401,11 @@ async fn write_hosts(rt: Arc<Runtime>, services: Store<Service>, path: PathBuf, 
 }
 
 /// Rewrites the hosts file in place (it may be a bind mount, so no rename).
-pub fn rewrite(path: &std::path::Path, owner: &str, entries: Option<&BTreeMap<String, std::collections::BTreeSet<String>>>) -> std::io::Result<()> {
+pub fn rewrite(
+    path: &std::path::Path,
+    owner: &str,
+    entries: Option<&BTreeMap<String, std::collections::BTreeSet<String>>>,
+) -> std::io::Result<()> {
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let updated = hosts::splice(&existing, owner, entries);
     if updated != existing {

@@ -63,11 +63,18 @@ pub fn entries(pods: &[PodName], services: &[ServiceName]) -> BTreeMap<String, B
 }
 
 fn markers(owner: &str) -> (String, String) {
-    (format!("# BEGIN tokafka-node-agent {owner}"), format!("# END tokafka-node-agent {owner}"))
+    (
+        format!("# BEGIN tokafka-node-agent {owner}"),
+        format!("# END tokafka-node-agent {owner}"),
+    )
 }
 
 /// `existing` with the owner's block replaced by `entries` (or removed when `entries` is None).
-pub fn splice(existing: &str, owner: &str, entries: Option<&BTreeMap<String, BTreeSet<String>>>) -> String {
+pub fn splice(
+    existing: &str,
+    owner: &str,
+    entries: Option<&BTreeMap<String, BTreeSet<String>>>,
+) -> String {
     let (begin, end) = markers(owner);
     let mut out = String::with_capacity(existing.len());
     let mut inside = false;
@@ -129,7 +136,12 @@ mod tests {
         let names: Vec<_> = e["127.1.0.2"].iter().cloned().collect();
         assert_eq!(
             names,
-            vec!["web-0.web.ns.svc", "web-0.web.ns.svc.cluster.local", "web.ns.svc", "web.ns.svc.cluster.local"]
+            vec![
+                "web-0.web.ns.svc",
+                "web-0.web.ns.svc.cluster.local",
+                "web.ns.svc",
+                "web.ns.svc.cluster.local"
+            ]
         );
     }
 
@@ -137,7 +149,8 @@ mod tests {
     fn not_ready_pods_get_names_only_with_publish_not_ready_addresses() {
         let pods = [pod("127.1.0.2", "web-0", false)];
         assert!(entries(&pods, &[service("web", false)]).is_empty());
-        assert!(entries(&pods, &[service("web", true)])["127.1.0.2"].contains("web-0.web.ns.svc.cluster.local"));
+        assert!(entries(&pods, &[service("web", true)])["127.1.0.2"]
+            .contains("web-0.web.ns.svc.cluster.local"));
     }
 
     #[test]
@@ -146,13 +159,19 @@ mod tests {
         assert!(entries(&pods, &[]).is_empty());
         let mut clusterip = service("web", false);
         clusterip.headless = false;
-        assert!(!entries(&pods, &[clusterip])["127.1.0.2"].contains("web-0.web.ns.svc.cluster.local"));
-        assert!(!entries(&pods, &[service("other", false)])["127.1.0.2"].contains("web-0.web.ns.svc.cluster.local"));
+        assert!(
+            !entries(&pods, &[clusterip])["127.1.0.2"].contains("web-0.web.ns.svc.cluster.local")
+        );
+        assert!(!entries(&pods, &[service("other", false)])["127.1.0.2"]
+            .contains("web-0.web.ns.svc.cluster.local"));
     }
 
     #[test]
     fn services_resolve_to_ready_pods_unless_not_ready_are_published() {
-        let pods = [pod("127.1.0.2", "web-0", true), pod("127.1.0.3", "web-1", false)];
+        let pods = [
+            pod("127.1.0.2", "web-0", true),
+            pod("127.1.0.3", "web-1", false),
+        ];
         let e = entries(&pods, &[service("client", false)]);
         assert!(e["127.1.0.2"].contains("client.ns.svc.cluster.local"));
         assert!(!e.contains_key("127.1.0.3"));

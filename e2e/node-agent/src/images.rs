@@ -110,12 +110,18 @@ mod tests {
     #[test]
     fn default_registry_prefix_is_ignored() {
         let m = map(&["busybox:1=/bin/busybox"]);
-        assert_eq!(m.resolve("docker.io/library/busybox:1"), Some(Path::new("/bin/busybox")));
+        assert_eq!(
+            m.resolve("docker.io/library/busybox:1"),
+            Some(Path::new("/bin/busybox"))
+        );
     }
 
     #[test]
     fn registry_port_is_not_a_tag() {
-        assert_eq!(repository("localhost:5000/broker:dev"), "localhost:5000/broker");
+        assert_eq!(
+            repository("localhost:5000/broker:dev"),
+            "localhost:5000/broker"
+        );
         assert_eq!(repository("localhost:5000/broker"), "localhost:5000/broker");
         assert_eq!(repository("broker@sha256:abc"), "broker");
     }

@@ -23,14 +23,24 @@ const REQUEST_HEAD_MAX_BYTES: usize = 16 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     Healthz,
-    ContainerLogs { namespace: String, pod: String, container: String, follow: bool, tail_lines: Option<usize>, limit_bytes: Option<u64> },
+    ContainerLogs {
+        namespace: String,
+        pod: String,
+        container: String,
+        follow: bool,
+        tail_lines: Option<usize>,
+        limit_bytes: Option<u64>,
+    },
     Unsupported(String),
 }
 
 /// Parses the request line's target (`/containerLogs/ns/pod/c?follow=true`).
 pub fn parse_target(target: &str) -> Request {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let params: BTreeMap<&str, &str> = query.split('&').filter_map(|kv| kv.split_once('=')).collect();
+    let params: BTreeMap<&str, &str> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["healthz"] => Request::Healthz,
@@ -38,7 +48,9 @@ pub fn parse_target(target: &str) -> Request {
             namespace: ns.to_string(),
             pod: pod.to_string(),
             container: container.to_string(),
-            follow: params.get("follow").is_some_and(|v| *v == "true" || *v == "1"),
+            follow: params
+                .get("follow")
+                .is_some_and(|v| *v == "true" || *v == "1"),
             tail_lines: params.get("tailLines").and_then(|v| v.parse().ok()),
             limit_bytes: params.get("limitBytes").and_then(|v| v.parse().ok()),
         },
@@ -74,15 +86,20 @@ pub async fn serve(port: u16, cert: &Path, key: &Path, pods_dir: PathBuf) -> any
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("reading {}: {e}", key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|e| anyhow::anyhow!("kubelet API port 127.0.0.1:{port}: {e} (choose another with --kubelet-port)"))?;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| {
+        anyhow::anyhow!(
+            "kubelet API port 127.0.0.1:{port}: {e} (choose another with --kubelet-port)"
+        )
+    })?;
     info!(port, "kubelet API listening");
     loop {
         let (tcp, _) = listener.accept().await?;
@@ -101,7 +118,10 @@ pub async fn serve(port: u16, cert: &Path, key: &Path, pods_dir: PathBuf) -> any
     }
 }
 
-async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, pods_dir: &Path) -> std::io::Result<()> {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    pods_dir: &Path,
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -111,16 +131,38 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, pods_dir: &Path) ->
         }
         head.extend_from_slice(&buf[..n]);
     }
-    let line = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_string();
+    let line = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
     let target = line.split_whitespace().nth(1).unwrap_or("/");
     match parse_target(target) {
         Request::Healthz => respond(&mut s, 200, b"ok").await,
         Request::Unsupported(path) => {
-            respond(&mut s, 404, format!("{path} is not supported by the tokafka node agent\n").as_bytes()).await
+            respond(
+                &mut s,
+                404,
+                format!("{path} is not supported by the tokafka node agent\n").as_bytes(),
+            )
+            .await
         }
-        Request::ContainerLogs { namespace, pod, container, follow, tail_lines, limit_bytes } => {
+        Request::ContainerLogs {
+            namespace,
+            pod,
+            container,
+            follow,
+            tail_lines,
+            limit_bytes,
+        } => {
             let Some(file) = log_file(pods_dir, &namespace, &pod, &container) else {
-                return respond(&mut s, 404, format!("no logs of container {container} in pod {namespace}/{pod}\n").as_bytes()).await;
+                return respond(
+                    &mut s,
+                    404,
+                    format!("no logs of container {container} in pod {namespace}/{pod}\n")
+                        .as_bytes(),
+                )
+                .await;
             };
             let mut f = tokio::fs::File::open(&file).await?;
             let mut content = Vec::new();
@@ -132,14 +174,20 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, pods_dir: &Path) ->
             if let Some(limit) = limit_bytes {
                 body = &body[..body.len().min(limit as usize)];
             }
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n").await?;
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+            )
+            .await?;
             s.write_all(body).await?;
             s.flush().await?;
             if follow {
                 let mut pos = content.len() as u64;
                 loop {
                     tokio::time::sleep(Duration::from_millis(250)).await;
-                    let len = tokio::fs::metadata(&file).await.map(|m| m.len()).unwrap_or(pos);
+                    let len = tokio::fs::metadata(&file)
+                        .await
+                        .map(|m| m.len())
+                        .unwrap_or(pos);
                     if len > pos {
                         f.seek(std::io::SeekFrom::Start(pos)).await?;
                         let mut more = vec![0u8; (len - pos) as usize];
@@ -201,7 +249,10 @@ mod tests {
             }
         );
         assert_eq!(parse_target("/healthz"), Request::Healthz);
-        assert_eq!(parse_target("/exec/ns/p/c?command=sh"), Request::Unsupported("/exec/ns/p/c".into()));
+        assert_eq!(
+            parse_target("/exec/ns/p/c?command=sh"),
+            Request::Unsupported("/exec/ns/p/c".into())
+        );
     }
 
     #[test]

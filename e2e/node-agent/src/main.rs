@@ -57,7 +57,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     for e in &args.images {
@@ -73,20 +75,35 @@ async fn main() -> anyhow::Result<()> {
     }
     let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", args.kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     let client = kube::Client::try_from(config)?;
 
     let pods_dir = args.state_dir.join("pods");
     let volumes_dir = args.state_dir.join("volumes");
-    std::fs::create_dir_all(&pods_dir).with_context(|| format!("creating {}", pods_dir.display()))?;
-    std::fs::create_dir_all(&volumes_dir).with_context(|| format!("creating {}", volumes_dir.display()))?;
+    std::fs::create_dir_all(&pods_dir)
+        .with_context(|| format!("creating {}", pods_dir.display()))?;
+    std::fs::create_dir_all(&volumes_dir)
+        .with_context(|| format!("creating {}", volumes_dir.display()))?;
 
     let mut base_env = vec![
-        ("PATH".to_string(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        (
+            "PATH".to_string(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        ),
         ("HOME".to_string(), "/root".to_string()),
-        ("KUBERNETES_SERVICE_HOST".to_string(), args.apiserver_host.clone()),
-        ("KUBERNETES_SERVICE_PORT".to_string(), args.apiserver_port.to_string()),
-        ("KUBERNETES_SERVICE_PORT_HTTPS".to_string(), args.apiserver_port.to_string()),
+        (
+            "KUBERNETES_SERVICE_HOST".to_string(),
+            args.apiserver_host.clone(),
+        ),
+        (
+            "KUBERNETES_SERVICE_PORT".to_string(),
+            args.apiserver_port.to_string(),
+        ),
+        (
+            "KUBERNETES_SERVICE_PORT_HTTPS".to_string(),
+            args.apiserver_port.to_string(),
+        ),
     ];
     // The e2e scripts mark every process they start, so they can prove none is left behind.
     if let Ok(run) = std::env::var("TOKAFKA_E2E_RUN") {
@@ -111,7 +128,9 @@ async fn main() -> anyhow::Result<()> {
             address: "127.0.0.1".into(),
             kubelet_port: i32::from(args.kubelet_port),
             kubelet_version: args.kubelet_version.clone(),
-            cpu: std::thread::available_parallelism().map_or(2, |n| n.get()).to_string(),
+            cpu: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .to_string(),
             memory: "16Gi".into(),
             max_pods: 110,
         },
@@ -157,10 +176,11 @@ async fn check_isolation(state_dir: &std::path::Path) -> anyhow::Result<()> {
     };
     let log = state_dir.join("isolation-check.log");
     let mut created = Vec::new();
-    let status = match node_agent::process::spawn(&spec, "isolation-check", &log, true, &mut created) {
-        Ok(mut child) => child.wait().await.map(|s| s.success()).unwrap_or(false),
-        Err(_) => false,
-    };
+    let status =
+        match node_agent::process::spawn(&spec, "isolation-check", &log, true, &mut created) {
+            Ok(mut child) => child.wait().await.map(|s| s.success()).unwrap_or(false),
+            Err(_) => false,
+        };
     anyhow::ensure!(
         status,
         "cannot run containers in private mount and UTS namespaces (needs root or CAP_SYS_ADMIN): \

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
@@ -36,7 +37,12 @@ pub fn node(info: &NodeInfo) -> Node {
             labels: Some(BTreeMap::from([
                 ("kubernetes.io/hostname".into(), info.name.clone()),
                 ("kubernetes.io/os".into(), "linux".into()),
-                ("kubernetes.io/arch".into(), std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
+                (
+                    "kubernetes.io/arch".into(),
+                    std::env::consts::ARCH
+                        .replace("x86_64", "amd64")
+                        .replace("aarch64", "arm64"),
+                ),
                 ("tokafka.io/node-agent".into(), "true".into()),
             ])),
             ..Default::default()
@@ -63,23 +69,56 @@ pub fn node_status(info: &NodeInfo, now: &Time, ready_since: &Time) -> NodeStatu
     };
     NodeStatus {
         addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".into(), address: info.address.clone() },
-            NodeAddress { type_: "Hostname".into(), address: info.name.clone() },
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: info.address.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: info.name.clone(),
+            },
         ]),
         allocatable: Some(resources.clone()),
         capacity: Some(resources),
         conditions: Some(vec![
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "node agent has sufficient memory"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "node agent has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "node agent has sufficient PID"),
-            condition("Ready", "True", "KubeletReady", "tokafka node agent is posting ready status"),
+            condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "node agent has sufficient memory",
+            ),
+            condition(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "node agent has no disk pressure",
+            ),
+            condition(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "node agent has sufficient PID",
+            ),
+            condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "tokafka node agent is posting ready status",
+            ),
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: info.kubelet_port }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: info.kubelet_port,
+            }),
         }),
         node_info: Some(NodeSystemInfo {
-            architecture: std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-            container_runtime_version: format!("tokafka-node-agent://{}", env!("CARGO_PKG_VERSION")),
+            architecture: std::env::consts::ARCH
+                .replace("x86_64", "amd64")
+                .replace("aarch64", "arm64"),
+            container_runtime_version: format!(
+                "tokafka-node-agent://{}",
+                env!("CARGO_PKG_VERSION")
+            ),
             kubelet_version: info.kubelet_version.clone(),
             kube_proxy_version: String::new(),
             operating_system: "linux".into(),
@@ -131,7 +170,12 @@ mod tests {
     fn node_reports_ready_with_its_address() {
         let now = Time(Timestamp::from_second(100).unwrap());
         let s = node_status(&info(), &now, &now);
-        let ready = s.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+        let ready = s
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.status, "True");
         assert_eq!(s.addresses.unwrap()[0].address, "127.0.0.1");
         assert_eq!(s.node_info.unwrap().kubelet_version, "v1.37.2");

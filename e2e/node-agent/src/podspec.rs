@@ -54,7 +54,11 @@ pub enum SpecError {
     #[error("secret {name:?} not found")]
     MissingSecret { name: String },
     #[error("couldn't find key {key} in {kind} {name:?}")]
-    MissingKey { kind: &'static str, name: String, key: String },
+    MissingKey {
+        kind: &'static str,
+        name: String,
+        key: String,
+    },
     #[error("field path {0:?} is not supported by the node agent")]
     UnsupportedFieldPath(String),
     #[error("volume mount {0:?} names no volume of the pod")]
@@ -80,7 +84,9 @@ pub fn process_spec(
         .ok_or_else(|| SpecError::NoImage(container.name.clone()))?;
     let image_program = images
         .resolve(image)
-        .ok_or_else(|| SpecError::ImageNotMapped { image: image.to_string() })?;
+        .ok_or_else(|| SpecError::ImageNotMapped {
+            image: image.to_string(),
+        })?;
 
     let env = container_env(pod, container, ctx)?;
     let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
@@ -133,14 +139,24 @@ fn entrypoint(first: &str, image_program: &Path) -> PathBuf {
 
 /// The container's environment: base, then `envFrom` in order, then `env` in order, with
 /// `$(VAR)` in values expanded against what is defined before.
-pub fn container_env(pod: &Pod, container: &Container, ctx: &PodContext) -> Result<Vec<(String, String)>, SpecError> {
+pub fn container_env(
+    pod: &Pod,
+    container: &Container,
+    ctx: &PodContext,
+) -> Result<Vec<(String, String)>, SpecError> {
     let mut env: Vec<(String, String)> = ctx.base_env.clone();
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or("");
         let (data, optional) = if let Some(r) = &from.config_map_ref {
-            (lookup(&ctx.config_maps, &r.name, "configmap"), r.optional.unwrap_or(false))
+            (
+                lookup(&ctx.config_maps, &r.name, "configmap"),
+                r.optional.unwrap_or(false),
+            )
         } else if let Some(r) = &from.secret_ref {
-            (lookup(&ctx.secrets, &r.name, "secret"), r.optional.unwrap_or(false))
+            (
+                lookup(&ctx.secrets, &r.name, "secret"),
+                r.optional.unwrap_or(false),
+            )
         } else {
             continue;
         };
@@ -176,14 +192,29 @@ fn env_value(
         return field_value(pod, f, ctx).map(Some);
     }
     if let Some(r) = &from.config_map_key_ref {
-        return key_value(&ctx.config_maps, "configmap", &r.name, &r.key, r.optional.unwrap_or(false));
+        return key_value(
+            &ctx.config_maps,
+            "configmap",
+            &r.name,
+            &r.key,
+            r.optional.unwrap_or(false),
+        );
     }
     if let Some(r) = &from.secret_key_ref {
-        return key_value(&ctx.secrets, "secret", &r.name, &r.key, r.optional.unwrap_or(false));
+        return key_value(
+            &ctx.secrets,
+            "secret",
+            &r.name,
+            &r.key,
+            r.optional.unwrap_or(false),
+        );
     }
     if let Some(r) = &from.resource_field_ref {
         // Report what the container asked for; without a limit the kubelet reports node capacity.
-        let (kind, res) = r.resource.split_once('.').unwrap_or(("limits", r.resource.as_str()));
+        let (kind, res) = r
+            .resource
+            .split_once('.')
+            .unwrap_or(("limits", r.resource.as_str()));
         let resources = container.resources.as_ref();
         let q = match kind {
             "requests" => resources.and_then(|r| r.requests.as_ref()),
@@ -191,15 +222,29 @@ fn env_value(
         }
         .and_then(|m| m.get(res))
         .map(|q| q.0.clone());
-        return Ok(Some(q.unwrap_or_else(|| if res == "cpu" { "2".into() } else { "25769803776".into() })));
+        return Ok(Some(q.unwrap_or_else(|| {
+            if res == "cpu" {
+                "2".into()
+            } else {
+                "25769803776".into()
+            }
+        })));
     }
     Ok(None)
 }
 
-fn lookup<'a>(all: &'a BTreeMap<String, KeyData>, name: &str, kind: &'static str) -> Result<&'a KeyData, SpecError> {
+fn lookup<'a>(
+    all: &'a BTreeMap<String, KeyData>,
+    name: &str,
+    kind: &'static str,
+) -> Result<&'a KeyData, SpecError> {
     all.get(name).ok_or_else(|| match kind {
-        "secret" => SpecError::MissingSecret { name: name.to_string() },
-        _ => SpecError::MissingConfigMap { name: name.to_string() },
+        "secret" => SpecError::MissingSecret {
+            name: name.to_string(),
+        },
+        _ => SpecError::MissingConfigMap {
+            name: name.to_string(),
+        },
     })
 }
 
@@ -224,20 +269,31 @@ fn key_value(
 }
 
 /// The value of a downward-API field path (env `fieldRef` and downwardAPI volume items).
-pub fn field_value(pod: &Pod, f: &ObjectFieldSelector, ctx: &PodContext) -> Result<String, SpecError> {
+pub fn field_value(
+    pod: &Pod,
+    f: &ObjectFieldSelector,
+    ctx: &PodContext,
+) -> Result<String, SpecError> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let path = f.field_path.as_str();
     let keyed = |prefix: &str, map: &Option<BTreeMap<String, String>>| -> Option<String> {
         let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default())
+        Some(
+            map.as_ref()
+                .and_then(|m| m.get(key))
+                .cloned()
+                .unwrap_or_default(),
+        )
     };
     let value = match path {
         "metadata.name" => meta.name.clone().unwrap_or_default(),
         "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
         "metadata.uid" => meta.uid.clone().unwrap_or_default(),
         "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
         "status.podIP" | "status.podIPs" => ctx.pod_ip.clone(),
         "status.hostIP" | "status.hostIPs" => ctx.host_ip.clone(),
         "metadata.labels" => render_map(&meta.labels),
@@ -330,7 +386,10 @@ mod tests {
         PodContext {
             pod_ip: "127.1.0.7".into(),
             host_ip: "127.0.0.1".into(),
-            config_maps: BTreeMap::from([("cfg".into(), BTreeMap::from([("mode".into(), "fast".into())]))]),
+            config_maps: BTreeMap::from([(
+                "cfg".into(),
+                BTreeMap::from([("mode".into(), "fast".into())]),
+            )]),
             volume_dirs: BTreeMap::from([("data".into(), PathBuf::from("/pv/1"))]),
             base_env: vec![("PATH".into(), "/bin".into())],
             ..Default::default()
@@ -347,7 +406,9 @@ mod tests {
 
     #[test]
     fn command_naming_the_image_program_runs_the_build() {
-        let c = container(json!({"name": "c", "image": "app:dev", "command": ["/usr/bin/app", "serve"], "args": ["-v"]}));
+        let c = container(
+            json!({"name": "c", "image": "app:dev", "command": ["/usr/bin/app", "serve"], "args": ["-v"]}),
+        );
         let spec = process_spec(&pod(), &c, &images(), &ctx()).unwrap();
         assert_eq!(spec.program, PathBuf::from("/build/app"));
         assert_eq!(spec.args, vec!["serve", "-v"]);
@@ -355,8 +416,10 @@ mod tests {
 
     #[test]
     fn command_naming_a_host_program_runs_it() {
-        let c = container(json!({"name": "c", "image": "app:dev", "command": ["sh", "-c", "echo $(POD)"],
-            "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}));
+        let c = container(
+            json!({"name": "c", "image": "app:dev", "command": ["sh", "-c", "echo $(POD)"],
+            "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}),
+        );
         let spec = process_spec(&pod(), &c, &images(), &ctx()).unwrap();
         assert_eq!(spec.program, PathBuf::from("sh"));
         assert_eq!(spec.args, vec!["-c", "echo web-0"]);
@@ -366,7 +429,12 @@ mod tests {
     fn unmapped_image_is_an_error_that_says_how_to_map_it() {
         let c = container(json!({"name": "c", "image": "other:1"}));
         let err = process_spec(&pod(), &c, &images(), &ctx()).unwrap_err();
-        assert_eq!(err, SpecError::ImageNotMapped { image: "other:1".into() });
+        assert_eq!(
+            err,
+            SpecError::ImageNotMapped {
+                image: "other:1".into()
+            }
+        );
         assert!(err.to_string().contains("--image other:1=PATH"));
     }
 
@@ -389,17 +457,28 @@ mod tests {
 
     #[test]
     fn missing_configmap_key_fails_unless_optional() {
-        let mut c = Container { name: "c".into(), image: Some("app:dev".into()), ..Default::default() };
+        let mut c = Container {
+            name: "c".into(),
+            image: Some("app:dev".into()),
+            ..Default::default()
+        };
         let var = |optional| EnvVar {
             name: "X".into(),
             value_from: Some(EnvVarSource {
-                config_map_key_ref: Some(ConfigMapKeySelector { name: "cfg".into(), key: "nope".into(), optional }),
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: "cfg".into(),
+                    key: "nope".into(),
+                    optional,
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         };
         c.env = Some(vec![var(None)]);
-        assert!(matches!(container_env(&pod(), &c, &ctx()), Err(SpecError::MissingKey { .. })));
+        assert!(matches!(
+            container_env(&pod(), &c, &ctx()),
+            Err(SpecError::MissingKey { .. })
+        ));
         c.env = Some(vec![var(Some(true))]);
         let env = container_env(&pod(), &c, &ctx()).unwrap();
         assert!(!env.iter().any(|(n, _)| n == "X"));
@@ -417,7 +496,11 @@ mod tests {
 
     #[test]
     fn volume_mounts_map_to_volume_dirs_with_sub_path() {
-        let mut c = Container { name: "c".into(), image: Some("app:dev".into()), ..Default::default() };
+        let mut c = Container {
+            name: "c".into(),
+            image: Some("app:dev".into()),
+            ..Default::default()
+        };
         c.volume_mounts = Some(vec![VolumeMount {
             name: "data".into(),
             mount_path: "/var/lib/app".into(),
@@ -428,10 +511,17 @@ mod tests {
         let spec = process_spec(&pod(), &c, &images(), &ctx()).unwrap();
         assert_eq!(
             spec.mounts,
-            vec![Mount { source: "/pv/1/logs".into(), target: "/var/lib/app".into(), read_only: true }]
+            vec![Mount {
+                source: "/pv/1/logs".into(),
+                target: "/var/lib/app".into(),
+                read_only: true
+            }]
         );
         c.volume_mounts.as_mut().unwrap()[0].name = "missing".into();
-        assert_eq!(process_spec(&pod(), &c, &images(), &ctx()), Err(SpecError::UnknownVolume("missing".into())));
+        assert_eq!(
+            process_spec(&pod(), &c, &images(), &ctx()),
+            Err(SpecError::UnknownVolume("missing".into()))
+        );
     }
 
     #[test]

@@ -12,9 +12,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProbeAction {
-    Http { host: String, port: u16, path: String },
-    Tcp { host: String, port: u16 },
-    Exec { command: Vec<String> },
+    Http {
+        host: String,
+        port: u16,
+        path: String,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Exec {
+        command: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +53,11 @@ impl ProbeSpec {
     ///
     /// # Errors
     /// A named port the container lacks, a port out of range, an HTTPS or gRPC probe.
-    pub fn from_probe(probe: &Probe, container: &Container, pod_ip: &str) -> Result<Self, ProbeError> {
+    pub fn from_probe(
+        probe: &Probe,
+        container: &Container,
+        pod_ip: &str,
+    ) -> Result<Self, ProbeError> {
         let port = |p: &IntOrString| -> Result<u16, ProbeError> {
             match p {
                 IntOrString::Int(n) => u16::try_from(*n).map_err(|_| ProbeError::BadPort(*n)),
@@ -58,7 +71,10 @@ impl ProbeSpec {
             }
         };
         let action = if let Some(h) = &probe.http_get {
-            if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("https")) {
+            if h.scheme
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+            {
                 return Err(ProbeError::Https);
             }
             ProbeAction::Http {
@@ -67,13 +83,19 @@ impl ProbeSpec {
                 path: h.path.clone().unwrap_or_else(|| "/".into()),
             }
         } else if let Some(t) = &probe.tcp_socket {
-            ProbeAction::Tcp { host: t.host.clone().unwrap_or_else(|| pod_ip.to_string()), port: port(&t.port)? }
+            ProbeAction::Tcp {
+                host: t.host.clone().unwrap_or_else(|| pod_ip.to_string()),
+                port: port(&t.port)?,
+            }
         } else if let Some(e) = &probe.exec {
-            ProbeAction::Exec { command: e.command.clone().unwrap_or_default() }
+            ProbeAction::Exec {
+                command: e.command.clone().unwrap_or_default(),
+            }
         } else {
             return Err(ProbeError::NoHandler);
         };
-        let secs = |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
+        let secs =
+            |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
         Ok(ProbeSpec {
             action,
             initial_delay: secs(probe.initial_delay_seconds, 0),
@@ -96,7 +118,11 @@ pub struct ProbeTracker {
 
 impl ProbeTracker {
     pub fn new(initially_healthy: bool) -> Self {
-        ProbeTracker { healthy: initially_healthy, successes: 0, failures: 0 }
+        ProbeTracker {
+            healthy: initially_healthy,
+            successes: 0,
+            failures: 0,
+        }
     }
 
     /// Records one probe result; returns the new result when it flipped.
@@ -128,17 +154,24 @@ impl ProbeTracker {
 pub fn http_success(status_line: &str) -> bool {
     let mut parts = status_line.split_whitespace();
     let _version = parts.next();
-    matches!(parts.next().and_then(|c| c.parse::<u16>().ok()), Some(200..=399))
+    matches!(
+        parts.next().and_then(|c| c.parse::<u16>().ok()),
+        Some(200..=399)
+    )
 }
 
 /// Runs the probe once, bounded by its timeout.
 pub async fn run(spec: &ProbeSpec, env: &[(String, String)]) -> bool {
-    tokio::time::timeout(spec.timeout, run_unbounded(&spec.action, env)).await.unwrap_or(false)
+    tokio::time::timeout(spec.timeout, run_unbounded(&spec.action, env))
+        .await
+        .unwrap_or(false)
 }
 
 async fn run_unbounded(action: &ProbeAction, env: &[(String, String)]) -> bool {
     match action {
-        ProbeAction::Tcp { host, port } => tokio::net::TcpStream::connect((host.as_str(), *port)).await.is_ok(),
+        ProbeAction::Tcp { host, port } => tokio::net::TcpStream::connect((host.as_str(), *port))
+            .await
+            .is_ok(),
         ProbeAction::Http { host, port, path } => {
             let Ok(mut s) = tokio::net::TcpStream::connect((host.as_str(), *port)).await else {
                 return false;
@@ -189,7 +222,10 @@ mod tests {
     use serde_json::json;
 
     fn container() -> Container {
-        serde_json::from_value(json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}]})).unwrap()
+        serde_json::from_value(
+            json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}),
+        )
+        .unwrap()
     }
 
     fn probe(v: serde_json::Value) -> Probe {
@@ -200,7 +236,14 @@ mod tests {
     fn http_probe_resolves_named_port_and_pod_address() {
         let p = probe(json!({"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 2}));
         let s = ProbeSpec::from_probe(&p, &container(), "127.1.0.9").unwrap();
-        assert_eq!(s.action, ProbeAction::Http { host: "127.1.0.9".into(), port: 8080, path: "/ready".into() });
+        assert_eq!(
+            s.action,
+            ProbeAction::Http {
+                host: "127.1.0.9".into(),
+                port: 8080,
+                path: "/ready".into()
+            }
+        );
         assert_eq!(s.period, Duration::from_secs(2));
         assert_eq!(s.failure_threshold, 3);
     }
@@ -208,7 +251,10 @@ mod tests {
     #[test]
     fn unknown_named_port_is_an_error() {
         let p = probe(json!({"tcpSocket": {"port": "kafka"}}));
-        assert_eq!(ProbeSpec::from_probe(&p, &container(), "x"), Err(ProbeError::UnknownPort("kafka".into())));
+        assert_eq!(
+            ProbeSpec::from_probe(&p, &container(), "x"),
+            Err(ProbeError::UnknownPort("kafka".into()))
+        );
     }
 
     #[test]

@@ -46,24 +46,33 @@ pub fn spawn(
     created: &mut Vec<PathBuf>,
 ) -> Result<Child, ProcessError> {
     let log = open_log(log_path)?;
-    let log2 = log.try_clone().map_err(|source| ProcessError::Log { path: log_path.display().to_string(), source })?;
+    let log2 = log.try_clone().map_err(|source| ProcessError::Log {
+        path: log_path.display().to_string(),
+        source,
+    })?;
 
     // Mount targets must exist; they are created on the host (shared filesystem) before forking.
     let mut binds: Vec<(CString, CString, bool)> = Vec::new();
     for m in &spec.mounts {
         let is_file = m.source.is_file();
         let prepared = if is_file {
-            m.target.parent().map_or(Ok(()), |p| create_dirs(p, created)).and_then(|()| {
-                if !m.target.exists() {
-                    File::create(&m.target)?;
-                    created.push(m.target.clone());
-                }
-                Ok(())
-            })
+            m.target
+                .parent()
+                .map_or(Ok(()), |p| create_dirs(p, created))
+                .and_then(|()| {
+                    if !m.target.exists() {
+                        File::create(&m.target)?;
+                        created.push(m.target.clone());
+                    }
+                    Ok(())
+                })
         } else {
             std::fs::create_dir_all(&m.source).and_then(|()| create_dirs(&m.target, created))
         };
-        prepared.map_err(|source| ProcessError::MountTarget { path: m.target.display().to_string(), source })?;
+        prepared.map_err(|source| ProcessError::MountTarget {
+            path: m.target.display().to_string(),
+            source,
+        })?;
         binds.push((cstring(&m.source), cstring(&m.target), m.read_only));
     }
     let hostname = hostname.to_string();
@@ -86,12 +95,25 @@ pub fn spawn(
             nix::unistd::setsid().map_err(io::Error::from)?;
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
             if isolate {
-                unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS).map_err(io::Error::from)?;
-                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+                unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
                     .map_err(io::Error::from)?;
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .map_err(io::Error::from)?;
                 for (source, target, read_only) in &binds {
-                    mount(Some(source.as_c_str()), target.as_c_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                        .map_err(io::Error::from)?;
+                    mount(
+                        Some(source.as_c_str()),
+                        target.as_c_str(),
+                        None::<&str>,
+                        MsFlags::MS_BIND | MsFlags::MS_REC,
+                        None::<&str>,
+                    )
+                    .map_err(io::Error::from)?;
                     if *read_only {
                         mount(
                             None::<&str>,
@@ -108,7 +130,10 @@ pub fn spawn(
             Ok(())
         });
     }
-    cmd.spawn().map_err(|source| ProcessError::Spawn { program: spec.program.display().to_string(), source })
+    cmd.spawn().map_err(|source| ProcessError::Spawn {
+        program: spec.program.display().to_string(),
+        source,
+    })
 }
 
 /// `create_dir_all` that records each directory it creates.
@@ -143,11 +168,18 @@ fn cstring(p: &Path) -> CString {
 }
 
 fn open_log(path: &Path) -> Result<File, ProcessError> {
-    let err = |source| ProcessError::Log { path: path.display().to_string(), source };
+    let err = |source| ProcessError::Log {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    OpenOptions::new().create(true).append(true).open(path).map_err(err)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(err)
 }
 
 /// Stops a process the way the kubelet does: SIGTERM to its process group, then SIGKILL once

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec,
+    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -42,11 +43,23 @@ pub fn storage_class() -> StorageClass {
 /// Whether the claim waits for this provisioner: pending, unbound, of our class (or none).
 pub fn wants_volume(pvc: &PersistentVolumeClaim) -> bool {
     let spec = pvc.spec.as_ref();
-    let pending = pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == "Pending";
-    let unbound = spec.and_then(|s| s.volume_name.as_deref()).unwrap_or("").is_empty();
+    let pending = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+        == "Pending";
+    let unbound = spec
+        .and_then(|s| s.volume_name.as_deref())
+        .unwrap_or("")
+        .is_empty();
     let class = spec.and_then(|s| s.storage_class_name.as_deref());
     let ours = matches!(class, None | Some("") | Some(STORAGE_CLASS));
-    pending && unbound && ours && pvc.metadata.deletion_timestamp.is_none() && pvc.metadata.uid.is_some()
+    pending
+        && unbound
+        && ours
+        && pvc.metadata.deletion_timestamp.is_none()
+        && pvc.metadata.uid.is_some()
 }
 
 /// The PersistentVolume for `pvc`, with its directory under `root`.
@@ -63,12 +76,19 @@ pub fn volume_for_claim(pvc: &PersistentVolumeClaim, root: &Path) -> Option<Pers
     Some(PersistentVolume {
         metadata: ObjectMeta {
             name: Some(name.clone()),
-            annotations: Some(BTreeMap::from([(PROVISIONED_BY.into(), PROVISIONER.into())])),
+            annotations: Some(BTreeMap::from([(
+                PROVISIONED_BY.into(),
+                PROVISIONER.into(),
+            )])),
             ..Default::default()
         },
         spec: Some(PersistentVolumeSpec {
             capacity: Some(BTreeMap::from([("storage".into(), storage)])),
-            access_modes: Some(spec.access_modes.clone().unwrap_or_else(|| vec!["ReadWriteOnce".into()])),
+            access_modes: Some(
+                spec.access_modes
+                    .clone()
+                    .unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+            ),
             persistent_volume_reclaim_policy: Some("Delete".into()),
             storage_class_name: spec.storage_class_name.clone(),
             volume_mode: Some("Filesystem".into()),
@@ -92,10 +112,19 @@ pub fn volume_for_claim(pvc: &PersistentVolumeClaim, root: &Path) -> Option<Pers
 
 /// Whether a volume is ours and its claim is gone, so volume and directory can be deleted.
 pub fn released(pv: &PersistentVolume) -> bool {
-    let ours = pv.metadata.annotations.as_ref().and_then(|a| a.get(PROVISIONED_BY)).map(String::as_str)
+    let ours = pv
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PROVISIONED_BY))
+        .map(String::as_str)
         == Some(PROVISIONER);
     let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
-    let delete = pv.spec.as_ref().and_then(|s| s.persistent_volume_reclaim_policy.as_deref()) == Some("Delete");
+    let delete = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+        == Some("Delete");
     ours && delete && phase == Some("Released")
 }
 
@@ -127,7 +156,10 @@ mod tests {
         assert_eq!(spec.host_path.unwrap().path, "/vols/pvc-u-1");
         assert_eq!(spec.capacity.unwrap()["storage"], Quantity("2Gi".into()));
         let r = spec.claim_ref.unwrap();
-        assert_eq!((r.namespace.as_deref(), r.name.as_deref(), r.uid.as_deref()), (Some("ns"), Some("data-web-0"), Some("u-1")));
+        assert_eq!(
+            (r.namespace.as_deref(), r.name.as_deref(), r.uid.as_deref()),
+            (Some("ns"), Some("data-web-0"), Some("u-1"))
+        );
         assert_eq!(spec.storage_class_name.as_deref(), Some("standard"));
     }
 
@@ -148,7 +180,10 @@ mod tests {
     fn only_our_released_volumes_are_deleted() {
         let mut pv = volume_for_claim(&pending(), Path::new("/v")).unwrap();
         assert!(!released(&pv));
-        pv.status = Some(k8s_openapi::api::core::v1::PersistentVolumeStatus { phase: Some("Released".into()), ..Default::default() });
+        pv.status = Some(k8s_openapi::api::core::v1::PersistentVolumeStatus {
+            phase: Some("Released".into()),
+            ..Default::default()
+        });
         assert!(released(&pv));
         pv.metadata.annotations = None;
         assert!(!released(&pv));

@@ -7,7 +7,10 @@ use k8s_openapi::api::core::v1::Pod;
 pub fn wants_binding(pod: &Pod) -> bool {
     let Some(spec) = &pod.spec else { return false };
     let unscheduled = spec.node_name.as_deref().unwrap_or("").is_empty();
-    let default_scheduler = matches!(spec.scheduler_name.as_deref(), None | Some("default-scheduler"));
+    let default_scheduler = matches!(
+        spec.scheduler_name.as_deref(),
+        None | Some("default-scheduler")
+    );
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     let terminal = matches!(phase, Some("Succeeded") | Some("Failed"));
     unscheduled && default_scheduler && !terminal && pod.metadata.deletion_timestamp.is_none()
@@ -25,12 +28,18 @@ mod tests {
     #[test]
     fn unscheduled_pods_of_the_default_scheduler_are_bound() {
         assert!(wants_binding(&pod(json!({"containers": []}))));
-        assert!(wants_binding(&pod(json!({"containers": [], "schedulerName": "default-scheduler"}))));
+        assert!(wants_binding(&pod(
+            json!({"containers": [], "schedulerName": "default-scheduler"})
+        )));
     }
 
     #[test]
     fn scheduled_or_foreign_scheduler_pods_are_left_alone() {
-        assert!(!wants_binding(&pod(json!({"containers": [], "nodeName": "n"}))));
-        assert!(!wants_binding(&pod(json!({"containers": [], "schedulerName": "other"}))));
+        assert!(!wants_binding(&pod(
+            json!({"containers": [], "nodeName": "n"})
+        )));
+        assert!(!wants_binding(&pod(
+            json!({"containers": [], "schedulerName": "other"})
+        )));
     }
 }

@@ -5,16 +5,21 @@
 //! while a condition keeps its value, as the kubelet does.
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    HostIP, PodCondition, PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The state of one container's process as the agent sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProcessState {
-    Waiting { reason: String, message: Option<String> },
-    Running { started_at: Time },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: Time,
+    },
     Terminated(Exit),
 }
 
@@ -46,7 +51,10 @@ impl ContainerView {
         ContainerView {
             name: name.to_string(),
             image: image.to_string(),
-            state: ProcessState::Waiting { reason: reason.to_string(), message: None },
+            state: ProcessState::Waiting {
+                reason: reason.to_string(),
+                message: None,
+            },
             last_exit: None,
             ready: false,
             started: false,
@@ -80,7 +88,10 @@ impl PodView {
 
 /// The phase: Pending until a container has run, Succeeded/Failed when every container is done.
 pub fn phase(view: &PodView) -> &'static str {
-    let init_failed = view.init_containers.iter().any(|c| c.done && !exited_zero(c));
+    let init_failed = view
+        .init_containers
+        .iter()
+        .any(|c| c.done && !exited_zero(c));
     if init_failed {
         return "Failed";
     }
@@ -88,12 +99,18 @@ pub fn phase(view: &PodView) -> &'static str {
         return "Pending";
     }
     if !view.containers.is_empty() && view.containers.iter().all(|c| c.done) {
-        return if view.containers.iter().all(exited_zero) { "Succeeded" } else { "Failed" };
+        return if view.containers.iter().all(exited_zero) {
+            "Succeeded"
+        } else {
+            "Failed"
+        };
     }
-    let ran = view
-        .containers
-        .iter()
-        .any(|c| matches!(c.state, ProcessState::Running { .. } | ProcessState::Terminated(_)) || c.restart_count > 0);
+    let ran = view.containers.iter().any(|c| {
+        matches!(
+            c.state,
+            ProcessState::Running { .. } | ProcessState::Terminated(_)
+        ) || c.restart_count > 0
+    });
     if ran {
         "Running"
     } else {
@@ -109,7 +126,8 @@ fn exited_zero(c: &ContainerView) -> bool {
 pub fn pod_status(view: &PodView, now: &Time, previous: Option<&PodStatus>) -> PodStatus {
     let phase = phase(view);
     let initialized = view.initialized();
-    let containers_ready = initialized && !view.containers.is_empty() && view.containers.iter().all(|c| c.ready);
+    let containers_ready =
+        initialized && !view.containers.is_empty() && view.containers.iter().all(|c| c.ready);
     let terminal = phase == "Succeeded" || phase == "Failed";
     let condition = |type_: &str, ok: bool, reason: Option<&str>| {
         let status = if ok { "True" } else { "False" };
@@ -127,10 +145,30 @@ pub fn pod_status(view: &PodView, now: &Time, previous: Option<&PodStatus>) -> P
         }
     };
     let conditions = vec![
-        condition("PodReadyToStartContainers", view.sandbox_ready && !terminal, None),
+        condition(
+            "PodReadyToStartContainers",
+            view.sandbox_ready && !terminal,
+            None,
+        ),
         condition("Initialized", initialized, Some("ContainersNotInitialized")),
-        condition("Ready", containers_ready && !terminal, Some(if terminal { "PodCompleted" } else { "ContainersNotReady" })),
-        condition("ContainersReady", containers_ready && !terminal, Some(if terminal { "PodCompleted" } else { "ContainersNotReady" })),
+        condition(
+            "Ready",
+            containers_ready && !terminal,
+            Some(if terminal {
+                "PodCompleted"
+            } else {
+                "ContainersNotReady"
+            }),
+        ),
+        condition(
+            "ContainersReady",
+            containers_ready && !terminal,
+            Some(if terminal {
+                "PodCompleted"
+            } else {
+                "ContainersNotReady"
+            }),
+        ),
         condition("PodScheduled", true, None),
     ];
     let statuses = |cs: &[ContainerView]| -> Option<Vec<ContainerStatus>> {
@@ -144,9 +182,14 @@ pub fn pod_status(view: &PodView, now: &Time, previous: Option<&PodStatus>) -> P
         phase: Some(phase.to_string()),
         conditions: Some(conditions),
         host_ip: Some(view.host_ip.clone()),
-        host_ips: Some(vec![HostIP { ip: view.host_ip.clone() }]),
+        host_ips: Some(vec![HostIP {
+            ip: view.host_ip.clone(),
+        }]),
         pod_ip: view.pod_ip.clone(),
-        pod_ips: view.pod_ip.as_ref().map(|ip| vec![PodIP { ip: ip.clone() }]),
+        pod_ips: view
+            .pod_ip
+            .as_ref()
+            .map(|ip| vec![PodIP { ip: ip.clone() }]),
         start_time: view.start_time.clone(),
         init_container_statuses: statuses(&view.init_containers),
         container_statuses: statuses(&view.containers),
@@ -166,7 +209,10 @@ fn container_status(c: &ContainerView) -> ContainerStatus {
         started: Some(c.started),
         restart_count: c.restart_count,
         state: Some(state(&c.state)),
-        last_state: c.last_exit.as_ref().map(|e| ContainerState { terminated: Some(terminated(e)), ..Default::default() }),
+        last_state: c.last_exit.as_ref().map(|e| ContainerState {
+            terminated: Some(terminated(e)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -174,14 +220,22 @@ fn container_status(c: &ContainerView) -> ContainerStatus {
 fn state(s: &ProcessState) -> ContainerState {
     match s {
         ProcessState::Waiting { reason, message } => ContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: message.clone(),
+            }),
             ..Default::default()
         },
         ProcessState::Running { started_at } => ContainerState {
-            running: Some(ContainerStateRunning { started_at: Some(started_at.clone()) }),
+            running: Some(ContainerStateRunning {
+                started_at: Some(started_at.clone()),
+            }),
             ..Default::default()
         },
-        ProcessState::Terminated(e) => ContainerState { terminated: Some(terminated(e)), ..Default::default() },
+        ProcessState::Terminated(e) => ContainerState {
+            terminated: Some(terminated(e)),
+            ..Default::default()
+        },
     }
 }
 
@@ -219,7 +273,11 @@ mod tests {
             state: ProcessState::Terminated(Exit {
                 exit_code: code,
                 signal: None,
-                reason: if code == 0 { "Completed".into() } else { "Error".into() },
+                reason: if code == 0 {
+                    "Completed".into()
+                } else {
+                    "Error".into()
+                },
                 started_at: Some(t(1)),
                 finished_at: t(2),
             }),
@@ -239,21 +297,44 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a PodStatus, type_: &str) -> &'a PodCondition {
-        s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == type_).unwrap()
+        s.conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap()
     }
 
     #[test]
     fn pod_is_pending_until_a_container_runs() {
-        assert_eq!(phase(&view(vec![ContainerView::waiting("a", "i", "ContainerCreating")])), "Pending");
+        assert_eq!(
+            phase(&view(vec![ContainerView::waiting(
+                "a",
+                "i",
+                "ContainerCreating"
+            )])),
+            "Pending"
+        );
         assert_eq!(phase(&view(vec![running("a", false)])), "Running");
     }
 
     #[test]
     fn pod_is_ready_only_when_every_container_is_ready() {
-        let s = pod_status(&view(vec![running("a", true), running("b", false)]), &t(5), None);
+        let s = pod_status(
+            &view(vec![running("a", true), running("b", false)]),
+            &t(5),
+            None,
+        );
         assert_eq!(cond(&s, "Ready").status, "False");
-        assert_eq!(cond(&s, "Ready").reason.as_deref(), Some("ContainersNotReady"));
-        let s = pod_status(&view(vec![running("a", true), running("b", true)]), &t(5), None);
+        assert_eq!(
+            cond(&s, "Ready").reason.as_deref(),
+            Some("ContainersNotReady")
+        );
+        let s = pod_status(
+            &view(vec![running("a", true), running("b", true)]),
+            &t(5),
+            None,
+        );
         assert_eq!(cond(&s, "Ready").status, "True");
         assert_eq!(s.pod_ip.as_deref(), Some("127.1.0.2"));
     }
@@ -268,7 +349,10 @@ mod tests {
     #[test]
     fn finished_containers_end_the_pod() {
         assert_eq!(phase(&view(vec![exited("a", 0, true)])), "Succeeded");
-        assert_eq!(phase(&view(vec![exited("a", 0, true), exited("b", 2, true)])), "Failed");
+        assert_eq!(
+            phase(&view(vec![exited("a", 0, true), exited("b", 2, true)])),
+            "Failed"
+        );
     }
 
     #[test]

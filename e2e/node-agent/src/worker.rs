@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret, ServiceAccount,
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus, Secret,
+    ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -73,11 +74,28 @@ fn now() -> Time {
     Time(Timestamp::now())
 }
 
-fn grace_of(pod: &Pod) -> Duration {
+/// Whether a container that ended (not stopped by the agent) runs again, by the pod's restart
+/// policy: init containers rerun until they succeed (unless Never).
+pub fn restarts(init: bool, policy: &str, succeeded: bool) -> bool {
+    match (init, policy) {
+        (true, "Never") => false,
+        (true, _) => !succeeded,
+        (false, "Always") => true,
+        (false, "OnFailure") => !succeeded,
+        (false, _) => false,
+    }
+}
+
+/// The termination grace period: the deletion's own, else the pod's, else 30 s.
+pub fn grace_of(pod: &Pod) -> Duration {
     let secs = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30)
         .max(0);
     Duration::from_secs(secs as u64)
@@ -87,8 +105,14 @@ fn grace_of(pod: &Pod) -> Duration {
 ///
 /// `pods` carries the latest version of the pod object (None once it is gone from the API);
 /// `shutdown` turns true when the agent stops.
-pub async fn run_pod(rt: Arc<Runtime>, mut pods: watch::Receiver<Option<Pod>>, mut shutdown: watch::Receiver<bool>) {
-    let Some(pod) = pods.borrow().clone() else { return };
+pub async fn run_pod(
+    rt: Arc<Runtime>,
+    mut pods: watch::Receiver<Option<Pod>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(pod) = pods.borrow().clone() else {
+        return;
+    };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -112,12 +136,20 @@ pub async fn run_pod(rt: Arc<Runtime>, mut pods: watch::Receiver<Option<Pod>>, m
             .init_containers
             .iter()
             .flatten()
-            .map(|c| ContainerView::waiting(&c.name, c.image.as_deref().unwrap_or(""), "PodInitializing"))
+            .map(|c| {
+                ContainerView::waiting(&c.name, c.image.as_deref().unwrap_or(""), "PodInitializing")
+            })
             .collect(),
         containers: spec
             .containers
             .iter()
-            .map(|c| ContainerView::waiting(&c.name, c.image.as_deref().unwrap_or(""), "ContainerCreating"))
+            .map(|c| {
+                ContainerView::waiting(
+                    &c.name,
+                    c.image.as_deref().unwrap_or(""),
+                    "ContainerCreating",
+                )
+            })
             .collect(),
         message: None,
     }));
@@ -146,7 +178,15 @@ pub async fn run_pod(rt: Arc<Runtime>, mut pods: watch::Receiver<Option<Pod>>, m
         pod.status.clone(),
         stop_rx.clone(),
     ));
-    let lifecycle = tokio::spawn(lifecycle(rt.clone(), pod.clone(), ip, pod_dir.clone(), view.clone(), changed.clone(), stop_rx.clone()));
+    let lifecycle = tokio::spawn(lifecycle(
+        rt.clone(),
+        pod.clone(),
+        ip,
+        pod_dir.clone(),
+        view.clone(),
+        changed.clone(),
+        stop_rx.clone(),
+    ));
 
     // Wait for deletion of the pod or shutdown of the agent.
     let stop = loop {
@@ -180,12 +220,17 @@ pub async fn run_pod(rt: Arc<Runtime>, mut pods: watch::Receiver<Option<Pod>>, m
     if let Stop::Delete(_) = stop {
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         match api.delete(&name, &dp).await {
             Ok(_) => info!(namespace = %ns, pod = %name, "pod deleted"),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => debug!(namespace = %ns, pod = %name, "pod already gone"),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                debug!(namespace = %ns, pod = %name, "pod already gone")
+            }
             Err(e) => warn!(namespace = %ns, pod = %name, error = %e, "final pod deletion failed"),
         }
         if let Err(e) = std::fs::remove_dir_all(&pod_dir) {
@@ -213,11 +258,17 @@ async fn lifecycle(
                     let v = &mut *guard;
                     v.message = Some(message.clone());
                     for c in v.containers.iter_mut().chain(v.init_containers.iter_mut()) {
-                        c.state = ProcessState::Waiting { reason: "ContainerCreating".into(), message: Some(message.clone()) };
+                        c.state = ProcessState::Waiting {
+                            reason: "ContainerCreating".into(),
+                            message: Some(message.clone()),
+                        };
                     }
                 }
                 changed.notify_one();
-                if sleep_or_stop(Duration::from_secs(1), &mut stop).await.is_some() {
+                if sleep_or_stop(Duration::from_secs(1), &mut stop)
+                    .await
+                    .is_some()
+                {
                     return;
                 }
             }
@@ -228,22 +279,51 @@ async fn lifecycle(
         v.sandbox_ready = true;
         v.message = None;
         for c in v.containers.iter_mut() {
-            c.state = ProcessState::Waiting { reason: "PodInitializing".into(), message: None };
+            c.state = ProcessState::Waiting {
+                reason: "PodInitializing".into(),
+                message: None,
+            };
         }
     }
     changed.notify_one();
     let ctx = Arc::new(ctx);
     let spec = pod.spec.clone().unwrap_or_default();
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        let slot = Slot { view: view.clone(), changed: changed.clone(), init: true, index: i };
-        if !run_container(rt.clone(), pod.clone(), c.clone(), ctx.clone(), slot, stop.clone()).await {
+        let slot = Slot {
+            view: view.clone(),
+            changed: changed.clone(),
+            init: true,
+            index: i,
+        };
+        if !run_container(
+            rt.clone(),
+            pod.clone(),
+            c.clone(),
+            ctx.clone(),
+            slot,
+            stop.clone(),
+        )
+        .await
+        {
             return;
         }
     }
     let mut tasks = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {
-        let slot = Slot { view: view.clone(), changed: changed.clone(), init: false, index: i };
-        tasks.push(tokio::spawn(run_container(rt.clone(), pod.clone(), c.clone(), ctx.clone(), slot, stop.clone())));
+        let slot = Slot {
+            view: view.clone(),
+            changed: changed.clone(),
+            init: false,
+            index: i,
+        };
+        tasks.push(tokio::spawn(run_container(
+            rt.clone(),
+            pod.clone(),
+            c.clone(),
+            ctx.clone(),
+            slot,
+            stop.clone(),
+        )));
     }
     for t in tasks {
         let _ = t.await; // a panicked container task is already logged by tokio; the pod goes on
@@ -251,7 +331,12 @@ async fn lifecycle(
 }
 
 /// Gathers what the pod refers to and writes its file volumes.
-async fn prepare(rt: &Runtime, pod: &Pod, ip: Ipv4Addr, pod_dir: &Path) -> Result<PodContext, String> {
+async fn prepare(
+    rt: &Runtime,
+    pod: &Pod,
+    ip: Ipv4Addr,
+    pod_dir: &Path,
+) -> Result<PodContext, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let mut ctx = PodContext {
@@ -260,11 +345,19 @@ async fn prepare(rt: &Runtime, pod: &Pod, ip: Ipv4Addr, pod_dir: &Path) -> Resul
         base_env: rt.base_env.clone(),
         ..Default::default()
     };
-    let hostname = spec.hostname.clone().unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+    let hostname = spec
+        .hostname
+        .clone()
+        .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
     ctx.base_env.push(("HOSTNAME".into(), hostname));
 
     // ConfigMaps and Secrets named by env and envFrom.
-    let containers: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
+    let containers: Vec<&Container> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .collect();
     let mut cm_names = BTreeSet::new();
     let mut secret_names = BTreeSet::new();
     for c in &containers {
@@ -311,15 +404,18 @@ async fn prepare(rt: &Runtime, pod: &Pod, ip: Ipv4Addr, pod_dir: &Path) -> Resul
                     for (path, content) in files_of(rt, pod, &ctx, &name, s).await? {
                         let file = dir.join(&path);
                         if let Some(parent) = file.parent() {
-                            std::fs::create_dir_all(parent).map_err(|e| format!("volume {name}: {e}"))?;
+                            std::fs::create_dir_all(parent)
+                                .map_err(|e| format!("volume {name}: {e}"))?;
                         }
-                        std::fs::write(&file, content).map_err(|e| format!("volume {name}: writing {path}: {e}"))?;
+                        std::fs::write(&file, content)
+                            .map_err(|e| format!("volume {name}: writing {path}: {e}"))?;
                     }
                 }
                 dir
             }
         };
-        std::fs::create_dir_all(&dir).map_err(|e| format!("volume {name}: creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("volume {name}: creating {}: {e}", dir.display()))?;
         ctx.volume_dirs.insert(name, dir);
     }
     Ok(ctx)
@@ -362,10 +458,18 @@ async fn claim_dir(rt: &Runtime, ns: &str, claim: &str) -> Result<PathBuf, Strin
         .map_err(|e| format!("reading persistentvolumeclaim {ns}/{claim}: {e}"))?
         .ok_or_else(|| format!("persistentvolumeclaim {claim:?} not found"))?;
     let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-    let pv_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|_| bound);
-    let pv_name = pv_name.ok_or_else(|| format!("persistentvolumeclaim {claim:?} is not bound yet"))?;
+    let pv_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|_| bound);
+    let pv_name =
+        pv_name.ok_or_else(|| format!("persistentvolumeclaim {claim:?} is not bound yet"))?;
     let pvs: Api<PersistentVolume> = Api::all(rt.client.clone());
-    let pv = pvs.get(&pv_name).await.map_err(|e| format!("reading persistentvolume {pv_name}: {e}"))?;
+    let pv = pvs
+        .get(&pv_name)
+        .await
+        .map_err(|e| format!("reading persistentvolume {pv_name}: {e}"))?;
     let spec = pv.spec.unwrap_or_default();
     let path = spec
         .host_path
@@ -384,22 +488,46 @@ async fn files_of(
 ) -> Result<Vec<(String, String)>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     match source {
-        FileSource::ConfigMap { name, items, optional } => match config_map(rt, &ns, &name).await? {
-            Some(data) => key_files(&name, &data, &items).map_err(|e| format!("volume {volume}: {e}")),
+        FileSource::ConfigMap {
+            name,
+            items,
+            optional,
+        } => match config_map(rt, &ns, &name).await? {
+            Some(data) => {
+                key_files(&name, &data, &items).map_err(|e| format!("volume {volume}: {e}"))
+            }
             None if optional => Ok(Vec::new()),
             None => Err(format!("volume {volume}: configmap {name:?} not found")),
         },
-        FileSource::Secret { name, items, optional } => match secret(rt, &ns, &name).await? {
-            Some(data) => key_files(&name, &data, &items).map_err(|e| format!("volume {volume}: {e}")),
+        FileSource::Secret {
+            name,
+            items,
+            optional,
+        } => match secret(rt, &ns, &name).await? {
+            Some(data) => {
+                key_files(&name, &data, &items).map_err(|e| format!("volume {volume}: {e}"))
+            }
             None if optional => Ok(Vec::new()),
             None => Err(format!("volume {volume}: secret {name:?} not found")),
         },
         FileSource::DownwardApi { items } => items
             .into_iter()
-            .map(|(path, f)| field_value(pod, &f, ctx).map(|v| (path, v)).map_err(|e| e.to_string()))
+            .map(|(path, f)| {
+                field_value(pod, &f, ctx)
+                    .map(|v| (path, v))
+                    .map_err(|e| e.to_string())
+            })
             .collect(),
-        FileSource::ServiceAccountToken { path, expiration_seconds, audience } => {
-            let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+        FileSource::ServiceAccountToken {
+            path,
+            expiration_seconds,
+            audience,
+        } => {
+            let sa = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into());
             let api: Api<ServiceAccount> = Api::namespaced(rt.client.clone(), &ns);
             let req = TokenRequest {
                 spec: Some(TokenRequestSpec {
@@ -419,7 +547,10 @@ async fn files_of(
                 .create_token_request(&sa, &PostParams::default(), &req)
                 .await
                 .map_err(|e| format!("volume {volume}: token for serviceaccount {ns}/{sa}: {e}"))?;
-            Ok(vec![(path, token.status.and_then(|s| s.token).unwrap_or_default())])
+            Ok(vec![(
+                path,
+                token.status.and_then(|s| s.token).unwrap_or_default(),
+            )])
         }
     }
 }
@@ -436,7 +567,11 @@ impl Slot {
     fn update(&self, f: impl FnOnce(&mut ContainerView)) {
         {
             let mut v = self.view.lock().expect("view lock");
-            let list = if self.init { &mut v.init_containers } else { &mut v.containers };
+            let list = if self.init {
+                &mut v.init_containers
+            } else {
+                &mut v.containers
+            };
             f(&mut list[self.index]);
         }
         self.changed.notify_one();
@@ -463,14 +598,28 @@ enum Outcome {
     Unhealthy(std::process::ExitStatus, &'static str),
 }
 
-fn exit_of(status: std::process::ExitStatus, started_at: &Time, reason_override: Option<&str>) -> Exit {
+fn exit_of(
+    status: std::process::ExitStatus,
+    started_at: &Time,
+    reason_override: Option<&str>,
+) -> Exit {
     use std::os::unix::process::ExitStatusExt;
     let signal = status.signal();
     let exit_code = status.code().unwrap_or_else(|| 128 + signal.unwrap_or(0));
-    let reason = reason_override
-        .map(str::to_string)
-        .unwrap_or_else(|| if exit_code == 0 { "Completed".into() } else { "Error".into() });
-    Exit { exit_code, signal, reason, started_at: Some(started_at.clone()), finished_at: now() }
+    let reason = reason_override.map(str::to_string).unwrap_or_else(|| {
+        if exit_code == 0 {
+            "Completed".into()
+        } else {
+            "Error".into()
+        }
+    });
+    Exit {
+        exit_code,
+        signal,
+        reason,
+        started_at: Some(started_at.clone()),
+        finished_at: now(),
+    }
 }
 
 /// Runs one container until it ends for good or the pod stops; true when it succeeded (init).
@@ -485,9 +634,15 @@ async fn run_container(
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
     let hostname = spec.hostname.clone().unwrap_or_else(|| pod_name.clone());
-    let log_dir = rt.pods_dir.join(format!("{ns}_{pod_name}_{}", pod.metadata.uid.clone().unwrap_or_default()));
+    let log_dir = rt.pods_dir.join(format!(
+        "{ns}_{pod_name}_{}",
+        pod.metadata.uid.clone().unwrap_or_default()
+    ));
     let log_path = log_dir.join("logs").join(format!("{}.log", container.name));
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -495,24 +650,42 @@ async fn run_container(
             return false;
         }
         let prepared = process_spec(&pod, &container, &rt.images, &ctx).map_err(|e| {
-            let reason = if matches!(e, crate::podspec::SpecError::ImageNotMapped { .. }) { "ErrImagePull" } else { "CreateContainerConfigError" };
+            let reason = if matches!(e, crate::podspec::SpecError::ImageNotMapped { .. }) {
+                "ErrImagePull"
+            } else {
+                "CreateContainerConfigError"
+            };
             (reason, e.to_string())
         });
         let probes = prepared.clone().and_then(|_| {
             let p = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
-                probe.as_ref().map(|p| ProbeSpec::from_probe(p, &container, &ctx.pod_ip)).transpose()
+                probe
+                    .as_ref()
+                    .map(|p| ProbeSpec::from_probe(p, &container, &ctx.pod_ip))
+                    .transpose()
             };
-            Ok((p(&container.startup_probe), p(&container.readiness_probe), p(&container.liveness_probe)))
-                .and_then(|(s, r, l)| match (s, r, l) {
-                    (Ok(s), Ok(r), Ok(l)) => Ok((s, r, l)),
-                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(("CreateContainerConfigError", e.to_string())),
-                })
+            Ok((
+                p(&container.startup_probe),
+                p(&container.readiness_probe),
+                p(&container.liveness_probe),
+            ))
+            .and_then(|(s, r, l)| match (s, r, l) {
+                (Ok(s), Ok(r), Ok(l)) => Ok((s, r, l)),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    Err(("CreateContainerConfigError", e.to_string()))
+                }
+            })
         });
         let (pspec, (startup, readiness, liveness)) = match (prepared, probes) {
             (Ok(p), Ok(probes)) => (p, probes),
             (Err((reason, message)), _) | (_, Err((reason, message))) => {
                 warn!(namespace = %ns, pod = %pod_name, container = %container.name, %message, "cannot start container");
-                slot.update(|c| c.state = ProcessState::Waiting { reason: reason.into(), message: Some(message) });
+                slot.update(|c| {
+                    c.state = ProcessState::Waiting {
+                        reason: reason.into(),
+                        message: Some(message),
+                    }
+                });
                 if sleep_or_stop(backoff, &mut stop).await.is_some() {
                     return false;
                 }
@@ -527,7 +700,12 @@ async fn run_container(
             Ok(c) => c,
             Err(e) => {
                 warn!(namespace = %ns, pod = %pod_name, container = %container.name, error = %e, "cannot start container");
-                slot.update(|c| c.state = ProcessState::Waiting { reason: "RunContainerError".into(), message: Some(e.to_string()) });
+                slot.update(|c| {
+                    c.state = ProcessState::Waiting {
+                        reason: "RunContainerError".into(),
+                        message: Some(e.to_string()),
+                    }
+                });
                 if sleep_or_stop(backoff, &mut stop).await.is_some() {
                     return false;
                 }
@@ -541,12 +719,24 @@ async fn run_container(
         let has_startup = startup.is_some();
         let has_readiness = readiness.is_some();
         slot.update(|c| {
-            c.state = ProcessState::Running { started_at: started_at.clone() };
+            c.state = ProcessState::Running {
+                started_at: started_at.clone(),
+            };
             c.started = !has_startup;
             c.ready = !has_startup && !has_readiness && !slot.init;
         });
 
-        let outcome = supervise(&mut child, &slot, &pspec.env, startup, readiness, liveness, grace_of(&pod), &mut stop).await;
+        let outcome = supervise(
+            &mut child,
+            &slot,
+            &pspec.env,
+            startup,
+            readiness,
+            liveness,
+            grace_of(&pod),
+            &mut stop,
+        )
+        .await;
         let (status, reason) = match &outcome {
             Outcome::Exited(s) | Outcome::Stopped(s) => (*s, None),
             Outcome::Unhealthy(s, why) => (*s, Some(*why)),
@@ -555,14 +745,7 @@ async fn run_container(
         info!(namespace = %ns, pod = %pod_name, container = %container.name, exit_code = exit.exit_code, reason = reason.unwrap_or(""), "container ended");
         let succeeded = exit.exit_code == 0 && reason.is_none();
         let stopped = matches!(outcome, Outcome::Stopped(_));
-        let restart = !stopped
-            && match (slot.init, policy.as_str()) {
-                (true, "Never") => false,
-                (true, _) => !succeeded,
-                (false, "Always") => true,
-                (false, "OnFailure") => !succeeded,
-                (false, _) => false,
-            };
+        let restart = !stopped && restarts(slot.init, &policy, succeeded);
         slot.update(|c| {
             c.state = ProcessState::Terminated(exit.clone());
             c.ready = false;
@@ -581,7 +764,10 @@ async fn run_container(
             if c.restart_count > 1 {
                 c.state = ProcessState::Waiting {
                     reason: "CrashLoopBackOff".into(),
-                    message: Some(format!("back-off {}s restarting failed container", backoff.as_secs())),
+                    message: Some(format!(
+                        "back-off {}s restarting failed container",
+                        backoff.as_secs()
+                    )),
                 };
             }
         });
@@ -618,10 +804,12 @@ async fn supervise(
         (Kind::Liveness, liveness, true),
     ]
     .into_iter()
-    .filter_map(|(k, s, healthy)| s.map(|s| {
-        let due = begin + s.initial_delay;
-        (k, s, ProbeTracker::new(healthy), due)
-    }))
+    .filter_map(|(k, s, healthy)| {
+        s.map(|s| {
+            let due = begin + s.initial_delay;
+            (k, s, ProbeTracker::new(healthy), due)
+        })
+    })
     .collect();
     let far = Duration::from_secs(3600);
     loop {
@@ -718,7 +906,10 @@ async fn report_status(
         }
         if reported.as_ref() != Some(&status) {
             let patch = serde_json::json!({ "status": status });
-            match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => reported = Some(status.clone()),
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
                 Err(e) => debug!(pod = %name, error = %e, "status update failed, retrying"),
@@ -732,5 +923,37 @@ async fn report_status(
             _ = changed.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn restart_policy_decides_whether_a_container_runs_again() {
+        assert!(restarts(false, "Always", true));
+        assert!(restarts(false, "OnFailure", false));
+        assert!(!restarts(false, "OnFailure", true));
+        assert!(!restarts(false, "Never", false));
+        assert!(restarts(true, "Always", false));
+        assert!(!restarts(true, "Always", true));
+        assert!(!restarts(true, "Never", false));
+    }
+
+    #[test]
+    fn deletion_grace_period_overrides_the_pods() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [], "terminationGracePeriodSeconds": 7}
+        }))
+        .unwrap();
+        assert_eq!(grace_of(&pod), Duration::from_secs(7));
+        pod.metadata.deletion_grace_period_seconds = Some(0);
+        assert_eq!(grace_of(&pod), Duration::ZERO);
+        pod.spec.as_mut().unwrap().termination_grace_period_seconds = None;
+        pod.metadata.deletion_grace_period_seconds = None;
+        assert_eq!(grace_of(&pod), Duration::from_secs(30));
     }
 }

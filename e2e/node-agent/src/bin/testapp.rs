@@ -6,7 +6,7 @@
 //! - `GET /write/<token>` stores `<token>` in `$DATA_DIR/token` (the pod's volume)
 //! - `GET /read`          the stored token (404 when none)
 //! - `GET /whoami`        `key=value` lines: pod name, hostname, boots on this volume, the
-//!                        `$GREETING` variable and the first line of `$CONFIG_FILE`
+//!   `$GREETING` variable and the first line of `$CONFIG_FILE`
 //!
 //! On start it counts boots in `$DATA_DIR/boots`, so a test can tell a restart with its volume
 //! from a fresh volume.
@@ -21,10 +21,17 @@ fn main() -> std::io::Result<()> {
     let data = PathBuf::from(std::env::var("DATA_DIR").unwrap_or_else(|_| "/data".into()));
     std::fs::create_dir_all(&data)?;
     let boots_file = data.join("boots");
-    let boots = std::fs::read_to_string(&boots_file).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0) + 1;
+    let boots = std::fs::read_to_string(&boots_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
     std::fs::write(&boots_file, boots.to_string())?;
     let listener = TcpListener::bind(format!("{ip}:{port}"))?;
-    println!("testapp listening on {ip}:{port}, data in {}, boot {boots}", data.display());
+    println!(
+        "testapp listening on {ip}:{port}, data in {}, boot {boots}",
+        data.display()
+    );
     for stream in listener.incoming() {
         match stream {
             Ok(s) => {
@@ -44,7 +51,11 @@ fn serve(mut stream: TcpStream, data: &Path, boots: u64) -> std::io::Result<()> 
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let (code, body) = route(&path, data, boots);
     let reason = if code == 200 { "OK" } else { "Not Found" };
-    write!(stream, "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    write!(
+        stream,
+        "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
     stream.flush()
 }
 
@@ -73,11 +84,18 @@ fn route(path: &str, data: &Path, boots: u64) -> (u16, String) {
             .and_then(|f| std::fs::read_to_string(f).ok())
             .and_then(|c| c.lines().next().map(str::to_string))
             .unwrap_or_default();
-        return (200, format!("pod={pod}\nhostname={host}\nboots={boots}\ngreeting={greeting}\nconfig={config}\n"));
+        return (
+            200,
+            format!(
+                "pod={pod}\nhostname={host}\nboots={boots}\ngreeting={greeting}\nconfig={config}\n"
+            ),
+        );
     }
     (404, "not found\n".into())
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
