@@ -7,9 +7,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokafka_broker::controller::metadata::{Command, CommandError};
-use tokafka_broker::controller::quorum::{QuorumClient, QuorumError, Voter};
+use tokafka_broker::controller::quorum::{LivenessTiming, QuorumClient, QuorumError, Voter};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+fn timing() -> LivenessTiming {
+    LivenessTiming {
+        session_timeout: Duration::from_millis(1500),
+        heartbeat_interval: Duration::from_millis(200),
+    }
+}
 
 struct Node {
     id: u64,
@@ -38,9 +45,16 @@ async fn quorum(size: u64) -> Quorum {
     let mut nodes = Vec::new();
     for (id, listener) in listeners {
         let dir = root.path().join(format!("c{id}"));
-        let voter = Voter::start(id, dir.clone(), listener, &voters, shutdown.child_token())
-            .await
-            .expect("voter");
+        let voter = Voter::start(
+            id,
+            dir.clone(),
+            listener,
+            &voters,
+            timing(),
+            shutdown.child_token(),
+        )
+        .await
+        .expect("voter");
         nodes.push(Node {
             id,
             dir,
@@ -124,7 +138,7 @@ impl Quorum {
         let node = self.nodes.iter_mut().find(|n| n.id == id).expect("node");
         let listener = TcpListener::bind(&node.address).await.expect("rebind");
         node.voter = Some(
-            Voter::start(id, node.dir.clone(), listener, &voters, token)
+            Voter::start(id, node.dir.clone(), listener, &voters, timing(), token)
                 .await
                 .expect("restart"),
         );
@@ -244,4 +258,53 @@ async fn snapshots_bound_the_log_and_restore_state() {
     q.restart(id).await;
     q.converge(DEADLINE, |m| m.brokers.get(&1).is_some_and(|b| b.fenced))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_brokers_are_fenced_and_unfenced_when_they_return() {
+    let q = quorum(3).await;
+    q.leader(DEADLINE).await;
+    let client = q.client();
+    let sessions: Vec<(i32, CancellationToken)> =
+        (1..=3).map(|id| (id, CancellationToken::new())).collect();
+    let mut fenced = Vec::new();
+    for (id, token) in &sessions {
+        fenced.push(client.run_broker_session(
+            *id,
+            "127.0.0.1".into(),
+            9000 + id,
+            None,
+            timing(),
+            token.clone(),
+        ));
+    }
+    q.converge(DEADLINE, |m| {
+        m.brokers.len() == 3 && m.brokers.values().all(|b| !b.fenced)
+    })
+    .await;
+    for rx in &mut fenced {
+        tokio::time::timeout(DEADLINE, rx.wait_for(|f| !*f))
+            .await
+            .expect("unfenced")
+            .expect("session");
+    }
+    // Broker 2 goes silent: it is fenced after the session timeout, the others are not.
+    sessions[1].1.cancel();
+    q.converge(DEADLINE, |m| {
+        m.brokers[&2].fenced && !m.brokers[&1].fenced && !m.brokers[&3].fenced
+    })
+    .await;
+    // It comes back as a new incarnation and is unfenced again.
+    let back = CancellationToken::new();
+    let mut rx =
+        client.run_broker_session(2, "127.0.0.1".into(), 9002, None, timing(), back.clone());
+    tokio::time::timeout(DEADLINE, rx.wait_for(|f| !*f))
+        .await
+        .expect("unfenced again")
+        .expect("session");
+    q.converge(DEADLINE, |m| !m.brokers[&2].fenced).await;
+    for (_, token) in &sessions {
+        token.cancel();
+    }
+    back.cancel();
 }

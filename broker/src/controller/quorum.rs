@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::liveness::{run_fencing, Heartbeat, HeartbeatReply, Liveness};
 use super::metadata::{ClusterMetadata, Command, CommandResult};
 use super::store::{LogStore, NodeId, StateMachine};
 use super::transport::{
@@ -82,6 +83,24 @@ fn raft_config() -> Result<Arc<Config>, QuorumError> {
         .map_err(|e| QuorumError::Raft(e.to_string()))
 }
 
+/// Timing of broker liveness.
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessTiming {
+    /// A broker silent for this long is fenced (`broker.session.timeout.ms`).
+    pub session_timeout: Duration,
+    /// How often brokers heartbeat (`broker.heartbeat.interval.ms`).
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for LivenessTiming {
+    fn default() -> Self {
+        Self {
+            session_timeout: Duration::from_secs(9),
+            heartbeat_interval: Duration::from_secs(2),
+        }
+    }
+}
+
 /// A running controller voter.
 pub struct Voter {
     pub raft: Raft<TypeConfig>,
@@ -101,6 +120,7 @@ impl Voter {
         dir: PathBuf,
         listener: TcpListener,
         voters: &BTreeMap<NodeId, String>,
+        timing: LivenessTiming,
         shutdown: CancellationToken,
     ) -> Result<Self, QuorumError> {
         let storage = |source| QuorumError::Storage {
@@ -113,11 +133,23 @@ impl Voter {
         let raft = Raft::new(id, raft_config()?, network, log, state_machine.clone())
             .await
             .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let liveness = Arc::new(Liveness::default());
         let app = router(ServerState {
+            id,
             raft: raft.clone(),
             state_machine: state_machine.clone(),
+            liveness: Arc::clone(&liveness),
         });
         let stop = shutdown.child_token();
+        tokio::spawn(run_fencing(
+            raft.clone(),
+            state_machine.clone(),
+            liveness,
+            id,
+            timing.session_timeout,
+            (timing.heartbeat_interval / 2).max(Duration::from_millis(50)),
+            stop.clone(),
+        ));
         let server_stop = stop.clone();
         let server = tokio::spawn(async move {
             let serve = axum::serve(listener, app)
@@ -243,6 +275,122 @@ impl QuorumClient {
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
         Err(QuorumError::Unavailable(deadline, last_error))
+    }
+
+    /// Sends one heartbeat to the leader, following redirects, within `deadline`.
+    ///
+    /// # Errors
+    /// [`QuorumError::Unavailable`] when no leader answered in time.
+    pub async fn heartbeat(
+        &self,
+        beat: Heartbeat,
+        deadline: Duration,
+    ) -> Result<(bool, bool), QuorumError> {
+        let started = tokio::time::Instant::now();
+        let mut candidates: Vec<String> = self.voters.values().cloned().collect();
+        let mut next = 0usize;
+        let mut last_error = String::from("no voter tried");
+        while started.elapsed() < deadline {
+            let address = candidates[next % candidates.len()].clone();
+            let url = format!("http://{address}/controller/heartbeat");
+            match self
+                .client
+                .post(&url)
+                .timeout(Duration::from_secs(2))
+                .json(&beat)
+                .send()
+                .await
+            {
+                Ok(response) => match response.json::<HeartbeatReply>().await {
+                    Ok(HeartbeatReply::Recorded { registered, fenced }) => {
+                        return Ok((registered, fenced))
+                    }
+                    Ok(HeartbeatReply::NotLeader {
+                        leader: Some((_, leader)),
+                    }) => {
+                        if !candidates.contains(&leader) {
+                            candidates.push(leader.clone());
+                        }
+                        next = candidates
+                            .iter()
+                            .position(|c| *c == leader)
+                            .unwrap_or(next + 1);
+                        continue;
+                    }
+                    Ok(HeartbeatReply::NotLeader { leader: None }) => {
+                        last_error = "no leader elected yet".into()
+                    }
+                    Err(e) => last_error = e.to_string(),
+                },
+                Err(e) => last_error = format!("{address}: {e}"),
+            }
+            next += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(QuorumError::Unavailable(deadline, last_error))
+    }
+
+    /// Registers broker `id` and keeps its session alive with heartbeats until `shutdown`,
+    /// registering again whenever the leader does not know this incarnation. Publishes
+    /// whether the broker is currently fenced.
+    pub fn run_broker_session(
+        &self,
+        id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+        timing: LivenessTiming,
+        shutdown: CancellationToken,
+    ) -> watch::Receiver<bool> {
+        let (fenced_tx, fenced_rx) = watch::channel(true);
+        let client = self.clone();
+        tokio::spawn(async move {
+            let incarnation = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            let register = Command::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+                incarnation,
+            };
+            let mut registered = false;
+            let mut interval = tokio::time::interval(timing.heartbeat_interval);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = interval.tick() => {}
+                }
+                if !registered {
+                    match client.write(&register, timing.session_timeout).await {
+                        Ok(Ok(())) => {
+                            info!(broker = id, incarnation, "registered with the controller");
+                            registered = true;
+                        }
+                        Ok(Err(e)) => warn!(broker = id, error = %e, "registration refused"),
+                        Err(e) => warn!(broker = id, error = %e, "registration failed"),
+                    }
+                }
+                match client
+                    .heartbeat(
+                        Heartbeat {
+                            broker_id: id,
+                            incarnation,
+                        },
+                        timing.heartbeat_interval,
+                    )
+                    .await
+                {
+                    Ok((true, fenced)) => {
+                        fenced_tx.send_if_modified(|f| std::mem::replace(f, fenced) != fenced);
+                    }
+                    Ok((false, _)) => registered = false,
+                    Err(e) => debug!(broker = id, error = %e, "heartbeat failed"),
+                }
+            }
+        });
+        fenced_rx
     }
 
     /// Follows the metadata from the voters: long-polls one voter after another and publishes

@@ -25,6 +25,7 @@ use openraft::raft::{
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
 
+use super::liveness::{Heartbeat, HeartbeatReply, Liveness};
 use super::metadata::{ClusterMetadata, Command, CommandResult};
 use super::store::{NodeId, StateMachine};
 use super::TypeConfig;
@@ -54,8 +55,10 @@ pub struct MetadataReply {
 
 #[derive(Clone)]
 pub struct ServerState {
+    pub id: NodeId,
     pub raft: Raft<TypeConfig>,
     pub state_machine: StateMachine,
+    pub liveness: Arc<Liveness>,
 }
 
 pub fn router(state: ServerState) -> Router {
@@ -65,6 +68,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route("/controller/write", post(write))
         .route("/controller/metadata", get(metadata))
+        .route("/controller/heartbeat", post(heartbeat))
         .with_state(Arc::new(state))
 }
 
@@ -104,6 +108,33 @@ async fn write(
         Err(e) => WriteReply::Unavailable(e.to_string()),
     };
     Json(reply)
+}
+
+async fn heartbeat(
+    State(state): State<Arc<ServerState>>,
+    Json(beat): Json<Heartbeat>,
+) -> Json<HeartbeatReply> {
+    let metrics = state.raft.metrics().borrow().clone();
+    if metrics.current_leader != Some(state.id) {
+        let leader = metrics.current_leader.and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|node| (id, node.addr.clone()))
+        });
+        return Json(HeartbeatReply::NotLeader { leader });
+    }
+    state.liveness.record(beat);
+    let metadata = state.state_machine.metadata();
+    let broker = metadata
+        .brokers
+        .get(&beat.broker_id)
+        .filter(|b| b.incarnation == beat.incarnation);
+    Json(HeartbeatReply::Recorded {
+        registered: broker.is_some(),
+        fenced: broker.is_none_or(|b| b.fenced),
+    })
 }
 
 #[derive(Debug, Deserialize)]
