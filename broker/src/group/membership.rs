@@ -570,7 +570,11 @@ impl Group {
             return effects;
         }
         self.protocol = self.select_protocol();
-        if self.leader.as_ref().is_none_or(|l| self.member(l).is_none()) {
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| self.member(l).is_none())
+        {
             self.leader = self.members.first().map(|m| m.id.clone());
         }
         self.state = GroupState::CompletingRebalance;
