@@ -20,6 +20,18 @@ use tokafka_broker::log::format::{segment_path, LOG_SUFFIX};
 use tokafka_broker::log::test_batches::{batch, split_batches, BatchSpec};
 use tokafka_broker::log::{BatchError, FlushPolicy, LogConfig, LogError, PartitionLog, ReadLimits};
 
+/// A scratch directory, on tmpfs when there is one: these tests check what the log does with
+/// its files, not how fast the disk syncs them, and a process crash keeps the page cache.
+fn scratch_dir() -> TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("tempdir")
+}
+
 const START_MS: i64 = 1_000_000_000;
 const MAX_MESSAGE_BYTES: usize = 4096;
 
@@ -300,7 +312,7 @@ struct Harness {
 impl Harness {
     fn new(config: LogConfig) -> Self {
         let mut harness = Self {
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir: scratch_dir(),
             config,
             now_ms: Arc::new(AtomicI64::new(START_MS)),
             log: None,
@@ -921,7 +933,7 @@ fn run_ops(config: LogConfig, ops: &[Op]) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96),
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
         max_shrink_iters: 2000,
         ..ProptestConfig::default()
     })]

@@ -10,8 +10,10 @@
 //!   way are hints: callers check the batch header an entry points at before trusting it.
 //!
 //! While a segment is active its files keep their preallocated size; when it rolls or closes
-//! they are trimmed to their entries. The mapping always spans the capacity, and readers never
-//! touch a slot beyond the published count, so trimming never exposes an unmapped page.
+//! they are trimmed to their entries, and a sealed segment's files are reopened as they are.
+//! The mapping always spans the capacity; the writer extends the file before it writes a slot
+//! beyond its end, and readers never touch a slot beyond the published count, so no access
+//! ever reaches past the end of the file.
 //!
 //! Dropped entries (truncation, recovery) are zeroed after the lower count is published, so a
 //! stale entry never reappears as a plausible one when the file is reopened after a crash.
@@ -33,6 +35,8 @@ struct EntryFile {
     map: MmapRaw,
     entry_size: usize,
     capacity_entries: usize,
+    /// Slots the file holds (the capacity, or the entries once trimmed).
+    backed_entries: AtomicUsize,
     /// Entries published to readers.
     entries: AtomicUsize,
     /// Serialises the writer's resize operations (trim/untrim); readers never take it.
@@ -41,9 +45,15 @@ struct EntryFile {
 
 impl EntryFile {
     /// Opens or creates the file. Existing whole entries are kept, a trailing partial entry is
-    /// dropped. The file is extended to `capacity_bytes` (rounded down to whole entries) unless
-    /// it already holds more entries than that.
-    fn open(path: &Path, entry_size: usize, capacity_bytes: usize) -> Result<Self, LogError> {
+    /// ignored. With `preallocate`, the file is extended to `capacity_bytes` (rounded down to
+    /// whole entries) unless it already holds more entries than that; without, it is left as
+    /// it is until an entry must be written past its end.
+    fn open(
+        path: &Path,
+        entry_size: usize,
+        capacity_bytes: usize,
+        preallocate: bool,
+    ) -> Result<Self, LogError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -57,8 +67,13 @@ impl EntryFile {
             .len() as usize;
         let existing = len / entry_size;
         let capacity_entries = (capacity_bytes / entry_size).max(existing).max(1);
-        file.set_len((capacity_entries * entry_size) as u64)
-            .map_err(|e| LogError::io("preallocate index", path, e))?;
+        let backed_entries = if preallocate {
+            file.set_len((capacity_entries * entry_size) as u64)
+                .map_err(|e| LogError::io("preallocate index", path, e))?;
+            capacity_entries
+        } else {
+            existing
+        };
         let map = MmapOptions::new()
             .len(capacity_entries * entry_size)
             .map_raw(&file)
@@ -69,6 +84,7 @@ impl EntryFile {
             map,
             entry_size,
             capacity_entries,
+            backed_entries: AtomicUsize::new(backed_entries),
             entries: AtomicUsize::new(existing),
             resize: Mutex::new(()),
         })
@@ -100,8 +116,10 @@ impl EntryFile {
     fn trim(&self) -> Result<(), LogError> {
         let _guard = self.resize.lock();
         self.flush()?;
+        let entries = self.len();
+        self.backed_entries.store(entries, Ordering::Release);
         self.file
-            .set_len((self.len() * self.entry_size) as u64)
+            .set_len((entries * self.entry_size) as u64)
             .map_err(|e| LogError::io("trim index", &self.path, e))
     }
 
@@ -110,7 +128,23 @@ impl EntryFile {
         let _guard = self.resize.lock();
         self.file
             .set_len((self.capacity_entries * self.entry_size) as u64)
-            .map_err(|e| LogError::io("extend index", &self.path, e))
+            .map_err(|e| LogError::io("extend index", &self.path, e))?;
+        self.backed_entries
+            .store(self.capacity_entries, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes sure the file holds slot `i` before the writer stores into it.
+    fn ensure_backed(&self, i: usize) -> Result<(), LogError> {
+        if i >= self.backed_entries.load(Ordering::Acquire) {
+            self.untrim()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the file holds more slots than entries (it is not trimmed).
+    fn untrimmed(&self) -> bool {
+        self.backed_entries.load(Ordering::Acquire) > self.len()
     }
 
     fn flush(&self) -> Result<(), LogError> {
@@ -138,13 +172,14 @@ pub struct OffsetIndex {
 }
 
 impl OffsetIndex {
-    /// Opens (or creates) the index at `path`, with room for `capacity_bytes` of entries.
+    /// Opens (or creates) the index at `path`, with room for `capacity_bytes` of entries,
+    /// preallocated in the file when `preallocate` (an active segment's index).
     ///
     /// # Errors
     /// I/O errors opening, sizing or mapping the file.
-    pub fn open(path: &Path, capacity_bytes: usize) -> Result<Self, LogError> {
+    pub fn open(path: &Path, capacity_bytes: usize, preallocate: bool) -> Result<Self, LogError> {
         Ok(Self {
-            entries: EntryFile::open(path, OFFSET_INDEX_ENTRY_SIZE, capacity_bytes)?,
+            entries: EntryFile::open(path, OFFSET_INDEX_ENTRY_SIZE, capacity_bytes, preallocate)?,
         })
     }
 
@@ -185,11 +220,15 @@ impl OffsetIndex {
 
     /// Appends an entry. Writer only.
     ///
+    /// # Errors
+    /// I/O errors extending a trimmed file.
+    ///
     /// # Panics
     /// When the index is full, or the entry does not increase both the offset and the position
     /// (an invariant of the log, not of input).
-    pub fn append(&self, entry: OffsetEntry) {
+    pub fn append(&self, entry: OffsetEntry) -> Result<(), LogError> {
         let n = self.len();
+        self.entries.ensure_backed(n)?;
         if let Some(last) = self.last() {
             assert!(
                 entry.relative_offset > last.relative_offset,
@@ -203,6 +242,7 @@ impl OffsetIndex {
         let raw = (u64::from(entry.relative_offset) << 32) | u64::from(entry.position);
         self.word(n).store(raw.to_be(), Ordering::Relaxed);
         self.entries.publish(n + 1);
+        Ok(())
     }
 
     /// The last entry whose relative offset is at most `relative_offset`.
@@ -279,6 +319,11 @@ impl OffsetIndex {
         self.entries.trim()
     }
 
+    /// Whether the file holds more slots than entries.
+    pub fn untrimmed(&self) -> bool {
+        self.entries.untrimmed()
+    }
+
     pub fn untrim(&self) -> Result<(), LogError> {
         self.entries.untrim()
     }
@@ -303,13 +348,14 @@ pub struct TimeIndex {
 }
 
 impl TimeIndex {
-    /// Opens (or creates) the index at `path`, with room for `capacity_bytes` of entries.
+    /// Opens (or creates) the index at `path`, with room for `capacity_bytes` of entries,
+    /// preallocated in the file when `preallocate` (an active segment's index).
     ///
     /// # Errors
     /// I/O errors opening, sizing or mapping the file.
-    pub fn open(path: &Path, capacity_bytes: usize) -> Result<Self, LogError> {
+    pub fn open(path: &Path, capacity_bytes: usize, preallocate: bool) -> Result<Self, LogError> {
         Ok(Self {
-            entries: EntryFile::open(path, TIME_INDEX_ENTRY_SIZE, capacity_bytes)?,
+            entries: EntryFile::open(path, TIME_INDEX_ENTRY_SIZE, capacity_bytes, preallocate)?,
         })
     }
 
@@ -362,23 +408,29 @@ impl TimeIndex {
         self.len().checked_sub(1).map(|i| self.entry(i))
     }
 
-    /// Appends an entry if its timestamp is larger than the last one's. Writer only.
+    /// Appends an entry if its timestamp and offset are larger than the last one's. Writer
+    /// only.
+    ///
+    /// # Errors
+    /// I/O errors extending a trimmed file.
     ///
     /// # Panics
     /// When the index is full.
-    pub fn maybe_append(&self, entry: TimeEntry) {
+    pub fn maybe_append(&self, entry: TimeEntry) -> Result<(), LogError> {
         if let Some(last) = self.last() {
             if entry.timestamp <= last.timestamp || entry.relative_offset <= last.relative_offset {
-                return;
+                return Ok(());
             }
         }
         let n = self.len();
+        self.entries.ensure_backed(n)?;
         let [hi, lo, off] = self.words(n);
         let ts = entry.timestamp as u64;
         hi.store(((ts >> 32) as u32).to_be(), Ordering::Relaxed);
         lo.store((ts as u32).to_be(), Ordering::Relaxed);
         off.store(entry.relative_offset.to_be(), Ordering::Relaxed);
         self.entries.publish(n + 1);
+        Ok(())
     }
 
     /// The last entry whose timestamp is strictly below `timestamp`: every batch before its
@@ -461,6 +513,11 @@ impl TimeIndex {
         self.entries.trim()
     }
 
+    /// Whether the file holds more slots than entries.
+    pub fn untrimmed(&self) -> bool {
+        self.entries.untrimmed()
+    }
+
     pub fn untrim(&self) -> Result<(), LogError> {
         self.entries.untrim()
     }
@@ -501,11 +558,11 @@ mod tests {
     #[test]
     fn offset_lookups_find_the_floor_entry() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let index = OffsetIndex::open(&dir.path().join("a.index"), 80).expect("open");
+        let index = OffsetIndex::open(&dir.path().join("a.index"), 80, true).expect("open");
         assert_eq!(index.capacity_entries(), 10);
         assert_eq!(index.floor_by_offset(5), None);
         for (o, p) in [(0, 0), (10, 4096), (20, 8192)] {
-            index.append(entry(o, p));
+            index.append(entry(o, p)).expect("append");
         }
         assert_eq!(index.floor_by_offset(0), Some(entry(0, 0)));
         assert_eq!(index.floor_by_offset(15), Some(entry(10, 4096)));
@@ -520,17 +577,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("b.index");
         {
-            let index = OffsetIndex::open(&path, 800).expect("open");
-            index.append(entry(2, 50));
-            index.append(entry(3, 100));
+            let index = OffsetIndex::open(&path, 800, true).expect("open");
+            index.append(entry(2, 50)).expect("append");
+            index.append(entry(3, 100)).expect("append");
             index.trim().expect("trim");
         }
         assert_eq!(std::fs::metadata(&path).expect("stat").len(), 16);
-        let index = OffsetIndex::open(&path, 800).expect("reopen");
+        let index = OffsetIndex::open(&path, 800, true).expect("reopen");
         assert_eq!(index.len(), 2);
         assert_eq!(index.last(), Some(entry(3, 100)));
         assert_eq!(index.capacity_entries(), 100);
-        index.append(entry(7, 200));
+        index.append(entry(7, 200)).expect("append");
         assert_eq!(index.valid_prefix(1000), 3);
         assert_eq!(index.valid_prefix(150), 2);
     }
@@ -540,11 +597,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("e.index");
         {
-            let index = OffsetIndex::open(&path, 80).expect("open");
-            index.append(entry(2, 50));
+            let index = OffsetIndex::open(&path, 80, true).expect("open");
+            index.append(entry(2, 50)).expect("append");
             // dropped without trim, as in a crash: the file keeps its preallocated size
         }
-        let index = OffsetIndex::open(&path, 80).expect("reopen");
+        let index = OffsetIndex::open(&path, 80, true).expect("reopen");
         assert_eq!(index.len(), 10, "every slot counts until validated");
         assert_eq!(index.valid_prefix(1000), 1);
         index.keep_first(1);
@@ -552,13 +609,15 @@ mod tests {
 
         let time_path = dir.path().join("e.timeindex");
         {
-            let index = TimeIndex::open(&time_path, 120).expect("open");
-            index.maybe_append(TimeEntry {
-                timestamp: 100,
-                relative_offset: 3,
-            });
+            let index = TimeIndex::open(&time_path, 120, true).expect("open");
+            index
+                .maybe_append(TimeEntry {
+                    timestamp: 100,
+                    relative_offset: 3,
+                })
+                .expect("append");
         }
-        let index = TimeIndex::open(&time_path, 120).expect("reopen");
+        let index = TimeIndex::open(&time_path, 120, true).expect("reopen");
         assert_eq!(index.valid_prefix(u64::from(u32::MAX)), 1);
     }
 
@@ -567,14 +626,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("f.index");
         {
-            let index = OffsetIndex::open(&path, 80).expect("open");
+            let index = OffsetIndex::open(&path, 80, true).expect("open");
             for (o, p) in [(1, 10), (2, 20), (3, 30)] {
-                index.append(entry(o, p));
+                index.append(entry(o, p)).expect("append");
             }
             index.truncate_to_offset(2);
             assert_eq!(index.len(), 1);
         }
-        let index = OffsetIndex::open(&path, 80).expect("reopen");
+        let index = OffsetIndex::open(&path, 80, true).expect("reopen");
         assert_eq!(
             index.valid_prefix(1000),
             1,
@@ -585,19 +644,23 @@ mod tests {
     #[test]
     fn appends_leave_the_last_time_slot_for_the_seal_entry() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let index = TimeIndex::open(&dir.path().join("g.timeindex"), 36).expect("open");
+        let index = TimeIndex::open(&dir.path().join("g.timeindex"), 36, true).expect("open");
         assert_eq!(index.capacity_entries(), 3);
         assert!(index.has_room_for_appends(2));
         assert!(!index.has_room_for_appends(3));
-        index.maybe_append(TimeEntry {
-            timestamp: 1,
-            relative_offset: 1,
-        });
+        index
+            .maybe_append(TimeEntry {
+                timestamp: 1,
+                relative_offset: 1,
+            })
+            .expect("append");
         assert!(index.has_room_for_appends(1));
-        index.maybe_append(TimeEntry {
-            timestamp: 2,
-            relative_offset: 2,
-        });
+        index
+            .maybe_append(TimeEntry {
+                timestamp: 2,
+                relative_offset: 2,
+            })
+            .expect("append");
         assert!(!index.has_room_for_appends(1));
         assert!(!index.is_full(), "one slot is left to seal the segment");
         assert_eq!(index.floor_by_offset(1).map(|e| e.timestamp), Some(1));
@@ -607,29 +670,35 @@ mod tests {
     #[test]
     fn full_index_reports_full() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let index = OffsetIndex::open(&dir.path().join("c.index"), 16).expect("open");
-        index.append(entry(0, 0));
+        let index = OffsetIndex::open(&dir.path().join("c.index"), 16, true).expect("open");
+        index.append(entry(0, 0)).expect("append");
         assert!(!index.is_full());
-        index.append(entry(1, 10));
+        index.append(entry(1, 10)).expect("append");
         assert!(index.is_full());
     }
 
     #[test]
     fn time_index_keeps_increasing_timestamps_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let index = TimeIndex::open(&dir.path().join("d.timeindex"), 120).expect("open");
-        index.maybe_append(TimeEntry {
-            timestamp: 100,
-            relative_offset: 0,
-        });
-        index.maybe_append(TimeEntry {
-            timestamp: 90,
-            relative_offset: 5,
-        });
-        index.maybe_append(TimeEntry {
-            timestamp: 200,
-            relative_offset: 9,
-        });
+        let index = TimeIndex::open(&dir.path().join("d.timeindex"), 120, true).expect("open");
+        index
+            .maybe_append(TimeEntry {
+                timestamp: 100,
+                relative_offset: 0,
+            })
+            .expect("append");
+        index
+            .maybe_append(TimeEntry {
+                timestamp: 90,
+                relative_offset: 5,
+            })
+            .expect("append");
+        index
+            .maybe_append(TimeEntry {
+                timestamp: 200,
+                relative_offset: 9,
+            })
+            .expect("append");
         assert_eq!(index.len(), 2);
         assert_eq!(index.floor_below(100), None);
         assert_eq!(index.floor_below(101).map(|e| e.relative_offset), Some(0));

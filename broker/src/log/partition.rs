@@ -183,11 +183,15 @@ impl PartitionLog {
         let checkpoint = RecoveryPointFile::open(dir)?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, base) in bases.iter().enumerate() {
-            let segment = Segment::open(dir, *base, limits)?;
             let is_active = i + 1 == bases.len();
+            let segment = Segment::open(dir, *base, limits, is_active)?;
             if !is_active {
+                // Sealed at roll, so flushed and trimmed already: loading it costs no fsync
+                // unless its indexes had to be rebuilt (or its seal was cut short).
                 segment.load_tail(false)?;
-                segment.seal()?;
+                if segment.indexes_untrimmed() {
+                    segment.seal()?;
+                }
             } else if clean {
                 segment.load_tail(true)?;
             } else {

@@ -98,16 +98,22 @@ impl Segment {
                 std::fs::remove_file(&path).map_err(|e| LogError::io("remove index", &path, e))?;
             }
         }
-        Self::from_parts(dir, base_offset, file, limits, 0)
+        Self::from_parts(dir, base_offset, file, limits, 0, true)
     }
 
     /// Opens an existing segment as it is on disk, without scanning its batches. The caller
     /// then either recovers it ([`Segment::recover_from`]) or loads its tail
-    /// ([`Segment::load_tail`]).
+    /// ([`Segment::load_tail`]). The index files are preallocated for appends when `active`;
+    /// a sealed segment's are left as they are (see [`indexes_untrimmed`](Self::indexes_untrimmed)).
     ///
     /// # Errors
     /// I/O errors opening the files.
-    pub fn open(dir: &Path, base_offset: i64, limits: SegmentLimits) -> Result<Self, LogError> {
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        limits: SegmentLimits,
+        active: bool,
+    ) -> Result<Self, LogError> {
         let log_path = format::segment_path(dir, base_offset, LOG_SUFFIX);
         let file = OpenOptions::new()
             .read(true)
@@ -118,7 +124,7 @@ impl Segment {
             .metadata()
             .map_err(|e| LogError::io("stat segment", &log_path, e))?
             .len();
-        Self::from_parts(dir, base_offset, file, limits, len)
+        Self::from_parts(dir, base_offset, file, limits, len, active)
     }
 
     fn from_parts(
@@ -127,14 +133,17 @@ impl Segment {
         file: File,
         limits: SegmentLimits,
         size_bytes: u64,
+        preallocate_indexes: bool,
     ) -> Result<Self, LogError> {
         let offset_index = OffsetIndex::open(
             &format::segment_path(dir, base_offset, INDEX_SUFFIX),
             limits.index_bytes_max,
+            preallocate_indexes,
         )?;
         let time_index = TimeIndex::open(
             &format::segment_path(dir, base_offset, TIME_INDEX_SUFFIX),
             limits.index_bytes_max,
+            preallocate_indexes,
         )?;
         Ok(Self {
             base_offset,
@@ -190,6 +199,12 @@ impl Segment {
         self.offset_index.len()
     }
 
+    /// Whether an index file holds more slots than entries: a sealed segment whose load had to
+    /// add entries (or whose last seal was cut short) and should be sealed again.
+    pub fn indexes_untrimmed(&self) -> bool {
+        self.offset_index.untrimmed() || self.time_index.untrimmed()
+    }
+
     /// Whether the index entries of `batches` more batches may not fit.
     pub fn indexes_full_for(&self, batches: usize) -> bool {
         let offset_room = self.offset_index.capacity_entries() - self.offset_index.len();
@@ -243,7 +258,7 @@ impl Segment {
         for batch in batches {
             // A time entry made at a batch covers the batches up to it, no further.
             Self::note_timestamp(&mut writer, &batch.header);
-            self.index_batch(&mut writer, start + batch.position, &batch.header);
+            self.index_batch(&mut writer, start + batch.position, &batch.header)?;
         }
         Ok(())
     }
@@ -260,7 +275,12 @@ impl Segment {
     /// indexes have room (an empty segment takes a whole append even when its entries do not
     /// fit; the index is sparse, so a missing entry only lengthens a scan).
     /// [`note_timestamp`](Self::note_timestamp) must have seen the batch already.
-    fn index_batch(&self, writer: &mut WriterState, position: u64, header: &BatchHeader) {
+    fn index_batch(
+        &self,
+        writer: &mut WriterState,
+        position: u64,
+        header: &BatchHeader,
+    ) -> Result<(), LogError> {
         if writer.bytes_since_index_entry >= self.limits.index_interval_bytes
             && position > 0
             && !self.offset_index.is_full()
@@ -269,19 +289,20 @@ impl Segment {
             self.offset_index.append(OffsetEntry {
                 relative_offset,
                 position: position as u32,
-            });
-            self.append_time_entry(writer, false);
+            })?;
+            self.append_time_entry(writer, false)?;
             writer.bytes_since_index_entry = 0;
         }
         writer.bytes_since_index_entry += header.size_bytes() as u64;
+        Ok(())
     }
 
     /// Records the max timestamp so far in the time index. Appends leave the last slot to
     /// [`seal`](Self::seal), so that a sealed segment's time index always ends with its max
     /// timestamp.
-    fn append_time_entry(&self, writer: &mut WriterState, sealing: bool) {
+    fn append_time_entry(&self, writer: &mut WriterState, sealing: bool) -> Result<(), LogError> {
         if writer.max_timestamp == i64::MIN {
-            return;
+            return Ok(());
         }
         let room = if sealing {
             !self.time_index.is_full()
@@ -292,10 +313,11 @@ impl Segment {
             self.time_index.maybe_append(TimeEntry {
                 timestamp: writer.max_timestamp,
                 relative_offset: (writer.offset_of_max_timestamp - self.base_offset) as u32,
-            });
+            })?;
         } else if !sealing {
             writer.time_entries_skipped = true;
         }
+        Ok(())
     }
 
     /// Makes everything appended so far durable: the log file, then the indexes.
@@ -318,7 +340,7 @@ impl Segment {
     pub fn seal(&self) -> Result<(), LogError> {
         {
             let mut writer = self.writer.lock();
-            self.append_time_entry(&mut writer, true);
+            self.append_time_entry(&mut writer, true)?;
         }
         self.flush()?;
         self.offset_index.trim()?;
@@ -586,7 +608,7 @@ impl Segment {
             if already_indexed {
                 writer.bytes_since_index_entry = header.size_bytes() as u64;
             } else {
-                self.index_batch(&mut writer, position, &header);
+                self.index_batch(&mut writer, position, &header)?;
             }
             expected_offset = header.next_offset();
             position += header.size_bytes() as u64;
