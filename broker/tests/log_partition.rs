@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tokafka_broker::log::test_batches::{batch, BatchSpec};
-use tokafka_broker::log::{LogConfig, LogError, PartitionLog, ReadLimits};
+use tokafka_broker::log::{FlushPolicy, LogConfig, LogError, PartitionLog, ReadLimits};
 
 fn small_segments() -> LogConfig {
     LogConfig {
@@ -183,4 +183,246 @@ fn truncation_cuts_whole_batches() {
     log.truncate_fully_and_start_at(500).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
     assert_eq!(log.segment_count(), 1);
+}
+
+fn clock_at(start_ms: i64) -> (Arc<AtomicI64>, tokafka_broker::log::partition::Clock) {
+    let now = Arc::new(AtomicI64::new(start_ms));
+    let clock_now = Arc::clone(&now);
+    (now, Arc::new(move || clock_now.load(Ordering::SeqCst)))
+}
+
+#[test]
+fn a_region_held_across_a_truncation_never_shows_other_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+    for i in 0..10 {
+        log.append(&mut batch(&BatchSpec::records(2).seed(i)))
+            .unwrap();
+    }
+    let read = log.read(8, ReadLimits::bytes(u64::MAX)).unwrap();
+    let region = read.region.unwrap();
+    let before = region.to_vec().unwrap();
+    assert_eq!(log.truncate_to(4).unwrap(), 4);
+    for i in 0..10 {
+        log.append(&mut batch(
+            &BatchSpec::records(3).value_bytes(40).seed(100 + i),
+        ))
+        .unwrap();
+    }
+    // The region lay past the cut: it may end early, but never holds other bytes.
+    match region.to_vec() {
+        Ok(after) => assert_eq!(after, before),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof),
+    }
+    let read = log.read(4, ReadLimits::bytes(1)).unwrap();
+    let bytes = read.region.unwrap().to_vec().unwrap();
+    assert_eq!(batches_in(&bytes), vec![(4, 3)]);
+}
+
+#[test]
+fn flush_policy_every_n_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy {
+            every_records: Some(5),
+            every_ms: None,
+        },
+        ..small_segments()
+    };
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    let flushed: Vec<bool> = (0..6)
+        .map(|_| {
+            log.append(&mut batch(&BatchSpec::records(2)))
+                .unwrap()
+                .flushed
+        })
+        .collect();
+    assert_eq!(flushed, [false, false, true, false, false, true]);
+}
+
+#[test]
+fn flush_policy_every_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy::every_append(),
+        ..small_segments()
+    };
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    for _ in 0..3 {
+        assert!(
+            log.append(&mut batch(&BatchSpec::records(1)))
+                .unwrap()
+                .flushed
+        );
+    }
+}
+
+#[test]
+fn flush_policy_every_t_ms_by_append_or_by_the_periodic_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (now, clock) = clock_at(10_000);
+    let config = LogConfig {
+        flush: FlushPolicy {
+            every_records: None,
+            every_ms: Some(100),
+        },
+        ..small_segments()
+    };
+    let log = PartitionLog::open_with_clock(dir.path(), config, clock).unwrap();
+    assert!(
+        !log.append(&mut batch(&BatchSpec::records(1)))
+            .unwrap()
+            .flushed
+    );
+    now.fetch_add(99, Ordering::SeqCst);
+    assert!(!log.maybe_flush().unwrap(), "not yet due");
+    now.fetch_add(1, Ordering::SeqCst);
+    assert!(
+        log.append(&mut batch(&BatchSpec::records(1)))
+            .unwrap()
+            .flushed
+    );
+    assert!(!log.maybe_flush().unwrap(), "nothing left to flush");
+    log.append(&mut batch(&BatchSpec::records(1))).unwrap();
+    now.fetch_add(100, Ordering::SeqCst);
+    assert!(log.maybe_flush().unwrap());
+}
+
+#[test]
+fn segments_roll_by_age_also_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // An index entry per batch, so that a reopen does not walk the segment from its start.
+    let config = LogConfig {
+        segment_ms: 1000,
+        index_interval_bytes: 0,
+        ..LogConfig::default()
+    };
+    {
+        let log = PartitionLog::open(dir.path(), config.clone()).unwrap();
+        log.append(&mut batch(&BatchSpec::records(1).timestamp(50_000)))
+            .unwrap();
+        log.append(&mut batch(&BatchSpec::records(1).timestamp(50_900)))
+            .unwrap();
+        assert_eq!(log.segment_count(), 1);
+        log.close().unwrap();
+    }
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    log.append(&mut batch(&BatchSpec::records(1).timestamp(51_001)))
+        .unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 2], "rolled by age");
+}
+
+#[test]
+fn retention_by_size_keeps_at_least_retention_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(8192),
+        retention_ms: None,
+        ..small_segments()
+    };
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    for i in 0..100 {
+        log.append(&mut batch(&BatchSpec::records(2).value_bytes(60).seed(i)))
+            .unwrap();
+    }
+    let before = log.size_bytes();
+    assert_eq!(
+        log.apply_retention().unwrap(),
+        0,
+        "nothing below the high watermark"
+    );
+    log.set_high_watermark(log.log_end_offset());
+    let deleted = log.apply_retention().unwrap();
+    assert!(deleted > 0);
+    assert!(log.size_bytes() >= 8192 && log.size_bytes() < before);
+    assert_eq!(
+        log.log_start_offset(),
+        log.segment_base_offsets()[0],
+        "the log start moved to the first kept segment"
+    );
+}
+
+#[test]
+fn writer_operations_after_close_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+    log.append(&mut batch(&BatchSpec::records(1))).unwrap();
+    log.close().unwrap();
+    assert!(matches!(log.apply_retention(), Err(LogError::Closed)));
+    assert!(matches!(log.truncate_to(0), Err(LogError::Closed)));
+    assert!(matches!(
+        log.truncate_fully_and_start_at(9),
+        Err(LogError::Closed)
+    ));
+    assert!(log
+        .read(0, ReadLimits::bytes(100))
+        .unwrap()
+        .region
+        .is_some());
+}
+
+#[test]
+fn a_reset_cut_short_by_a_crash_still_starts_at_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+        log.append(&mut batch(&BatchSpec::records(3))).unwrap();
+        assert!(log.truncate_fully_and_start_at(-1).is_err());
+        log.truncate_fully_and_start_at(500).unwrap();
+    }
+    // As if the process died after the old segments were deleted and before the new one
+    // was created.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if tokafka_broker::log::format::parse_segment_file_name(
+            path.file_name().unwrap().to_str().unwrap(),
+        )
+        .is_some()
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (500, 500));
+}
+
+#[test]
+fn reopening_leaves_sealed_segments_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+        for i in 0..200 {
+            log.append(&mut batch(&BatchSpec::records(2).seed(i)))
+                .unwrap();
+        }
+        log.close().unwrap();
+    }
+    type FileState = (String, u64, std::time::SystemTime);
+    let sealed_indexes = |dir: &std::path::Path| -> Vec<FileState> {
+        let mut out: Vec<FileState> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_str().unwrap().ends_with("index"))
+            .map(|e| {
+                let name = e.file_name().into_string().unwrap();
+                let meta = e.metadata().unwrap();
+                (name, meta.len(), meta.modified().unwrap())
+            })
+            .collect();
+        out.sort();
+        out.pop(); // the active segment's time index
+        out.pop(); // ... and offset index (names sort .index before .timeindex per segment)
+        out
+    };
+    let before = sealed_indexes(dir.path());
+    assert!(before.len() >= 4, "several sealed segments");
+    for _ in 0..2 {
+        let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+        assert_eq!(
+            sealed_indexes(dir.path()),
+            before,
+            "sealed indexes untouched"
+        );
+        drop(log); // a crash: the next open recovers, still without touching them
+    }
 }
