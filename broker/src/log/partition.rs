@@ -12,7 +12,11 @@
 //! policy, an explicit [`PartitionLog::flush`], a roll, or [`PartitionLog::close`]). Segments
 //! other than the active one are always fully flushed. After a crash, [`PartitionLog::open`]
 //! validates only the active segment's bytes after the last recovery point, so recovery time
-//! is bounded by the unflushed tail.
+//! is bounded by the unflushed tail. The active segment's indexes are flushed at roll, at
+//! close, and by flushes once [`INDEX_FLUSH_LAG_BYTES`](super::segment::INDEX_FLUSH_LAG_BYTES)
+//! of batches came since they last were:
+//! index entries lost to a power loss are rebuilt by walking at most that many bytes of batch
+//! headers (shape and offsets only) before the recovery point.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -476,7 +480,7 @@ impl PartitionLog {
 
     fn flush_locked(&self, writer: &mut Writer) -> Result<(), LogError> {
         let active = self.active();
-        active.flush()?;
+        active.flush_data()?;
         // The checkpoint write is not fsynced here: a stale checkpoint only lengthens the
         // next recovery, it never skips an unflushed byte.
         writer.checkpoint.write(
