@@ -72,7 +72,9 @@ impl LogError {
 
 /// A byte range of a segment file holding whole record batches, ready to be sent with
 /// `sendfile`. It keeps the file open, so it stays readable even if retention deletes the
-/// segment meanwhile.
+/// segment meanwhile. The log never rewrites published bytes: a concurrent truncation can cut
+/// the region short (reads past the cut find the end of the file), but never puts other
+/// batches in its place.
 #[derive(Debug, Clone)]
 pub struct FileRegion {
     pub file: Arc<File>,

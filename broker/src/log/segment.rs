@@ -2,13 +2,15 @@
 //! base offset, with its offset and time indexes.
 //!
 //! Invariants, upheld by the single writer and relied on by readers:
-//! - bytes below the published `size_bytes` are whole record batches with strictly increasing,
-//!   contiguous offsets starting at or after `base_offset`; they are never rewritten, only cut
-//!   off by truncation;
-//! - index entries point at batch starts below `size_bytes`;
+//! - bytes below the published `size_bytes` are whole record batches with contiguous offsets
+//!   starting at `base_offset`; once published they are never rewritten, only cut off by
+//!   truncation, after which the segment takes no more appends (the partition log rolls);
+//! - index entries point at batch starts below `size_bytes` and are published after the
+//!   batches they point at; readers still treat them as hints and check the batch header;
 //! - a batch is known valid (CRC and continuity checked) when it lies in the verified prefix
 //!   or in the verified suffix (everything appended or recovered by this process); readers
-//!   check any other batch before they hand it out.
+//!   check any other batch before they hand it out, and check that every batch header they
+//!   walk continues the offsets of the one before (the CRC does not cover the base offset).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -394,7 +396,8 @@ impl Segment {
     }
 
     /// Removes every batch at or after `offset`, so that the next offset is the largest batch
-    /// boundary at most `offset`. Returns the new next offset.
+    /// boundary at most `offset`. Returns the new next offset. The caller seals the segment
+    /// afterwards and appends elsewhere: bytes a reader may hold are never rewritten.
     ///
     /// # Errors
     /// I/O errors truncating the file; [`LogError::Corruption`] when the batches cannot be
@@ -739,6 +742,8 @@ impl Segment {
         let relative = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let mut position = 0;
         let mut expected = self.base_offset;
+        // The header read to confirm an index entry is the walk's first.
+        let mut known: Option<BatchHeader> = None;
         if let Some(entry) = self.offset_index.floor_by_offset(relative) {
             let entry_offset = self.base_offset + i64::from(entry.relative_offset);
             let entry_position = u64::from(entry.position);
@@ -746,6 +751,7 @@ impl Segment {
                 Some(h) if h.base_offset == entry_offset => {
                     position = entry_position;
                     expected = entry_offset;
+                    known = Some(h);
                 }
                 // An entry past the end belongs to a concurrent truncation, not to damage.
                 _ if entry_position >= self.size_bytes() => {}
@@ -755,7 +761,10 @@ impl Segment {
             }
         }
         while position < end {
-            let header = match self.header_at(position, end)? {
+            let header = match known
+                .take()
+                .map_or_else(|| self.header_at(position, end), |h| Ok(Some(h)))?
+            {
                 Some(header) => header,
                 None if position >= self.size_bytes() => return Ok(None),
                 None => return Err(self.corruption(position, "broken batch header")),
@@ -883,7 +892,9 @@ impl Segment {
             }
             next_offset = h.next_offset();
             position = batch_end;
-            header = if position < end {
+            // No batch is smaller than its header: past the byte bound, stop without reading.
+            let room = byte_limit.saturating_sub(position) >= BATCH_HEADER_SIZE as u64;
+            header = if position < end && room {
                 self.header_at(position, end)?
             } else {
                 None
