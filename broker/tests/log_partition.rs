@@ -426,3 +426,117 @@ fn reopening_leaves_sealed_segments_files_alone() {
         drop(log); // a crash: the next open recovers, still without touching them
     }
 }
+
+#[test]
+fn segments_roll_when_the_index_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four offset entries and an entry per batch after the first: a segment holds five batches
+    // before its index has no room for the next one's entry.
+    let config = LogConfig {
+        segment_index_bytes: 32,
+        index_interval_bytes: 0,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    for _ in 0..12 {
+        log.append(&mut batch(&BatchSpec::records(1))).unwrap();
+    }
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() >= 3, "rolled on a full index: {bases:?}");
+    assert!(
+        bases.windows(2).all(|w| w[1] - w[0] <= 5),
+        "no segment outgrows its index: {bases:?}"
+    );
+}
+
+#[test]
+fn index_files_are_preallocated_while_active_and_trimmed_when_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 100,
+        segment_index_bytes: 4000,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path(), config).unwrap();
+    for i in 0..40 {
+        log.append(&mut batch(&BatchSpec::records(2).seed(i)))
+            .unwrap();
+    }
+    let bases = log.segment_base_offsets();
+    let len = |base: i64, suffix: &str| {
+        std::fs::metadata(tokafka_broker::log::format::segment_path(
+            dir.path(),
+            base,
+            suffix,
+        ))
+        .unwrap()
+        .len()
+    };
+    let (active, sealed) = bases.split_last().unwrap();
+    assert!(!sealed.is_empty());
+    assert_eq!(len(*active, "index"), 4000, "preallocated");
+    assert_eq!(
+        len(*active, "timeindex"),
+        3996,
+        "preallocated to whole entries"
+    );
+    for &base in sealed {
+        let index = len(base, "index");
+        assert!(
+            index > 0 && index < 4000 && index % 8 == 0,
+            "trimmed: {index}"
+        );
+        let time = len(base, "timeindex");
+        assert!(time > 0 && time < 3996 && time % 12 == 0, "trimmed: {time}");
+    }
+    log.close().unwrap();
+    assert!(len(*active, "index") < 4000, "trimmed at close");
+}
+
+#[test]
+fn recovery_validates_only_the_unflushed_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(&BatchSpec::records(2));
+    {
+        let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+        for i in 0..10 {
+            log.append(&mut batch(&BatchSpec::records(2).seed(i)))
+                .unwrap();
+        }
+        log.flush().unwrap();
+        for i in 10..14 {
+            log.append(&mut batch(&BatchSpec::records(2).seed(i)))
+                .unwrap();
+        }
+        assert_eq!(log.segment_count(), 1);
+    }
+    // Damage the payload of the third batch (flushed) and tear the last one (unflushed).
+    let path = tokafka_broker::log::format::segment_path(dir.path(), 0, "log");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let batch_len = one.len() as u64;
+    use std::os::unix::fs::FileExt;
+    let at = 2 * batch_len + batch_len - 1;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x20], at).unwrap();
+    file.set_len(14 * batch_len - 5).unwrap();
+    drop(file);
+
+    let log = PartitionLog::open(dir.path(), small_segments()).unwrap();
+    // The torn tail is cut; the flushed part was not scanned (a full scan would have cut the
+    // log at the damaged third batch), so the damage is found by the read that reaches it.
+    assert_eq!(log.log_end_offset(), 26);
+    assert!(log.read(2, ReadLimits::bytes(1)).unwrap().region.is_some());
+    assert!(matches!(
+        log.read(4, ReadLimits::bytes(1)),
+        Err(LogError::Corruption { .. })
+    ));
+    let read = log.read(0, ReadLimits::bytes(u64::MAX)).unwrap();
+    assert_eq!(read.next_offset, 4, "a read stops before the damaged batch");
+    assert!(log.read(6, ReadLimits::bytes(1)).unwrap().region.is_some());
+}
