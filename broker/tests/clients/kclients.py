@@ -323,6 +323,18 @@ def expected_counts(records):
     return counts
 
 
+def records_from(records, positions):
+    """The records at or after `positions` in each partition, for records produced in order to
+    partitions that were empty (the n-th record of a partition is at offset n)."""
+    seen = {p: 0 for p in positions}
+    tail = []
+    for r in records:
+        if r.partition in positions and seen[r.partition] >= positions[r.partition]:
+            tail.append(r)
+        seen[r.partition] = seen.get(r.partition, 0) + 1
+    return tail
+
+
 def assert_exactly(produced, consumed, client, check_timestamps=True, first_offsets=None):
     """Every produced record arrives exactly once, in produce order within its partition, with
     key, headers and (optionally) timestamp intact, at consecutive offsets."""

@@ -20,6 +20,7 @@ from kclients import (
     expected_counts,
     flush_all,
     make_records,
+    records_from,
 )
 
 import confluent_kafka
@@ -148,17 +149,6 @@ def stop_mid_stream_and_restart(broker, stop):
         return topic, records, positions
     finally:
         follower.close()
-
-
-def records_from(records, positions):
-    """The records at or after `positions` in each partition (records start at offset 0)."""
-    seen = {p: 0 for p in positions}
-    tail = []
-    for r in records:
-        if seen[r.partition] >= positions[r.partition]:
-            tail.append(r)
-        seen[r.partition] += 1
-    return tail
 
 
 @pytest.mark.parametrize("stop", ["kill9", "sigterm"])
