@@ -99,6 +99,19 @@ impl GroupCoordinator {
         let wait = Duration::from_millis(request.rebalance_timeout_ms.max(0) as u64) + WAIT_SLACK;
         let rx = {
             let mut groups = self.groups.lock();
+            // Only a member without an id creates a group; an id for a group that does not
+            // exist is unknown (as in Kafka).
+            if !request.member_id.is_empty() && !groups.contains_key(group_id) {
+                return JoinResult {
+                    error_code: codes::UNKNOWN_MEMBER_ID,
+                    generation_id: -1,
+                    protocol_type: None,
+                    protocol_name: None,
+                    leader: String::new(),
+                    member_id: request.member_id,
+                    members: Vec::new(),
+                };
+            }
             let slot = groups.entry(group_id.to_string()).or_default();
             let group = slot
                 .group
@@ -190,10 +203,16 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn heartbeat(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
         let mut groups = self.groups.lock();
         match groups.get_mut(group_id).and_then(|s| s.group.as_mut()) {
-            Some(group) => group.heartbeat(member_id, generation, now_ms()),
+            Some(group) => group.heartbeat(member_id, instance_id, generation, now_ms()),
             None => codes::UNKNOWN_MEMBER_ID,
         }
     }
@@ -212,7 +231,7 @@ impl GroupCoordinator {
         result
     }
 
-    /// Runs the timers of every group once.
+    /// Runs the timers of every group once, and forgets idle groups.
     pub fn tick(&self) {
         let now = now_ms();
         let mut groups = self.groups.lock();
@@ -222,6 +241,10 @@ impl GroupCoordinator {
                 slot.deliver(effects);
             }
         }
+        groups.retain(|_, slot| {
+            let idle = slot.group.as_ref().is_none_or(Group::is_idle);
+            !(idle && slot.joins.is_empty() && slot.syncs.is_empty())
+        });
     }
 
     /// Runs [`tick`](Self::tick) every [`TICK`] until `shutdown`.
@@ -235,35 +258,29 @@ impl GroupCoordinator {
         }
     }
 
-    /// Whether a commit from this member/generation is allowed (Kafka's rules: a standalone
-    /// commit with generation -1 to a group without members is always allowed).
-    pub fn check_commit(&self, group_id: &str, member_id: &str, generation: i32) -> CommitCheck {
+    /// Whether a commit from this member/generation is allowed (see
+    /// [`Group::validate_commit`]). A group without members that only has committed offsets
+    /// takes only "simple" commits (no member, generation -1); a generation for a group that
+    /// does not exist at all is stale.
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> CommitCheck {
         let mut groups = self.groups.lock();
-        let group = groups.get_mut(group_id).and_then(|s| s.group.as_mut());
-        let Some(group) =
-            group.filter(|g| !g.members.is_empty() || g.state == GroupState::PreparingRebalance)
-        else {
-            return if generation < 0 {
-                CommitCheck::Ok
-            } else {
-                CommitCheck::Error(codes::ILLEGAL_GENERATION)
-            };
+        let code = match groups.get_mut(group_id).and_then(|s| s.group.as_mut()) {
+            Some(group) => group.validate_commit(member_id, instance_id, generation, now_ms()),
+            None if generation < 0 && member_id.is_empty() && instance_id.is_none() => codes::NONE,
+            None if self.offsets.has_group(group_id) => codes::UNKNOWN_MEMBER_ID,
+            None => codes::ILLEGAL_GENERATION,
         };
-        if generation < 0 && member_id.is_empty() {
-            // A simple commit into a group that has members is refused, as Kafka does.
-            return CommitCheck::Error(codes::UNKNOWN_MEMBER_ID);
+        if code == codes::NONE {
+            CommitCheck::Ok
+        } else {
+            CommitCheck::Error(code)
         }
-        let Some(member) = group.members.iter_mut().find(|m| m.id == member_id) else {
-            return CommitCheck::Error(codes::UNKNOWN_MEMBER_ID);
-        };
-        member.expires_at_ms = now_ms() + i64::from(member.session_timeout_ms);
-        if generation != group.generation {
-            return CommitCheck::Error(codes::ILLEGAL_GENERATION);
-        }
-        if group.state == GroupState::PreparingRebalance {
-            return CommitCheck::Error(codes::REBALANCE_IN_PROGRESS);
-        }
-        CommitCheck::Ok
     }
 
     /// Writes committed offsets (after [`check_commit`](Self::check_commit)).

@@ -24,6 +24,7 @@ pub mod codes {
     pub const FENCED_INSTANCE_ID: i16 = 82;
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 }
 
 /// Limits that apply to every group.
@@ -284,7 +285,8 @@ impl Group {
             );
         }
         let mut request = request;
-        if request.member_id.is_empty() {
+        let new_member = request.member_id.is_empty();
+        if new_member {
             // A static member rejoining under a new member id replaces its old self.
             if let Some(instance) = request.instance_id.clone() {
                 if let Some(old) = self
@@ -328,12 +330,9 @@ impl Group {
             .pending_members
             .iter()
             .any(|(id, _)| *id == request.member_id);
-        if !known
-            && !was_pending
-            && request.instance_id.is_none()
-            && !request.member_id.is_empty()
-            && request.require_known_member_id
-        {
+        // A member id the group did not hand out (or has since removed) is refused at every
+        // version, static members included: the client resets its id and joins as new.
+        if !new_member && !known && !was_pending {
             return (
                 JoinOutcome::Immediate(JoinResult::error(
                     codes::UNKNOWN_MEMBER_ID,
@@ -450,7 +449,6 @@ impl Group {
             m.rebalance_timeout_ms = request.rebalance_timeout_ms;
             m.protocols = request.protocols.clone();
             m.expires_at_ms = now_ms + i64::from(request.session_timeout_ms);
-            m.joined = true;
         }
         if was_leader {
             self.leader = Some(new_id.clone());
@@ -462,6 +460,10 @@ impl Group {
                 result.members = self.member_list();
             }
             return (JoinOutcome::Immediate(result), effects);
+        }
+        // Otherwise the new incarnation takes part in a rebalance; only now has it (re)joined.
+        if let Some(m) = self.member_mut(&new_id) {
+            m.joined = true;
         }
         if self.state != GroupState::PreparingRebalance {
             effects.extend(self.prepare_rebalance(now_ms));
@@ -711,19 +713,88 @@ impl Group {
         }
     }
 
-    /// Handles a Heartbeat; returns its error code.
-    pub fn heartbeat(&mut self, member_id: &str, generation: i32, now_ms: i64) -> i16 {
+    /// Whether `instance_id` belongs to a static member other than `member_id` (an older
+    /// incarnation talking after its replacement joined): such a request is fenced.
+    fn is_fenced(&self, member_id: &str, instance_id: Option<&str>) -> bool {
+        instance_id.is_some_and(|instance| {
+            self.members
+                .iter()
+                .any(|m| m.instance_id.as_deref() == Some(instance) && m.id != member_id)
+        })
+    }
+
+    /// Handles a Heartbeat; returns its error code. As in Kafka, membership and generation
+    /// are checked before the state, so a stale member learns that it is stale even while the
+    /// group rebalances.
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> i16 {
+        if self.is_fenced(member_id, instance_id) {
+            return codes::FENCED_INSTANCE_ID;
+        }
         let state = self.state;
         let current = self.generation;
         let Some(member) = self.member_mut(member_id) else {
             return codes::UNKNOWN_MEMBER_ID;
         };
+        if generation != current {
+            return codes::ILLEGAL_GENERATION;
+        }
         member.expires_at_ms = now_ms + i64::from(member.session_timeout_ms);
         match state {
             GroupState::Empty | GroupState::Dead => codes::UNKNOWN_MEMBER_ID,
             GroupState::PreparingRebalance => codes::REBALANCE_IN_PROGRESS,
-            _ if generation != current => codes::ILLEGAL_GENERATION,
-            _ => codes::NONE,
+            GroupState::CompletingRebalance | GroupState::Stable => codes::NONE,
+        }
+    }
+
+    /// Whether an OffsetCommit from this member and generation may be written (Kafka's
+    /// `validateOffsetCommit`); keeps the member's session alive when it may.
+    ///
+    /// Commits are allowed while the group prepares a rebalance: members learn of the
+    /// rebalance from their next heartbeat and commit what they processed before rejoining
+    /// (eager assignors commit in their revocation callback). Only between JoinGroup and
+    /// SyncGroup (CompletingRebalance) is a commit refused with REBALANCE_IN_PROGRESS. A
+    /// commit without member and generation (a "simple" consumer) is allowed only while the
+    /// group has no members.
+    pub fn validate_commit(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> i16 {
+        if self.state == GroupState::Dead {
+            return codes::COORDINATOR_NOT_AVAILABLE;
+        }
+        if generation < 0 && member_id.is_empty() && instance_id.is_none() {
+            return if self.state == GroupState::Empty {
+                codes::NONE
+            } else {
+                codes::UNKNOWN_MEMBER_ID
+            };
+        }
+        if self.is_fenced(member_id, instance_id) {
+            return codes::FENCED_INSTANCE_ID;
+        }
+        let current = self.generation;
+        let state = self.state;
+        let Some(member) = self.member_mut(member_id) else {
+            return codes::UNKNOWN_MEMBER_ID;
+        };
+        if generation != current {
+            return codes::ILLEGAL_GENERATION;
+        }
+        match state {
+            GroupState::CompletingRebalance => codes::REBALANCE_IN_PROGRESS,
+            _ => {
+                member.expires_at_ms = now_ms + i64::from(member.session_timeout_ms);
+                codes::NONE
+            }
         }
     }
 
@@ -842,6 +913,15 @@ impl Group {
         effects
     }
 
+    /// Whether the group holds nothing worth keeping: no members, none about to join, no
+    /// rebalance under way. The coordinator forgets such a group (its committed offsets, if
+    /// any, stay in the offset store).
+    pub fn is_idle(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending_members.is_empty()
+    }
+
     /// Whether the group has no members (it may be deleted).
     pub fn is_empty(&self) -> bool {
         self.members.is_empty() && self.state != GroupState::PreparingRebalance
@@ -912,7 +992,7 @@ mod tests {
             })
         );
         assert_eq!(group.state, GroupState::Stable);
-        assert_eq!(group.heartbeat(&id, 1, 1), codes::NONE);
+        assert_eq!(group.heartbeat(&id, None, 1, 1), codes::NONE);
     }
 
     #[test]
@@ -925,7 +1005,10 @@ mod tests {
             matches!(outcome, JoinOutcome::Pending { .. }),
             "b waits for a to rejoin"
         );
-        assert_eq!(group.heartbeat(&a, 1, 20), codes::REBALANCE_IN_PROGRESS);
+        assert_eq!(
+            group.heartbeat(&a, None, 1, 20),
+            codes::REBALANCE_IN_PROGRESS
+        );
         let (outcome, effects) = group.join(join_req(&a, &["range"]), 30);
         let JoinOutcome::Immediate(leader) = outcome else {
             panic!("a completes the round")
@@ -956,7 +1039,7 @@ mod tests {
         assert_eq!(group.generation, 2);
         group.sync(&a, 2, vec![], 0);
         // only a heartbeats
-        assert_eq!(group.heartbeat(&a, 2, 9_000), codes::NONE);
+        assert_eq!(group.heartbeat(&a, None, 2, 9_000), codes::NONE);
         let effects = group.tick(SESSION as i64 + 1);
         assert!(group.member(&b).is_none());
         assert_eq!(group.state, GroupState::PreparingRebalance);
@@ -977,7 +1060,10 @@ mod tests {
             group.sync(&a, 7, vec![], 0).0,
             SyncOutcome::Immediate(SyncResult::error(codes::ILLEGAL_GENERATION))
         );
-        assert_eq!(group.heartbeat("nobody", 1, 0), codes::UNKNOWN_MEMBER_ID);
+        assert_eq!(
+            group.heartbeat("nobody", None, 1, 0),
+            codes::UNKNOWN_MEMBER_ID
+        );
         let (outcome, _) = group.join(join_req("made-up", &["range"]), 0);
         assert!(
             matches!(outcome, JoinOutcome::Immediate(r) if r.error_code == codes::UNKNOWN_MEMBER_ID)
@@ -1046,6 +1132,191 @@ mod tests {
         let (sync, _) = group.sync(&result.member_id, generation, vec![], 100);
         assert!(
             matches!(sync, SyncOutcome::Immediate(r) if r.assignment == Bytes::from_static(b"mine"))
+        );
+    }
+
+    /// Two members a and b at generation 2, Stable, each with an assignment.
+    fn stable_pair(group: &mut Group) -> (String, String) {
+        let (a, _, _) = join_new(group, 0);
+        let (b, _, _) = join_new(group, 0);
+        group.join(join_req(&a, &["range"]), 0);
+        assert_eq!(group.generation, 2);
+        group.sync(&b, 2, vec![], 0);
+        group.sync(
+            &a,
+            2,
+            vec![
+                (a.clone(), Bytes::from_static(b"pa")),
+                (b.clone(), Bytes::from_static(b"pb")),
+            ],
+            0,
+        );
+        assert_eq!(group.state, GroupState::Stable);
+        (a, b)
+    }
+
+    #[test]
+    fn commits_are_allowed_while_a_rebalance_is_prepared_and_refused_until_sync() {
+        let mut group = Group::new("g", limits());
+        let (a, b) = stable_pair(&mut group);
+        assert_eq!(group.validate_commit(&a, None, 2, 1), codes::NONE);
+        // a third member arrives: a and b commit what they processed before they rejoin
+        join_new(&mut group, 2);
+        assert_eq!(group.state, GroupState::PreparingRebalance);
+        assert_eq!(group.validate_commit(&a, None, 2, 3), codes::NONE);
+        assert_eq!(group.validate_commit(&b, None, 2, 3), codes::NONE);
+        group.join(join_req(&a, &["range"]), 4);
+        group.join(join_req(&b, &["range"]), 4);
+        assert_eq!(group.state, GroupState::CompletingRebalance);
+        // between JoinGroup and SyncGroup there is nothing valid to commit
+        assert_eq!(
+            group.validate_commit(&a, None, 3, 5),
+            codes::REBALANCE_IN_PROGRESS
+        );
+        assert_eq!(
+            group.validate_commit(&a, None, 2, 5),
+            codes::ILLEGAL_GENERATION
+        );
+        assert_eq!(
+            group.validate_commit("nobody", None, 3, 5),
+            codes::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    #[test]
+    fn a_simple_commit_is_allowed_only_into_a_group_without_members() {
+        let mut group = Group::new("g", limits());
+        assert_eq!(group.validate_commit("", None, -1, 0), codes::NONE);
+        let (a, _, _) = join_new(&mut group, 0);
+        assert_eq!(
+            group.validate_commit("", None, -1, 1),
+            codes::UNKNOWN_MEMBER_ID
+        );
+        group.leave(&[(a, None)], 2);
+        assert_eq!(group.state, GroupState::Empty);
+        assert_eq!(group.validate_commit("", None, -1, 3), codes::NONE);
+        assert!(group.is_idle());
+    }
+
+    #[test]
+    fn a_heartbeat_with_a_stale_generation_is_illegal_even_while_rebalancing() {
+        let mut group = Group::new("g", limits());
+        let (a, _) = stable_pair(&mut group);
+        join_new(&mut group, 1);
+        assert_eq!(
+            group.heartbeat(&a, None, 2, 2),
+            codes::REBALANCE_IN_PROGRESS
+        );
+        assert_eq!(group.heartbeat(&a, None, 1, 2), codes::ILLEGAL_GENERATION);
+    }
+
+    #[test]
+    fn a_member_id_the_group_never_gave_is_unknown_at_every_join_version() {
+        let mut group = Group::new("g", limits());
+        stable_pair(&mut group);
+        for require_known_member_id in [false, true] {
+            let request = JoinRequest {
+                require_known_member_id,
+                ..join_req("made-up", &["range"])
+            };
+            let (outcome, _) = group.join(request, 1);
+            assert!(
+                matches!(outcome, JoinOutcome::Immediate(r) if r.error_code == codes::UNKNOWN_MEMBER_ID)
+            );
+            let request = JoinRequest {
+                instance_id: Some("host-9".into()),
+                require_known_member_id,
+                ..join_req("made-up", &["range"])
+            };
+            let (outcome, _) = group.join(request, 1);
+            assert!(
+                matches!(outcome, JoinOutcome::Immediate(r) if r.error_code == codes::UNKNOWN_MEMBER_ID)
+            );
+        }
+        assert_eq!(group.members.len(), 2);
+        assert_eq!(group.state, GroupState::Stable);
+    }
+
+    fn static_req(member_id: &str, instance: &str) -> JoinRequest {
+        JoinRequest {
+            instance_id: Some(instance.into()),
+            ..join_req(member_id, &["range"])
+        }
+    }
+
+    fn immediate(outcome: JoinOutcome) -> JoinResult {
+        match outcome {
+            JoinOutcome::Immediate(r) => r,
+            JoinOutcome::Pending { member_id } => panic!("{member_id} is waiting"),
+        }
+    }
+
+    /// Static members host-1 and host-2, Stable at generation 2.
+    fn stable_static_pair(group: &mut Group) -> (String, String) {
+        let one = immediate(group.join(static_req("", "host-1"), 0).0).member_id;
+        let (two, _) = group.join(static_req("", "host-2"), 0);
+        let JoinOutcome::Pending { member_id: two } = two else {
+            panic!("host-2 waits for host-1 to rejoin")
+        };
+        immediate(group.join(static_req(&one, "host-1"), 0).0);
+        group.sync(&two, 2, vec![], 0);
+        group.sync(&one, 2, vec![], 0);
+        assert_eq!((group.state, group.generation), (GroupState::Stable, 2));
+        (one, two)
+    }
+
+    #[test]
+    fn a_restarted_static_member_must_still_rejoin_the_next_rebalance() {
+        let mut group = Group::new("g", limits());
+        let (one, two) = stable_static_pair(&mut group);
+        // host-1 restarts: a new member id, no rebalance
+        let restarted = immediate(group.join(static_req("", "host-1"), 100).0);
+        assert_eq!(
+            (restarted.error_code, restarted.generation_id),
+            (codes::NONE, 2)
+        );
+        assert_ne!(restarted.member_id, one);
+        assert_eq!(group.state, GroupState::Stable);
+        // host-2 then leaves: the rebalance waits for the restarted host-1 to rejoin, it does
+        // not complete on its own as if host-1 had already joined it
+        group.leave(&[(two, None)], 200);
+        assert_eq!(
+            (group.state, group.generation),
+            (GroupState::PreparingRebalance, 2)
+        );
+        assert_eq!(
+            group.validate_commit(&restarted.member_id, Some("host-1"), 2, 201),
+            codes::NONE
+        );
+        let rejoined = immediate(
+            group
+                .join(static_req(&restarted.member_id, "host-1"), 300)
+                .0,
+        );
+        assert_eq!(
+            (rejoined.error_code, rejoined.generation_id),
+            (codes::NONE, 3)
+        );
+    }
+
+    #[test]
+    fn the_old_incarnation_of_a_static_member_is_fenced() {
+        let mut group = Group::new("g", limits());
+        let (one, _) = stable_static_pair(&mut group);
+        let restarted = immediate(group.join(static_req("", "host-1"), 100).0);
+        assert_eq!(
+            group.heartbeat(&one, Some("host-1"), 2, 101),
+            codes::FENCED_INSTANCE_ID
+        );
+        assert_eq!(
+            group.validate_commit(&one, Some("host-1"), 2, 101),
+            codes::FENCED_INSTANCE_ID
+        );
+        let (outcome, _) = group.join(static_req(&one, "host-1"), 101);
+        assert_eq!(immediate(outcome).error_code, codes::FENCED_INSTANCE_ID);
+        assert_eq!(
+            group.heartbeat(&restarted.member_id, Some("host-1"), 2, 102),
+            codes::NONE
         );
     }
 

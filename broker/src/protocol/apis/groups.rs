@@ -183,6 +183,7 @@ pub fn heartbeat(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, 
     let code = broker.groups.heartbeat(
         request.group_id.0.as_str(),
         request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(|s| s.as_str()),
         request.generation_id,
     );
     let response = HeartbeatResponse::default().with_error_code(code);

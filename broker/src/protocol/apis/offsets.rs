@@ -35,6 +35,7 @@ pub fn offset_commit(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outco
     let check = broker.groups.check_commit(
         group_id,
         request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(|s| s.as_str()),
         request.generation_id_or_member_epoch,
     );
     let mut entries = Vec::new();
@@ -45,16 +46,14 @@ pub fn offset_commit(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outco
         let hosted = broker.topics.get(name);
         let mut topic_codes = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
+            // As in Kafka, an unknown topic or partition is reported before the group's verdict.
+            let known = hosted
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index))
+                .is_some();
             let code = match check {
+                _ if !known => ResponseError::UnknownTopicOrPartition.code(),
                 CommitCheck::Error(code) => code,
-                CommitCheck::Ok
-                    if hosted
-                        .as_ref()
-                        .and_then(|t| t.partition(p.partition_index))
-                        .is_none() =>
-                {
-                    ResponseError::UnknownTopicOrPartition.code()
-                }
                 CommitCheck::Ok => {
                     let metadata = p
                         .committed_metadata
