@@ -129,6 +129,14 @@ pub async fn run(
                 if !ours || finished.contains(&uid) {
                     continue;
                 }
+                if !workers.contains_key(&uid) && terminal(&pod) {
+                    // Finished before this agent started: never run again, only finalise deletion.
+                    if pod.metadata.deletion_timestamp.is_some() {
+                        finished.insert(uid);
+                        tokio::spawn(finalise_deletion(rt.client.clone(), pod));
+                    }
+                    continue;
+                }
                 match workers.get(&uid) {
                     Some((tx, _)) => {
                         let _ = tx.send(Some(pod)); // the worker may be finishing; nothing to tell it then
@@ -167,6 +175,31 @@ pub async fn run(
         t.abort();
     }
     Ok(())
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// Removes a deleted pod whose containers are long gone (the kubelet's last word on a pod).
+async fn finalise_deletion(client: Client, pod: Pod) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let dp = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::api::Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match Api::<Pod>::namespaced(client, &ns).delete(&name, &dp).await {
+        Ok(_) => info!(namespace = %ns, pod = %name, "finished pod deleted"),
+        Err(e) => debug!(namespace = %ns, pod = %name, error = %e, "deleting finished pod failed"),
+    }
 }
 
 async fn register_node(client: &Client, info: &NodeInfo) -> anyhow::Result<()> {

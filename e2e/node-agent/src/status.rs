@@ -86,6 +86,23 @@ impl PodView {
     }
 }
 
+/// The restart count a container starts with when the agent takes over a pod that already
+/// ran (after an agent restart): its reported count, plus one if it had started, since the
+/// agent's restart ended its process.
+pub fn carried_restarts(previous: Option<&PodStatus>, name: &str) -> i32 {
+    let Some(cs) = previous
+        .and_then(|p| p.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == name))
+    else {
+        return 0;
+    };
+    let ran = cs
+        .state
+        .as_ref()
+        .is_some_and(|s| s.running.is_some() || s.terminated.is_some());
+    cs.restart_count + i32::from(ran)
+}
+
 /// The phase: Pending until a container has run, Succeeded/Failed when every container is done.
 pub fn phase(view: &PodView) -> &'static str {
     let init_failed = view
@@ -366,6 +383,22 @@ mod tests {
         assert_eq!(phase(&v), "Failed");
         v.init_containers = vec![exited("init", 0, true)];
         assert!(v.initialized());
+    }
+
+    #[test]
+    fn restart_count_carries_over_an_agent_restart() {
+        assert_eq!(carried_restarts(None, "a"), 0);
+        let mut c = running("a", true);
+        c.restart_count = 2;
+        let previous = pod_status(&view(vec![c]), &t(1), None);
+        assert_eq!(carried_restarts(Some(&previous), "a"), 3);
+        assert_eq!(carried_restarts(Some(&previous), "other"), 0);
+        let waiting = pod_status(
+            &view(vec![ContainerView::waiting("a", "i", "ContainerCreating")]),
+            &t(1),
+            None,
+        );
+        assert_eq!(carried_restarts(Some(&waiting), "a"), 0);
     }
 
     #[test]

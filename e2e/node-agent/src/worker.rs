@@ -29,7 +29,7 @@ use crate::hosts::PodName;
 use crate::images::ImageMap;
 use crate::podspec::{field_value, process_spec, KeyData, PodContext};
 use crate::probe::{self, ProbeSpec, ProbeTracker};
-use crate::status::{pod_status, ContainerView, Exit, PodView, ProcessState};
+use crate::status::{carried_restarts, pod_status, ContainerView, Exit, PodView, ProcessState};
 use crate::volumes::{key_files, plan_volumes, FileSource, VolumePlan};
 use crate::{addresses, process};
 
@@ -130,7 +130,11 @@ pub async fn run_pod(
     let view = Arc::new(Mutex::new(PodView {
         pod_ip: Some(ip.to_string()),
         host_ip: rt.host_ip.clone(),
-        start_time: Some(now()),
+        start_time: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.clone())
+            .or_else(|| Some(now())),
         sandbox_ready: false,
         init_containers: spec
             .init_containers
@@ -143,8 +147,9 @@ pub async fn run_pod(
         containers: spec
             .containers
             .iter()
-            .map(|c| {
-                ContainerView::waiting(
+            .map(|c| ContainerView {
+                restart_count: carried_restarts(pod.status.as_ref(), &c.name),
+                ..ContainerView::waiting(
                     &c.name,
                     c.image.as_deref().unwrap_or(""),
                     "ContainerCreating",
@@ -198,6 +203,19 @@ pub async fn run_pod(
         }
         if *shutdown.borrow() {
             break Stop::Shutdown(grace_of(&pod).min(SHUTDOWN_GRACE_MAX));
+        }
+        // Labels can change while a pod runs; Service names follow them.
+        let labels = pods
+            .borrow()
+            .as_ref()
+            .map(|p| p.metadata.labels.clone().unwrap_or_default());
+        if let Some(labels) = labels {
+            if let Some(n) = rt.names.lock().expect("names lock").get_mut(&uid) {
+                if n.labels != labels {
+                    n.labels = labels;
+                    rt.names_changed.notify_one();
+                }
+            }
         }
         tokio::select! {
             r = pods.changed() => if r.is_err() { break Stop::Shutdown(grace_of(&pod).min(SHUTDOWN_GRACE_MAX)) },
