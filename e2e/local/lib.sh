@@ -85,3 +85,17 @@ wait_until() {
 		sleep 0.5
 	done
 }
+
+# install_operator TAG: helm-install the operator chart (charts/tokafka-operator, or
+# $TOKAFKA_OPERATOR_CHART) with images of TAG into namespace tokafka-system, waiting for it.
+# Returns 2 when there is no chart yet.
+install_operator() {
+	local tag="$1" chart="${TOKAFKA_OPERATOR_CHART:-$REPO_DIR/charts/tokafka-operator}"
+	[ -f "$chart/Chart.yaml" ] || return 2
+	log "installing the operator with helm from $chart (image tag $tag)"
+	helm upgrade --install tokafka-operator "$chart" --namespace tokafka-system --create-namespace \
+		--set image.tag="$tag" --set image.pullPolicy=IfNotPresent --wait --timeout 180s >&2 ||
+		die "helm could not install the operator" \
+			"inspect with: kubectl -n tokafka-system get pods; kubectl -n tokafka-system describe pods" \
+			"the chart must accept image.tag and image.pullPolicy values"
+}
