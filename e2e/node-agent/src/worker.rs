@@ -173,6 +173,8 @@ pub async fn run_pod(
 
     let changed = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel::<Option<Stop>>(None);
+    // The reporter outlives the containers, so their final states are reported too.
+    let (done_tx, done_rx) = watch::channel(false);
     let reporter = tokio::spawn(report_status(
         rt.clone(),
         api.clone(),
@@ -181,7 +183,7 @@ pub async fn run_pod(
         view.clone(),
         changed.clone(),
         pod.status.clone(),
-        stop_rx.clone(),
+        done_rx,
     ));
     let lifecycle = tokio::spawn(lifecycle(
         rt.clone(),
@@ -227,6 +229,7 @@ pub async fn run_pod(
     if let Err(e) = lifecycle.await {
         warn!(namespace = %ns, pod = %name, error = %e, "pod lifecycle task failed");
     }
+    let _ = done_tx.send(true); // the reporter is joined right below
     changed.notify_one();
     if let Err(e) = reporter.await {
         warn!(namespace = %ns, pod = %name, error = %e, "status task failed");
@@ -907,12 +910,12 @@ async fn report_status(
     view: Arc<Mutex<PodView>>,
     changed: Arc<Notify>,
     initial: Option<PodStatus>,
-    stop: watch::Receiver<Option<Stop>>,
+    done: watch::Receiver<bool>,
 ) {
     let mut last: Option<PodStatus> = initial;
     let mut reported: Option<PodStatus> = None;
     loop {
-        let stopping = stop.borrow().is_some();
+        let stopping = *done.borrow();
         let v = view.lock().expect("view lock").clone();
         let status = pod_status(&v, &now(), last.as_ref());
         let ready = v.containers.iter().all(|c| c.ready) && !v.containers.is_empty();
