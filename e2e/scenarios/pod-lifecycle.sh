@@ -2,10 +2,13 @@
 # Pod lifecycle as the kubelet does it: init containers run first and share an emptyDir,
 # deletion sends SIGTERM and waits for the process (up to the grace period, then kills),
 # a failing liveness probe restarts the container, and a pod reaches the API with its
-# service account's token and RBAC, and ends Succeeded.
+# service account's token and RBAC, and ends Succeeded; a Job runs to completion and its
+# output is read back with kubectl logs (how scenarios run clients inside the cluster).
 
 phase_is() { [ "$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.phase}' 2>/dev/null)" = "$3" ]; }
 pod_gone() { ! kubectl -n "$1" get pod "$2" >/dev/null 2>&1; }
+job_complete() { [ "$(kubectl -n "$1" get job "$2" -o jsonpath='{.status.succeeded}' 2>/dev/null)" = 1 ]; }
+job_logs_contain() { kubectl -n "$1" logs "job/$2" 2>/dev/null | grep -qF "$3"; }
 restarted() { [ "$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[0].restartCount}' 2>/dev/null)" -ge 1 ] 2>/dev/null; }
 
 # deletion_takes NS POD MIN MAX: deleting POD takes at least MIN and at most MAX seconds.
@@ -33,6 +36,8 @@ scenario_pod_lifecycle() {
 	eventually 120 "a pod that ignores SIGTERM runs" phase_is "$ns" stubborn Running
 	eventually 120 "a pod reads the API with its service account token and succeeds" phase_is "$ns" api-reader Succeeded
 	eventually 60 "a failing liveness probe restarts the container" restarted "$ns" unhealthy
+	eventually 60 "a Job runs to completion" job_complete "$ns" client
+	check "the Job's output is read with kubectl logs" job_logs_contain "$ns" client "client ran in $ns"
 	check "deletion waits for a process that handles SIGTERM (2 s)" deletion_takes "$ns" graceful 2 15
 	check "deletion kills a process that ignores SIGTERM after its grace period (3 s)" deletion_takes "$ns" stubborn 3 20
 }
