@@ -120,7 +120,7 @@ pub fn parse_frame(mut frame: Bytes) -> Result<RequestFrame, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
+    use bytes::{BufMut, BytesMut};
     use kafka_protocol::messages::MetadataRequest;
     use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
 
@@ -165,6 +165,33 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A 14-byte Metadata v4 frame whose topics array claims `count` entries and holds none.
+    fn metadata_frame_with_array_count(count: i32) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_i16(ApiKey::Metadata as i16);
+        buf.put_i16(4);
+        buf.put_i32(7); // correlation id
+        buf.put_i16(-1); // null client id
+        buf.put_i32(count); // topics
+        buf.freeze()
+    }
+
+    #[test]
+    #[ignore = "aborts the whole test process: kafka-protocol 0.18 decodes an array with \
+                Vec::with_capacity(count) on the count read from the wire, and an allocation \
+                of i32::MAX topics (~150 GiB) fails; a 14-byte request kills the broker"]
+    fn a_huge_array_count_in_a_tiny_frame_is_an_error_not_an_abort() {
+        let request = parse_frame(metadata_frame_with_array_count(i32::MAX)).expect("header");
+        assert!(request.decode::<MetadataRequest>().is_err());
+    }
+
+    #[test]
+    fn an_array_count_beyond_the_frame_is_an_error() {
+        // A count the allocator can still serve: the decoder runs out of bytes and says so.
+        let request = parse_frame(metadata_frame_with_array_count(1000)).expect("header");
+        assert!(request.decode::<MetadataRequest>().is_err());
     }
 
     #[test]
