@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::apis;
@@ -56,6 +57,17 @@ pub fn respond<T: kafka_protocol::protocol::Encodable>(
 
 /// Handles one request frame (the bytes after the size prefix).
 pub async fn handle(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Outcome {
+    handle_until(broker, frame, client_host, &CancellationToken::new()).await
+}
+
+/// [`handle`], with requests that wait (long-polling fetches) answered early once `shutdown`
+/// is cancelled.
+pub async fn handle_until(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    client_host: &str,
+    shutdown: &CancellationToken,
+) -> Outcome {
     let started = Instant::now();
     let request = match parse_frame(frame) {
         Ok(mut request) => {
@@ -86,17 +98,21 @@ pub async fn handle(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Ou
         Err(e) => return Outcome::Close(e.to_string()),
     };
     let api = api_name(request.api_key);
-    let outcome = route(broker, &request).await;
+    let outcome = route(broker, &request, shutdown).await;
     broker.metrics.observe_request(api, started.elapsed());
     outcome
 }
 
-async fn route(broker: &Arc<Broker>, frame: &RequestFrame) -> Outcome {
+async fn route(
+    broker: &Arc<Broker>,
+    frame: &RequestFrame,
+    shutdown: &CancellationToken,
+) -> Outcome {
     let result = match frame.api_key {
         ApiKey::ApiVersions => apis::api_versions::handle(frame),
         ApiKey::Metadata => apis::metadata::handle(broker, frame),
         ApiKey::Produce => apis::produce::handle(broker, frame),
-        ApiKey::Fetch => apis::fetch::handle(broker, frame).await,
+        ApiKey::Fetch => apis::fetch::handle(broker, frame, shutdown).await,
         ApiKey::ListOffsets => apis::list_offsets::handle(broker, frame),
         ApiKey::CreateTopics => apis::admin::create_topics(broker, frame),
         ApiKey::DeleteTopics => apis::admin::delete_topics(broker, frame),

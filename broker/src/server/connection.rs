@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::sendfile::send_region;
 use crate::broker::Broker;
-use crate::protocol::dispatch::{handle, Outcome};
+use crate::protocol::dispatch::{handle_until, Outcome};
 use crate::protocol::{EncodedResponse, Part};
 
 /// Why the reader stopped.
@@ -50,11 +50,11 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: Cancellatio
         frames_tx,
         broker.config.socket_request_max_bytes,
         Duration::from_millis(broker.config.connections_max_idle_ms),
-        shutdown,
+        shutdown.clone(),
         Arc::clone(&broker),
     ));
     while let Some(frame) = frames_rx.recv().await {
-        match handle(&broker, frame, &client_host).await {
+        match handle_until(&broker, frame, &client_host, &shutdown).await {
             Outcome::Respond(response) => {
                 if let Err(e) = write_response(&stream, &response).await {
                     debug!(peer, error = %e, "write failed; closing");

@@ -135,6 +135,14 @@ class Broker:
         ) as response:
             return response.read().decode()
 
+    def metric(self, name):
+        """The sum of a Prometheus metric's samples (all label sets)."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def stop(self):
         """Kills the broker if it still runs (test teardown)."""
         if self.alive():

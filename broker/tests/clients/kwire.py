@@ -306,10 +306,11 @@ class Conn:
         assert error == ERR_NONE, f"InitProducerId error {error}"
         return producer_id, epoch
 
-    def fetch(self, topic, partition, offset, max_bytes=1 << 20):
-        """Fetch v11 of one partition; returns (error, high_watermark, records bytes)."""
+    def fetch(self, topic, partition, offset, max_bytes=1 << 20, max_wait_ms=0, min_bytes=0, send_only=False):
+        """Fetch v11 of one partition; returns (error, high_watermark, records bytes), or the
+        correlation id with `send_only` (read the answer with `read_fetch`)."""
         body = (
-            i32(-1) + i32(0) + i32(0) + i32(max_bytes) + i8(0)  # replica, wait, min, max, isolation
+            i32(-1) + i32(max_wait_ms) + i32(min_bytes) + i32(max_bytes) + i8(0)  # replica, wait, min, max, isolation
             + i32(0) + i32(-1)  # no fetch session
             + array([string(topic) + array([
                 i32(partition) + i32(-1) + i64(offset) + i64(-1) + i32(max_bytes)
@@ -317,7 +318,17 @@ class Conn:
             + array([])  # forgotten topics
             + string("")  # rack
         )
+        if send_only:
+            self.correlation_id += 1
+            self.send_frame(i16(API_FETCH) + i16(11) + i32(self.correlation_id) + string("kwire") + body)
+            return self.correlation_id
         _, r = self.request(API_FETCH, 11, body)
+        return self._fetch_answer(r, partition)
+
+    def read_fetch(self, correlation_id, partition):
+        return self._fetch_answer(self.read_response(correlation_id), partition)
+
+    def _fetch_answer(self, r, partition):
         r.i32()  # throttle
         assert r.i16() == ERR_NONE
         r.i32()  # session

@@ -4,7 +4,12 @@ idempotent producer that lived through the restart finishes without a duplicate,
 resume from their positions (the one that stayed connected, and new ones assigned at the
 offsets it had reached)."""
 
+import signal
+import time
+
 import pytest
+
+import kwire
 
 from conftest import wait_until
 from kclients import (
@@ -172,3 +177,23 @@ def test_a_second_kill_right_after_restart_loses_nothing(broker):
     broker.restart()
     got = consume_confluent(broker.bootstrap, topic, expected_counts(records))
     assert_exactly(records, got, "after a second kill -9")
+
+
+def test_sigterm_answers_long_polling_fetches_at_once(broker):
+    # a consumer waiting up to 60 s for records must not hold a clean stop back
+    create_topic(broker.bootstrap, "restart-long-poll", 1)
+    conn = kwire.Conn(broker.bootstrap, timeout_s=30)
+    received = broker.metric("tokafka_bytes_in_total")
+    correlation_id = conn.fetch("restart-long-poll", 0, 0, max_wait_ms=60_000, min_bytes=1, send_only=True)
+    # stop once the broker has read the fetch (from then on it is answered, as requests already
+    # read are, and it waits for records that do not come)
+    wait_until(lambda: broker.metric("tokafka_bytes_in_total") > received, 10, "the fetch to be read")
+    started = time.monotonic()
+    broker.signal(signal.SIGTERM)
+    error, high_watermark, records = conn.read_fetch(correlation_id, 0)
+    assert (error, high_watermark, records) == (kwire.ERR_NONE, 0, b"")
+    assert broker.proc.wait(timeout=30) == 0
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"clean stop took {elapsed:.1f}s with a long poll in flight"
+    conn.close()
+

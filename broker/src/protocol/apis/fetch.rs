@@ -1,6 +1,7 @@
 //! Fetch: whole stored batches from each requested partition, sent from the segment files
 //! with zero copies, with long polling (`max_wait_ms`/`min_bytes`) and byte limits per
-//! partition and per response.
+//! partition and per response. A long poll ends early when the broker shuts down, so that a
+//! consumer's long `max_wait_ms` cannot hold a clean stop back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::broker::Broker;
@@ -119,7 +121,13 @@ fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::
     })
 }
 
-pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+/// Answers a fetch once it has `min_bytes`, an error, its `max_wait_ms` has passed, or
+/// `shutdown` is cancelled (then with what there is, possibly nothing).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    frame: &RequestFrame,
+    shutdown: &CancellationToken,
+) -> Result<Outcome, HandlerError> {
     let request: FetchRequest = frame.decode()?;
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
@@ -133,7 +141,7 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
             Ok(pass) => pass,
             Err(e) => return Ok(Outcome::Close(format!("fetch read failed: {e}"))),
         };
-        let expired = Instant::now() >= deadline;
+        let expired = Instant::now() >= deadline || shutdown.is_cancelled();
         if pass.bytes >= min_bytes.max(1) || pass.has_error || expired || min_bytes == 0 {
             let answer = Answer {
                 body: pass.response,
@@ -144,6 +152,68 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
         tokio::select! {
             () = &mut notified => {}
             () = tokio::time::sleep_until(deadline) => {}
+            () = shutdown.cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::protocol::parse_frame;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, RequestHeader, TopicName};
+    use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
+
+    fn long_poll(max_wait_ms: i32) -> RequestFrame {
+        let version = 11;
+        let request = FetchRequest::default()
+            .with_max_wait_ms(max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let mut buf = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Fetch as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(1);
+        encode_request_header_into_buffer(&mut buf, &header).expect("header");
+        request.encode(&mut buf, version).expect("body");
+        parse_frame(buf.freeze()).expect("frame")
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_a_long_poll_with_an_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Broker::open(BrokerConfig::for_tests(dir.path())).expect("open");
+        broker
+            .topics
+            .create("t", 1, -1, Default::default())
+            .expect("create");
+        let shutdown = CancellationToken::new();
+        let waiting = tokio::spawn({
+            let (broker, shutdown) = (Arc::clone(&broker), shutdown.clone());
+            async move { handle(&broker, &long_poll(60_000), &shutdown).await }
+        });
+        // On this single-threaded runtime, one yield lets the fetch run up to its wait.
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "an empty partition makes the fetch wait"
+        );
+        shutdown.cancel();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("answered long before max_wait_ms")
+            .expect("task")
+            .expect("handled");
+        assert!(matches!(outcome, Outcome::Respond(_)));
     }
 }
