@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::hosts::{self, ServiceName};
 use crate::node::{self, NodeInfo};
 use crate::provision;
-use crate::scheduling::wants_binding;
+use crate::scheduling::{unschedulable, wants_binding, Placed};
 use crate::worker::{run_pod, Runtime};
 
 const FIELD_MANAGER: &str = "tokafka-node-agent";
@@ -87,6 +87,12 @@ pub async fn run(
 
     let mut workers: HashMap<String, (watch::Sender<Option<Pod>>, JoinHandle<()>)> = HashMap::new();
     let mut finished: HashSet<String> = HashSet::new();
+    let mut sched = Scheduler {
+        node_name: cfg.node.name.clone(),
+        node_labels: node::node(&cfg.node).metadata.labels.unwrap_or_default(),
+        placed: HashMap::new(),
+        pending: HashMap::new(),
+    };
     let mut seen_in_init: HashSet<String> = HashSet::new();
     let pods = watcher(
         Api::<Pod>::all(rt.client.clone()),
@@ -120,10 +126,14 @@ pub async fn run(
             watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 seen_in_init.insert(uid.clone());
+                if sched.track(&pod) {
+                    sched.retry_pending(&rt.client);
+                }
                 if wants_binding(&pod) {
-                    tokio::spawn(bind(rt.client.clone(), pod, cfg.node.name.clone()));
+                    sched.schedule(&rt.client, pod);
                     continue;
                 }
+                sched.pending.remove(&uid);
                 let ours = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
                     == Some(cfg.node.name.as_str());
                 if !ours || finished.contains(&uid) {
@@ -149,9 +159,13 @@ pub async fn run(
                 }
             }
             watcher::Event::Delete(pod) => {
-                if let Some((tx, _)) = workers.get(pod.metadata.uid.as_deref().unwrap_or_default())
-                {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some((tx, _)) = workers.get(&uid) {
                     let _ = tx.send(None);
+                }
+                sched.pending.remove(&uid);
+                if sched.placed.remove(&uid).is_some() {
+                    sched.retry_pending(&rt.client);
                 }
             }
             watcher::Event::InitDone => {
@@ -175,6 +189,89 @@ pub async fn run(
         t.abort();
     }
     Ok(())
+}
+
+/// The binding side of the agent: which pods are on the node (including those just bound,
+/// before their update arrives, as kube-scheduler assumes them) and which wait for room.
+struct Scheduler {
+    node_name: String,
+    node_labels: BTreeMap<String, String>,
+    placed: HashMap<String, Placed>,
+    /// Unschedulable pods and the reason last reported on them.
+    pending: HashMap<String, (Pod, &'static str)>,
+}
+
+impl Scheduler {
+    /// Records where `pod` is; true when it left the node (room for pending pods).
+    fn track(&mut self, pod: &Pod) -> bool {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .unwrap_or("");
+        if node.is_empty() {
+            return false; // unbound: an assumed placement stays until the binding shows
+        }
+        if node == self.node_name && !terminal(pod) {
+            self.placed.insert(uid, placed(pod));
+            false
+        } else {
+            self.placed.remove(&uid).is_some()
+        }
+    }
+
+    /// Binds `pod` when it fits, else marks it unschedulable (once per reason).
+    fn schedule(&mut self, client: &Client, pod: Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let placed: Vec<Placed> = self.placed.values().cloned().collect();
+        match unschedulable(&pod, &self.node_labels, &placed) {
+            None => {
+                self.pending.remove(&uid);
+                self.placed.insert(uid, self::placed(&pod));
+                tokio::spawn(bind(client.clone(), pod, self.node_name.clone()));
+            }
+            Some(reason) => {
+                let reported = self.pending.get(&uid).map(|(_, r)| *r);
+                if reported != Some(reason) {
+                    tokio::spawn(report_unschedulable(client.clone(), pod.clone(), reason));
+                }
+                self.pending.insert(uid, (pod, reason));
+            }
+        }
+    }
+
+    fn retry_pending(&mut self, client: &Client) {
+        let waiting: Vec<Pod> = self.pending.values().map(|(p, _)| p.clone()).collect();
+        for pod in waiting {
+            self.schedule(client, pod);
+        }
+    }
+}
+
+fn placed(pod: &Pod) -> Placed {
+    Placed {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+    }
+}
+
+/// Sets PodScheduled=False/Unschedulable with kube-scheduler's message.
+async fn report_unschedulable(client: Client, pod: Pod, reason: &'static str) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    info!(namespace = %ns, pod = %name, reason, "pod unschedulable");
+    let patch = serde_json::json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason,
+        "lastTransitionTime": Time(Timestamp::now()),
+    }]}});
+    if let Err(e) = Api::<Pod>::namespaced(client, &ns)
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        debug!(namespace = %ns, pod = %name, error = %e, "reporting unschedulable pod failed");
+    }
 }
 
 fn terminal(pod: &Pod) -> bool {
