@@ -2,6 +2,7 @@
 library: each record exactly once, in order within its partition, key, headers and timestamp
 intact. Smaller produce runs check the other clients' producers the same way."""
 
+import confluent_kafka
 import pytest
 
 from kclients import (
@@ -90,3 +91,35 @@ def test_kcat_producer_round_trips(shared_broker):
     produce_kcat(shared_broker.bootstrap, topic, records)
     got = consume_kafka_python(shared_broker.bootstrap, topic, expected_counts(records))
     assert_exactly(records, got, "kcat -> kafka-python", check_timestamps=False)
+
+
+def test_records_over_many_small_segments_read_back_from_any_offset_and_time(shared_broker):
+    topic = "small-segments"
+    create_topic(shared_broker.bootstrap, topic, 3, config={"segment.bytes": "65536", "index.interval.bytes": "1024"})
+    records = make_records(20_000, 3, "seg")
+    produce_confluent(shared_broker.bootstrap, topic, records)
+    start = {0: 1234, 1: 4321, 2: 6000}  # inside segments, away from their first offsets
+    tail = records_from(records, start)
+    for name, consume in (
+        ("confluent-kafka", consume_confluent),
+        ("kafka-python", consume_kafka_python),
+        ("kcat", consume_kcat),
+    ):
+        assert_exactly(records, consume(shared_broker.bootstrap, topic, expected_counts(records)), name)
+        got = consume(shared_broker.bootstrap, topic, expected_counts(tail), start=start)
+        assert_exactly(tail, got, f"{name} from mid-segment offsets", first_offsets=start)
+    # ListOffsets by timestamp finds the first record at or after it, in any segment
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": shared_broker.bootstrap, "group.id": "tokafka-client-tests"})
+    try:
+        for i in (0, 3_001, 16_665, 19_999):
+            rec = records[i]
+            [found] = consumer.offsets_for_times(
+                [confluent_kafka.TopicPartition(topic, rec.partition, rec.timestamp_ms)], timeout=10
+            )
+            assert (found.error, found.offset) == (None, i // 3), f"record {i}"
+        [past] = consumer.offsets_for_times(
+            [confluent_kafka.TopicPartition(topic, 0, records[-1].timestamp_ms + 1)], timeout=10
+        )
+        assert past.offset == -1  # no record that late: Kafka answers offset -1
+    finally:
+        consumer.close()
