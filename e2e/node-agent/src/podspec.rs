@@ -63,6 +63,8 @@ pub enum SpecError {
     UnsupportedFieldPath(String),
     #[error("volume mount {0:?} names no volume of the pod")]
     UnknownVolume(String),
+    #[error("resource quantity {0:?} cannot be evaluated")]
+    BadQuantity(String),
     #[error("container {0:?} has no image")]
     NoImage(String),
 }
@@ -210,25 +212,29 @@ fn env_value(
         );
     }
     if let Some(r) = &from.resource_field_ref {
-        // Report what the container asked for; without a limit the kubelet reports node capacity.
+        // What the container asked for; without a limit the kubelet reports node capacity.
         let (kind, res) = r
             .resource
             .split_once('.')
             .unwrap_or(("limits", r.resource.as_str()));
         let resources = container.resources.as_ref();
-        let q = match kind {
+        let asked = match kind {
             "requests" => resources.and_then(|r| r.requests.as_ref()),
             _ => resources.and_then(|r| r.limits.as_ref()),
         }
         .and_then(|m| m.get(res))
         .map(|q| q.0.clone());
-        return Ok(Some(q.unwrap_or_else(|| {
+        let value = asked.unwrap_or_else(|| {
             if res == "cpu" {
-                "2".into()
+                NODE_CPU.into()
             } else {
-                "25769803776".into()
+                NODE_MEMORY.into()
             }
-        })));
+        });
+        let divisor = r.divisor.as_ref().map_or("1", |d| d.0.as_str());
+        return resource_value(&value, divisor)
+            .map(Some)
+            .ok_or_else(|| SpecError::BadQuantity(format!("{value} / {divisor}")));
     }
     Ok(None)
 }
@@ -319,6 +325,62 @@ fn set(env: &mut Vec<(String, String)>, name: String, value: String) {
         Some(slot) => slot.1 = value,
         None => env.push((name, value)),
     }
+}
+
+/// Node capacity reported when a container sets no limit (the agent's node has no real limits).
+const NODE_CPU: &str = "2";
+const NODE_MEMORY: &str = "16Gi";
+
+/// A resource quantity (`500m`, `1Gi`, `2e3`) as a number, in millis of its unit.
+fn quantity_millis(q: &str) -> Option<u128> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    // Work in units of 10^-9 to keep fractions like 0.5 and suffixes like "n" exact.
+    let nanos_of = |digits: &str, scale: u32| -> Option<u128> {
+        let mut v: u128 = 0;
+        for (i, c) in digits.chars().take(scale as usize).enumerate() {
+            v += u128::from(c.to_digit(10)?) * 10u128.pow(scale - 1 - i as u32);
+        }
+        Some(v)
+    };
+    let whole: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let nanos = whole * 1_000_000_000 + nanos_of(frac, 9)?;
+    let (mul, div): (u128, u128) = match suffix {
+        "" => (1, 1),
+        "n" => (1, 1_000_000_000),
+        "u" => (1, 1_000_000),
+        "m" => (1, 1_000),
+        "k" => (1_000, 1),
+        "M" => (1_000_000, 1),
+        "G" => (1_000_000_000, 1),
+        "T" => (1_000_000_000_000, 1),
+        "P" => (1_000_000_000_000_000, 1),
+        "E" => (1_000_000_000_000_000_000, 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        s if s.starts_with(['e', 'E']) => (10u128.checked_pow(s[1..].parse().ok()?)?, 1),
+        _ => return None,
+    };
+    // nanos * mul / div is in 10^-9 units; millis = that / 10^6.
+    Some(nanos.checked_mul(mul)? / div / 1_000_000)
+}
+
+/// `value / divisor`, rounded up, as the kubelet renders a `resourceFieldRef`.
+pub fn resource_value(value: &str, divisor: &str) -> Option<String> {
+    let v = quantity_millis(value)?;
+    let d = quantity_millis(divisor).filter(|d| *d > 0)?;
+    Some(v.div_ceil(d).to_string())
 }
 
 /// Kubernetes' `$(VAR)` expansion: a defined `$(VAR)` is replaced, an undefined one is kept,
@@ -522,6 +584,31 @@ mod tests {
             process_spec(&pod(), &c, &images(), &ctx()),
             Err(SpecError::UnknownVolume("missing".into()))
         );
+    }
+
+    #[test]
+    fn resource_field_refs_are_rounded_up_by_their_divisor() {
+        assert_eq!(resource_value("500m", "1").as_deref(), Some("1"));
+        assert_eq!(resource_value("2", "1m").as_deref(), Some("2000"));
+        assert_eq!(resource_value("1Gi", "1").as_deref(), Some("1073741824"));
+        assert_eq!(resource_value("1Gi", "1Mi").as_deref(), Some("1024"));
+        assert_eq!(resource_value("1.5G", "1M").as_deref(), Some("1500"));
+        assert_eq!(resource_value("1e3", "1").as_deref(), Some("1000"));
+        assert_eq!(resource_value("lots", "1"), None);
+        assert_eq!(resource_value("1", "0"), None);
+    }
+
+    #[test]
+    fn resource_field_ref_reads_the_containers_limit() {
+        let c = container(json!({"name": "c", "image": "app:dev",
+        "resources": {"limits": {"memory": "512Mi"}},
+        "env": [
+            {"name": "MEM_MB", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "CPUS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}
+        ]}));
+        let env = container_env(&pod(), &c, &ctx()).unwrap();
+        assert!(env.contains(&("MEM_MB".into(), "512".into())));
+        assert!(env.contains(&("CPUS".into(), "2".into())));
     }
 
     #[test]
