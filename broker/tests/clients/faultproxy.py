@@ -24,6 +24,7 @@ class FaultProxy:
         self.port = free_port()
         # produce requests the broker answered but whose answer the client never got
         self.produce_answers_lost = 0
+        self.accepted = 0  # connections accepted so far
         self.lock = threading.Lock()
         self.conns = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -52,6 +53,7 @@ class FaultProxy:
             conn = _Conn(client, upstream)
             with self.lock:
                 self.conns.append(conn)
+                self.accepted += 1
             threading.Thread(target=self._client_to_broker, args=(conn,), daemon=True).start()
             threading.Thread(target=self._broker_to_client, args=(conn,), daemon=True).start()
 

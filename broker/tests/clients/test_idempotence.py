@@ -11,6 +11,7 @@ import json
 import signal
 import threading
 
+import kafka
 import pytest
 
 import kwire
@@ -127,6 +128,54 @@ def test_retries_after_lost_answers_write_each_record_once(broker_factory):
         got = consume_confluent(proxy.address, topic, expected_counts(records))
         assert_exactly(records, got, "after lost answers")
         assert_acks_match_log(log, got)
+    finally:
+        proxy.close()
+
+
+def test_kafka_python_retries_after_lost_answers_write_each_record_once(broker_factory):
+    broker = broker_factory(start=False)
+    proxy = FaultProxy(broker.port)
+    try:
+        broker.advertised = proxy.address
+        broker.start()
+        topic = "idempotent-kafka-python"
+        create_topic(proxy.address, topic, PARTITIONS)
+        records = make_records(6_000, PARTITIONS, "kp-lost")
+        producer = kafka.KafkaProducer(
+            bootstrap_servers=proxy.address,
+            acks="all",
+            enable_idempotence=True,
+            max_in_flight_requests_per_connection=5,
+            request_timeout_ms=1000,
+            retries=1_000,
+            delivery_timeout_ms=120_000,
+            linger_ms=2,
+        )
+        try:
+            def send(recs):
+                return [
+                    producer.send(topic, value=r.value, key=r.key, partition=r.partition,
+                                  headers=list(r.headers), timestamp_ms=r.timestamp_ms)
+                    for r in recs
+                ]
+            futures = send(records[:2_000])
+            producer.flush(timeout=30)
+            connections = proxy.accepted
+            proxy.blackhole()
+            futures += send(records[2_000:4_000])
+            # the broker answered a produce the client never heard of, and the client gave up
+            # on that connection and opened another
+            wait_until(lambda: proxy.produce_answers_lost > 0 and proxy.accepted > connections,
+                       60, "a lost answer and a reconnect")
+            proxy.cut()
+            futures += send(records[4_000:])
+            producer.flush(timeout=90)
+            failed = [f.exception for f in futures if f.failed()]
+            assert not failed, f"{len(failed)} sends failed, first: {failed[0]}"
+        finally:
+            producer.close(timeout=10)
+        got = consume_confluent(proxy.address, topic, expected_counts(records))
+        assert_exactly(records, got, "kafka-python after lost answers")
     finally:
         proxy.close()
 
