@@ -12,7 +12,6 @@ import signal
 import threading
 
 import kafka
-import pytest
 
 import kwire
 from conftest import wait_until
@@ -34,19 +33,17 @@ RECORDS = 30_000
 
 
 class ClientStats:
-    """librdkafka statistics: request timeouts and retries, summed over brokers."""
+    """librdkafka statistics: request timeouts, summed over brokers."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.req_timeouts = 0
-        self.retries = 0
 
     def callback(self, stats_json):
         stats = json.loads(stats_json)
         brokers = stats.get("brokers", {}).values()
         with self.lock:
             self.req_timeouts = sum(b.get("req_timeouts", 0) for b in brokers)
-            self.retries = sum(b.get("txretries", 0) for b in brokers)
 
 
 def idempotent_producer(bootstrap, stats):
