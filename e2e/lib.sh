@@ -65,6 +65,7 @@ pod_ready() {
 	[ "$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
 
+pod_gone() { ! kubectl -n "$1" get pod "$2" >/dev/null 2>&1; }
 pod_uid() { kubectl -n "$1" get pod "$2" -o jsonpath='{.metadata.uid}' 2>/dev/null; }
 pod_ip() { kubectl -n "$1" get pod "$2" -o jsonpath='{.status.podIP}' 2>/dev/null; }
 

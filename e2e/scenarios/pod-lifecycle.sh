@@ -6,7 +6,6 @@
 # output is read back with kubectl logs (how scenarios run clients inside the cluster).
 
 phase_is() { [ "$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.phase}' 2>/dev/null)" = "$3" ]; }
-pod_gone() { ! kubectl -n "$1" get pod "$2" >/dev/null 2>&1; }
 job_complete() { [ "$(kubectl -n "$1" get job "$2" -o jsonpath='{.status.succeeded}' 2>/dev/null)" = 1 ]; }
 job_logs_contain() { kubectl -n "$1" logs "job/$2" 2>/dev/null | grep -qF "$3"; }
 restarted() { [ "$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[0].restartCount}' 2>/dev/null)" -ge 1 ] 2>/dev/null; }
