@@ -207,6 +207,15 @@ fn pick_damages(rng: &mut StdRng, dir: &Path, built: &Built) -> Vec<Damage> {
         } else {
             segment_path(dir, segment, TIME_INDEX_SUFFIX)
         };
+        // Earlier damages may have cut or deleted files: every choice checks what is there.
+        let victim = {
+            let in_segment: Vec<&Stored> = built
+                .batches
+                .iter()
+                .filter(|b| b.segment == segment)
+                .collect();
+            in_segment[rng.gen_range(0..in_segment.len())]
+        };
         let damage = match rng.gen_range(0..9) {
             0 | 1 => Damage::Cut {
                 len: rng.gen_range(0..=file_len(&log)),
@@ -217,21 +226,13 @@ fn pick_damages(rng: &mut StdRng, dir: &Path, built: &Built) -> Vec<Damage> {
                 mask: rng.gen_range(1..=255),
                 path: log,
             },
-            4 => {
-                // The base offset, which the CRC does not cover.
-                let in_segment: Vec<&Stored> = built
-                    .batches
-                    .iter()
-                    .filter(|b| b.segment == segment)
-                    .collect();
-                let victim = in_segment[rng.gen_range(0..in_segment.len())];
-                Damage::Flip {
-                    at: victim.position + rng.gen_range(0..8),
-                    mask: rng.gen_range(1..=255),
-                    path: log,
-                }
-            }
-            5 => Damage::Cut {
+            // The base offset, which the CRC does not cover.
+            4 if victim.position + 8 <= file_len(&log) => Damage::Flip {
+                at: victim.position + rng.gen_range(0..8),
+                mask: rng.gen_range(1..=255),
+                path: log,
+            },
+            5 if index.exists() => Damage::Cut {
                 len: rng.gen_range(0..=file_len(&index)),
                 path: index,
             },
