@@ -3,11 +3,13 @@
 # deletion sends SIGTERM and waits for the process (up to the grace period, then kills),
 # a failing liveness probe restarts the container, and a pod reaches the API with its
 # service account's token and RBAC, and ends Succeeded; a Job runs to completion and its
-# output is read back with kubectl logs (how scenarios run clients inside the cluster).
+# output is read back with kubectl logs (how scenarios run clients inside the cluster); a pod
+# runs as its security context's user and groups and can write to its volume.
 
 phase_is() { [ "$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.phase}' 2>/dev/null)" = "$3" ]; }
 job_complete() { [ "$(kubectl -n "$1" get job "$2" -o jsonpath='{.status.succeeded}' 2>/dev/null)" = 1 ]; }
 job_logs_contain() { kubectl -n "$1" logs "job/$2" 2>/dev/null | grep -qF "$3"; }
+logs_match() { kubectl -n "$1" logs "$2" 2>/dev/null | grep -qxF "$3"; }
 restarted() { [ "$(kubectl -n "$1" get pod "$2" -o jsonpath='{.status.containerStatuses[0].restartCount}' 2>/dev/null)" -ge 1 ] 2>/dev/null; }
 
 # deletion_takes NS POD MIN MAX: deleting POD takes at least MIN and at most MAX seconds.
@@ -37,6 +39,9 @@ scenario_pod_lifecycle() {
 	eventually 60 "a failing liveness probe restarts the container" restarted "$ns" unhealthy
 	eventually 60 "a Job runs to completion" job_complete "$ns" client
 	check "the Job's output is read with kubectl logs" job_logs_contain "$ns" client "client ran in $ns"
+	eventually 60 "a pod with a security context runs to completion" phase_is "$ns" non-root Succeeded
+	check "it runs as its runAsUser and runAsGroup with its fsGroup" logs_match "$ns" non-root "uid=1000 gid=3000 groups=3000 2000"
+	check "it can write to its volume" logs_match "$ns" non-root "scratch-writable"
 	check "deletion waits for a process that handles SIGTERM (2 s)" deletion_takes "$ns" graceful 2 15
 	check "deletion kills a process that ignores SIGTERM after its grace period (3 s)" deletion_takes "$ns" stubborn 3 20
 }

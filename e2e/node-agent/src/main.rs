@@ -73,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
     if !args.no_isolation {
         check_isolation(&args.state_dir).await?;
     }
+    let images = stage_images(&args.images, &args.state_dir.join("images"))?;
     let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", args.kubeconfig.display()))?;
     let config =
@@ -91,7 +92,6 @@ async fn main() -> anyhow::Result<()> {
             "PATH".to_string(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
         ),
-        ("HOME".to_string(), "/root".to_string()),
         (
             "KUBERNETES_SERVICE_HOST".to_string(),
             args.apiserver_host.clone(),
@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         client,
         node_name: args.node_name.clone(),
         host_ip: "127.0.0.1".into(),
-        images: ImageMap::new(args.images.clone()),
+        images: ImageMap::new(images),
         pods_dir,
         isolate: !args.no_isolation,
         base_env,
@@ -173,6 +173,7 @@ async fn check_isolation(state_dir: &std::path::Path) -> anyhow::Result<()> {
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],
         working_dir: None,
         mounts: Vec::new(),
+        user: None,
     };
     let log = state_dir.join("isolation-check.log");
     let mut created = Vec::new();
@@ -187,4 +188,32 @@ async fn check_isolation(state_dir: &std::path::Path) -> anyhow::Result<()> {
          run the node agent as root, or pass --no-isolation (then pods cannot mount volumes)"
     );
     Ok(())
+}
+
+/// Copies the mapped programs under the state directory, keeping their file names, so that
+/// containers running as another user than root can execute them (a build under /root is out
+/// of their reach) and a rebuild during a run does not change what pods run.
+fn stage_images(entries: &[ImageEntry], dir: &std::path::Path) -> anyhow::Result<Vec<ImageEntry>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut staged = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let name = e
+            .program
+            .file_name()
+            .context("image program has no file name")?;
+        let slot = dir.join(i.to_string());
+        std::fs::create_dir_all(&slot).with_context(|| format!("creating {}", slot.display()))?;
+        let dest = slot.join(name);
+        std::fs::copy(&e.program, &dest)
+            .with_context(|| format!("copying {} to {}", e.program.display(), dest.display()))?;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+        for d in [dir, slot.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        }
+        staged.push(ImageEntry {
+            image: e.image.clone(),
+            program: dest,
+        });
+    }
+    Ok(staged)
 }

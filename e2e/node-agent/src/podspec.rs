@@ -19,7 +19,21 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     pub mounts: Vec<Mount>,
+    /// Who the process runs as; None: as the agent (root).
+    pub user: Option<User>,
 }
+
+/// User and groups of a process, from the pod's and container's security contexts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: `fsGroup` and `supplementalGroups`.
+    pub groups: Vec<u32>,
+}
+
+/// The uid that stands for an image's non-root USER, which the agent cannot know.
+pub const NON_ROOT_UID: u32 = 65534;
 
 /// A bind mount of a host path at the container's mount path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,13 +133,63 @@ pub fn process_spec(
         });
     }
 
+    let user = user(pod, container);
+    let mut env = env;
+    if !env.iter().any(|(n, _)| n == "HOME") {
+        // As a runtime does for an image user without a passwd entry: root's home, else "/".
+        let home = if user.as_ref().is_some_and(|u| u.uid != 0) {
+            "/"
+        } else {
+            "/root"
+        };
+        env.insert(0, ("HOME".to_string(), home.to_string()));
+    }
     Ok(ProcessSpec {
         program,
         args: argv,
         env,
         working_dir: container.working_dir.as_ref().map(PathBuf::from),
         mounts,
+        user,
     })
+}
+
+/// The user of a container: `runAsUser`/`runAsGroup` (container over pod), plus `fsGroup` and
+/// `supplementalGroups`. `runAsNonRoot` without a uid runs as [`NON_ROOT_UID`], since the
+/// image's USER is unknown here. None when nothing asks for a user (the process runs as root).
+pub fn user(pod: &Pod, container: &Container) -> Option<User> {
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = container.security_context.as_ref();
+    let uid = sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user));
+    let gid = sc
+        .and_then(|s| s.run_as_group)
+        .or(pod_sc.and_then(|s| s.run_as_group));
+    let non_root = sc
+        .and_then(|s| s.run_as_non_root)
+        .or(pod_sc.and_then(|s| s.run_as_non_root))
+        .unwrap_or(false);
+    let mut groups: Vec<u32> = pod_sc
+        .into_iter()
+        .flat_map(|s| {
+            s.fs_group
+                .into_iter()
+                .chain(s.supplemental_groups.iter().flatten().copied())
+        })
+        .filter_map(|g| u32::try_from(g).ok())
+        .collect();
+    groups.dedup();
+    let uid = match uid {
+        Some(u) => u32::try_from(u).ok()?,
+        None if non_root => NON_ROOT_UID,
+        None if gid.is_none() && groups.is_empty() => return None,
+        None => 0,
+    };
+    let gid = gid
+        .and_then(|g| u32::try_from(g).ok())
+        .unwrap_or(if uid == 0 { 0 } else { uid });
+    Some(User { uid, gid, groups })
 }
 
 /// `command[0]` naming the image's own program (by path or file name) runs the mapped build;
@@ -609,6 +673,39 @@ mod tests {
         let env = container_env(&pod(), &c, &ctx()).unwrap();
         assert!(env.contains(&("MEM_MB".into(), "512".into())));
         assert!(env.contains(&("CPUS".into(), "2".into())));
+    }
+
+    #[test]
+    fn security_context_sets_user_and_groups_container_over_pod() {
+        let mut p = pod();
+        p.spec.as_mut().unwrap().security_context = Some(
+            serde_json::from_value(json!({"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000}))
+                .unwrap(),
+        );
+        let c = container(json!({"name": "c", "securityContext": {"runAsUser": 1001}}));
+        assert_eq!(
+            user(&p, &c),
+            Some(User {
+                uid: 1001,
+                gid: 3000,
+                groups: vec![2000]
+            })
+        );
+    }
+
+    #[test]
+    fn no_security_context_runs_as_the_agent_and_non_root_without_uid_runs_as_nobody() {
+        let c = container(json!({"name": "c"}));
+        assert_eq!(user(&pod(), &c), None);
+        let c = container(json!({"name": "c", "securityContext": {"runAsNonRoot": true}}));
+        assert_eq!(
+            user(&pod(), &c),
+            Some(User {
+                uid: NON_ROOT_UID,
+                gid: NON_ROOT_UID,
+                groups: vec![]
+            })
+        );
     }
 
     #[test]

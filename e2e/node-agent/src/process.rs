@@ -76,6 +76,19 @@ pub fn spawn(
         binds.push((cstring(&m.source), cstring(&m.target), m.read_only));
     }
     let hostname = hostname.to_string();
+    // Prepared before the fork: no allocation may happen between fork and exec.
+    let user = spec.user.as_ref().map(|u| {
+        let groups: Vec<nix::unistd::Gid> = u
+            .groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        (
+            nix::unistd::Uid::from_raw(u.uid),
+            nix::unistd::Gid::from_raw(u.gid),
+            groups,
+        )
+    });
 
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -85,9 +98,13 @@ pub fn spawn(
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2))
         .kill_on_drop(true);
-    if let Some(dir) = spec.working_dir.as_ref().filter(|d| d.is_dir()) {
-        cmd.current_dir(dir);
-    }
+    // The image's WORKDIR is unknown: "/" as for an image without one.
+    cmd.current_dir(
+        spec.working_dir
+            .as_ref()
+            .filter(|d| d.is_dir())
+            .map_or(Path::new("/"), |d| d.as_path()),
+    );
     // SAFETY: the closure runs between fork and exec and only makes system calls on data
     // prepared before the fork (no allocation, no locks).
     unsafe {
@@ -127,6 +144,12 @@ pub fn spawn(
                 }
                 nix::unistd::sethostname(&hostname).map_err(io::Error::from)?;
             }
+            // Last: mounts and the hostname need root.
+            if let Some((uid, gid, groups)) = &user {
+                nix::unistd::setgroups(groups).map_err(io::Error::from)?;
+                nix::unistd::setgid(*gid).map_err(io::Error::from)?;
+                nix::unistd::setuid(*uid).map_err(io::Error::from)?;
+            }
             Ok(())
         });
     }
@@ -141,6 +164,35 @@ fn create_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> io::Result<()> {
     let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
     std::fs::create_dir_all(dir)?;
     created.extend(missing.into_iter().rev().map(Path::to_path_buf));
+    Ok(())
+}
+
+/// Gives a volume to the pod's `fsGroup` as the kubelet does: group-owned, group read-write,
+/// directories set-group-ID so new files join the group. Recursive; symlinks untouched.
+///
+/// # Errors
+/// A file whose owner or mode cannot be changed.
+pub fn apply_fs_group(dir: &Path, gid: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(dir, None, Some(gid))?;
+    let mode = meta.permissions().mode();
+    let wanted = if meta.is_dir() {
+        mode | 0o2070
+    } else {
+        mode | 0o060
+    };
+    if wanted != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(wanted))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            apply_fs_group(&entry?.path(), gid)?;
+        }
+    }
     Ok(())
 }
 

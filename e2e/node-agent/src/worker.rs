@@ -411,7 +411,17 @@ async fn prepare(
     }
 
     let plans = plan_volumes(pod).map_err(|e| e.to_string())?;
+    let fs_group = spec
+        .security_context
+        .as_ref()
+        .and_then(|sc| sc.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     for (name, plan) in plans {
+        let is_host_path = matches!(plan, VolumePlan::HostPath { .. });
+        let plan_kind = match plan {
+            VolumePlan::Claim { .. } | VolumePlan::EmptyDir => PlanKind::Writable,
+            _ => PlanKind::Other,
+        };
         let dir = match plan {
             VolumePlan::Claim { claim_name } => claim_dir(rt, &ns, &claim_name).await?,
             VolumePlan::HostPath { path } => path,
@@ -437,6 +447,16 @@ async fn prepare(
         };
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("volume {name}: creating {}: {e}", dir.display()))?;
+        if matches!(plan_kind, PlanKind::Writable) {
+            // As kind's local-path provisioner and the kubelet's emptyDir: writable by all.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| format!("volume {name}: {e}"))?;
+        }
+        if let (Some(gid), false) = (fs_group, is_host_path) {
+            process::apply_fs_group(&dir, gid)
+                .map_err(|e| format!("volume {name}: applying fsGroup {gid}: {e}"))?;
+        }
         ctx.volume_dirs.insert(name, dir);
     }
     Ok(ctx)
@@ -574,6 +594,11 @@ async fn files_of(
             )])
         }
     }
+}
+
+enum PlanKind {
+    Writable,
+    Other,
 }
 
 /// Where a container's view lives in the pod view.
