@@ -5,14 +5,17 @@
 //! size (1 KiB records in batches of 16 KiB to 1 MiB) it appends the same bytes through the
 //! log and writes them with plain sequential `write(2)` into the same directory, with flushing
 //! off and with an fsync per batch. Runs alternate between the log and the baseline, round
-//! after round, so that both see the same disk and the same noise; the table shows medians
-//! over the rounds and the median of the per-round ratios.
+//! after round, so that both see the same disk and the same noise. Other work on the machine
+//! only ever slows a run down, so the table shows the best run of each side, their ratio, and
+//! the median of the per-round ratios; and the CPU time the writing thread spent per GiB
+//! (from `/proc/thread-self/schedstat`), which waiting does not inflate.
 //!
 //! The data directory is `CARGO_TARGET_TMPDIR` (under `target/`, on the repository's disk).
 //! Settings by environment: `LOG_BENCH_MB` (MiB per run with flushing off, default 512; runs
 //! stay below `segment.bytes`, so they measure appends, not the fsync of a roll),
 //! `LOG_BENCH_FLUSH_MB` (MiB per run with a flush per batch, default 32), `LOG_BENCH_ROUNDS`
-//! (default 3), `LOG_BENCH_LOOKUP_ENTRIES` (default 1_100_000).
+//! (default 3), `LOG_BENCH_BATCH_KIB` (one batch size only), `LOG_BENCH_LOOKUP_ENTRIES`
+//! (default 1_100_000; 0 skips the lookup figures).
 
 use std::fs::File;
 use std::io::Write;
@@ -45,15 +48,31 @@ enum Flush {
     EveryBatch,
 }
 
-/// What one run wrote and how long it took.
+/// What one run wrote, how long it took, and the CPU time the thread spent on it.
 #[derive(Clone, Copy)]
 struct Run {
     bytes: u64,
     records: u64,
     elapsed: Duration,
+    cpu: Duration,
+}
+
+/// Time this thread has spent on a CPU (user and kernel), from the scheduler's statistics.
+fn thread_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns = stat
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Duration::from_nanos(ns)
 }
 
 impl Run {
+    fn cpu_ms_per_gib(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e3 / (self.bytes as f64 / f64::from(1u32 << 30))
+    }
+
     fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
     }
@@ -91,6 +110,7 @@ fn run_log(root: &Path, batches: &mut [Vec<u8>], count: usize, flush: Flush) -> 
     let log = PartitionLog::open(&dir, bench_config(flush)).expect("open log");
     let mut bytes = 0u64;
     let mut records = 0u64;
+    let cpu_started = thread_cpu_time();
     let started = Instant::now();
     for i in 0..count {
         let info = log.append(&mut batches[i % batches.len()]).expect("append");
@@ -99,12 +119,14 @@ fn run_log(root: &Path, batches: &mut [Vec<u8>], count: usize, flush: Flush) -> 
         records += info.record_count;
     }
     let elapsed = started.elapsed();
+    let cpu = thread_cpu_time().saturating_sub(cpu_started);
     drop(log);
     std::fs::remove_dir_all(&dir).expect("remove bench dir");
     Run {
         bytes,
         records,
         elapsed,
+        cpu,
     }
 }
 
@@ -119,6 +141,7 @@ fn run_raw(
     let dir = fresh_dir(root, "raw");
     let mut file = File::create(dir.join("raw.log")).expect("create raw file");
     let mut bytes = 0u64;
+    let cpu_started = thread_cpu_time();
     let started = Instant::now();
     for i in 0..count {
         let one = &batches[i % batches.len()];
@@ -129,12 +152,14 @@ fn run_raw(
         bytes += one.len() as u64;
     }
     let elapsed = started.elapsed();
+    let cpu = thread_cpu_time().saturating_sub(cpu_started);
     drop(file);
     std::fs::remove_dir_all(&dir).expect("remove bench dir");
     Run {
         bytes,
         records: records_per_batch * count as u64,
         elapsed,
+        cpu,
     }
 }
 
@@ -157,15 +182,27 @@ fn append_table(root: &Path) {
     let rounds = env_u64("LOG_BENCH_ROUNDS", 3).max(1) as usize;
     println!(
         "append throughput: 1 KiB records, {} MiB per run with flushing off, {} MiB with a flush \
-         per batch, median of {rounds} alternating rounds",
+         per batch, best of {rounds} alternating rounds",
         no_flush_bytes >> 20,
         flush_bytes >> 20
     );
     println!(
-        "{:>8} {:>6} | {:>12} {:>12} | {:>12} {:>12} | {:>6} {:>13}",
-        "batch", "flush", "log MB/s", "log rec/s", "raw MB/s", "raw rec/s", "ratio", "ratio range"
+        "{:>7} {:>5} | {:>8} {:>10} | {:>8} {:>10} | {:>6} {:>7} | {:>13}",
+        "batch",
+        "flush",
+        "log MB/s",
+        "log rec/s",
+        "raw MB/s",
+        "raw rec/s",
+        "ratio",
+        "median",
+        "CPU ms/GiB"
     );
-    for batch_bytes in BATCH_BYTES {
+    let only = env_u64("LOG_BENCH_BATCH_KIB", 0) << 10;
+    for batch_bytes in BATCH_BYTES
+        .into_iter()
+        .filter(|&b| only == 0 || b as u64 == only)
+    {
         let records_per_batch = batch_bytes / RECORD_BYTES;
         let mut batches: Vec<Vec<u8>> = (0..DISTINCT_BATCHES)
             .map(|seed| {
@@ -212,23 +249,28 @@ fn append_table(root: &Path) {
                 .zip(&raw_runs)
                 .map(|(l, r)| l.mb_per_s() / r.mb_per_s())
                 .collect();
-            let (lo, hi) = ratios
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+            let best = |runs: &[Run]| {
+                *runs
+                    .iter()
+                    .max_by(|a, b| a.mb_per_s().total_cmp(&b.mb_per_s()))
+                    .expect("a run")
+            };
+            let (log, raw) = (best(&log_runs), best(&raw_runs));
             println!(
-                "{:>8} {:>6} | {:>12.0} {:>12.0} | {:>12.0} {:>12.0} | {:>5.0}% {:>5.0}%-{:>4.0}%",
+                "{:>7} {:>5} | {:>8.0} {:>10.0} | {:>8.0} {:>10.0} | {:>5.0}% {:>6.0}% | {:>5.0} vs {:>4.0}",
                 human_bytes(batch_bytes),
                 match flush {
                     Flush::Off => "off",
                     Flush::EveryBatch => "batch",
                 },
-                median(log_runs.iter().map(Run::mb_per_s).collect()),
-                median(log_runs.iter().map(Run::records_per_s).collect()),
-                median(raw_runs.iter().map(Run::mb_per_s).collect()),
-                median(raw_runs.iter().map(Run::records_per_s).collect()),
-                median(ratios.clone()) * 100.0,
-                lo * 100.0,
-                hi * 100.0,
+                log.mb_per_s(),
+                log.records_per_s(),
+                raw.mb_per_s(),
+                raw.records_per_s(),
+                log.mb_per_s() / raw.mb_per_s() * 100.0,
+                median(ratios) * 100.0,
+                median(log_runs.iter().map(Run::cpu_ms_per_gib).collect()),
+                median(raw_runs.iter().map(Run::cpu_ms_per_gib).collect()),
             );
         }
     }
@@ -237,6 +279,9 @@ fn append_table(root: &Path) {
 /// Builds one segment with an index entry per batch, then times lookups of random offsets.
 fn lookup_table(root: &Path) {
     let entries_wanted = env_u64("LOG_BENCH_LOOKUP_ENTRIES", 1_100_000);
+    if entries_wanted == 0 {
+        return;
+    }
     let dir = fresh_dir(root, "lookup");
     let config = LogConfig {
         segment_bytes: 1 << 30,
