@@ -102,15 +102,7 @@ impl GroupCoordinator {
             // Only a member without an id creates a group; an id for a group that does not
             // exist is unknown (as in Kafka).
             if !request.member_id.is_empty() && !groups.contains_key(group_id) {
-                return JoinResult {
-                    error_code: codes::UNKNOWN_MEMBER_ID,
-                    generation_id: -1,
-                    protocol_type: None,
-                    protocol_name: None,
-                    leader: String::new(),
-                    member_id: request.member_id,
-                    members: Vec::new(),
-                };
+                return JoinResult::error(codes::UNKNOWN_MEMBER_ID, &request.member_id);
             }
             let slot = groups.entry(group_id.to_string()).or_default();
             let group = slot
@@ -123,15 +115,8 @@ impl GroupCoordinator {
                 JoinOutcome::Pending { member_id } => {
                     let (tx, rx) = oneshot::channel();
                     if let Some(old) = slot.joins.insert(member_id.clone(), tx) {
-                        let _ = old.send(JoinResult {
-                            error_code: codes::REBALANCE_IN_PROGRESS,
-                            generation_id: -1,
-                            protocol_type: None,
-                            protocol_name: None,
-                            leader: String::new(),
-                            member_id: member_id.clone(),
-                            members: Vec::new(),
-                        });
+                        let _ =
+                            old.send(JoinResult::error(codes::REBALANCE_IN_PROGRESS, &member_id));
                     }
                     (member_id, rx)
                 }
@@ -140,15 +125,7 @@ impl GroupCoordinator {
         let (member_id, rx) = rx;
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
-            _ => JoinResult {
-                error_code: codes::REBALANCE_IN_PROGRESS,
-                generation_id: -1,
-                protocol_type: None,
-                protocol_name: None,
-                leader: String::new(),
-                member_id,
-                members: Vec::new(),
-            },
+            _ => JoinResult::error(codes::REBALANCE_IN_PROGRESS, &member_id),
         }
     }
 

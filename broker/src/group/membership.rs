@@ -110,6 +110,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// JoinGroup v4+: a member without an id first gets one with MEMBER_ID_REQUIRED.
     pub require_known_member_id: bool,
+    /// JoinGroup v9+ (KIP-814): the member understands `skip_assignment`.
+    pub supports_skip_assignment: bool,
 }
 
 /// The answer to a JoinGroup.
@@ -123,10 +125,13 @@ pub struct JoinResult {
     pub member_id: String,
     /// Only for the leader: every member with its metadata for the chosen protocol.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// The leader must not compute an assignment: the group keeps its current one (a static
+    /// leader that restarted into a stable group, KIP-814).
+    pub skip_assignment: bool,
 }
 
 impl JoinResult {
-    fn error(error_code: i16, member_id: &str) -> Self {
+    pub fn error(error_code: i16, member_id: &str) -> Self {
         Self {
             error_code,
             generation_id: -1,
@@ -135,6 +140,7 @@ impl JoinResult {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }
@@ -439,9 +445,6 @@ impl Group {
             });
         }
         let was_leader = self.leader.as_deref() == Some(old);
-        let unchanged = self
-            .member(old)
-            .is_some_and(|m| m.protocols == request.protocols);
         if let Some(m) = self.member_mut(old) {
             m.id = new_id.clone();
             m.client_id = request.client_id.clone();
@@ -453,11 +456,20 @@ impl Group {
         if was_leader {
             self.leader = Some(new_id.clone());
         }
-        if self.state == GroupState::Stable && unchanged {
-            // Same member, same subscription: keep the assignment, no rebalance (KIP-345).
+        // As in Kafka, a stable group only rebalances for the new incarnation if the protocol
+        // the group would select changes; otherwise it keeps its assignment (KIP-345).
+        if self.state == GroupState::Stable && self.select_protocol() == self.protocol {
             let mut result = self.join_result_for(&new_id);
             if was_leader {
-                result.members = self.member_list();
+                if request.supports_skip_assignment {
+                    // v9+: it learns that it leads, with the members, but must not assign.
+                    result.members = self.member_list();
+                    result.skip_assignment = true;
+                } else {
+                    // Before v9 it is told that its old incarnation leads, so that it does not
+                    // compute an assignment the stable group would ignore.
+                    result.leader = old.to_string();
+                }
             }
             return (JoinOutcome::Immediate(result), effects);
         }
@@ -490,6 +502,7 @@ impl Group {
             leader: self.leader.clone().unwrap_or_default(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 
@@ -955,6 +968,7 @@ mod tests {
                 .map(|p| (p.to_string(), Bytes::from(p.to_string())))
                 .collect(),
             require_known_member_id: true,
+            supports_skip_assignment: false,
         }
     }
 
@@ -1297,6 +1311,53 @@ mod tests {
             (rejoined.error_code, rejoined.generation_id),
             (codes::NONE, 3)
         );
+    }
+
+    #[test]
+    fn a_restarted_static_leader_is_not_asked_to_assign_again() {
+        let mut group = Group::new("g", limits());
+        let (one, _) = stable_static_pair(&mut group);
+        assert_eq!(group.leader.as_deref(), Some(one.as_str()));
+        // before JoinGroup v9: the answer names the old incarnation as leader, without members
+        let restarted = immediate(group.join(static_req("", "host-1"), 100).0);
+        assert_eq!(restarted.leader, one);
+        assert!(restarted.members.is_empty() && !restarted.skip_assignment);
+        assert_eq!(group.leader.as_deref(), Some(restarted.member_id.as_str()));
+        // v9+: it is the leader, sees the members, and is told to skip the assignment
+        let request = JoinRequest {
+            supports_skip_assignment: true,
+            ..static_req("", "host-1")
+        };
+        let again = immediate(group.join(request, 200).0);
+        assert_eq!(again.leader, again.member_id);
+        assert_eq!(again.members.len(), 2);
+        assert!(again.skip_assignment);
+        assert_eq!((group.state, group.generation), (GroupState::Stable, 2));
+    }
+
+    #[test]
+    fn a_restarted_static_member_with_new_metadata_but_the_same_protocol_keeps_the_group_stable() {
+        let mut group = Group::new("g", limits());
+        stable_static_pair(&mut group);
+        let mut request = static_req("", "host-2");
+        request.protocols = vec![("range".into(), Bytes::from_static(b"other metadata"))];
+        let restarted = immediate(group.join(request.clone(), 100).0);
+        assert_eq!(
+            (restarted.generation_id, group.state),
+            (2, GroupState::Stable)
+        );
+        // a preference the other member cannot follow changes nothing either
+        request.protocols = vec![
+            ("roundrobin".into(), Bytes::new()),
+            ("range".into(), Bytes::new()),
+        ];
+        let again = immediate(group.join(request.clone(), 200).0);
+        assert_eq!((again.generation_id, group.state), (2, GroupState::Stable));
+        // a protocol the others do not speak is refused
+        request.protocols = vec![("roundrobin".into(), Bytes::new())];
+        let refused = immediate(group.join(request, 300).0);
+        assert_eq!(refused.error_code, codes::INCONSISTENT_GROUP_PROTOCOL);
+        assert_eq!(group.state, GroupState::Stable);
     }
 
     #[test]

@@ -121,6 +121,7 @@ pub async fn join_group(
             .map(|p| (p.name.as_str().to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: v >= 4,
+        supports_skip_assignment: v >= 9,
     };
     let result = broker.groups.join(&group_id, join).await;
     response.error_code = result.error_code;
@@ -131,6 +132,9 @@ pub async fn join_group(
         response.protocol_name = opt_str(result.protocol_name);
         if v >= 7 {
             response.protocol_type = opt_str(result.protocol_type);
+        }
+        if v >= 9 {
+            response.skip_assignment = result.skip_assignment;
         }
         response.members = result
             .members
