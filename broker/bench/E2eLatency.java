@@ -6,10 +6,16 @@
 // broker cannot hide behind a slowed producer (no coordinated omission). A consumer in the same
 // JVM, assigned to every partition from the end, receives them and records
 // receive time - intended send time in an HdrHistogram, in microseconds. Records of the first
-// --warmup-s seconds are not counted. At the end it checks every record arrived exactly once
+// --warmup-s seconds are not counted, and the measured schedule starts once the consumer has
+// caught up with them. At the end it checks every record arrived exactly once
 // and prints one line to stdout:
 //
-//   RESULT sent=N received=N rate=R p50_ms=.. p99_ms=.. p999_ms=.. max_ms=.. mean_ms=..
+//   RESULT sent=N received=N ... p50_ms=.. p99_ms=.. p999_ms=.. max_ms=.. mean_ms=..
+//          send_lag_p99_ms=.. ack_p50_ms=.. ack_p99_ms=.. ack_p999_ms=..
+//
+// send_lag is how late the producer thread sent records (the client itself stalled), ack the
+// time from send to the broker's acknowledgement. --timeline true prints, per second, the
+// worst of each to stderr, to tell broker stalls from client stalls.
 //
 // Exit status 1 when records are missing or duplicated, or a send fails.
 //
@@ -60,6 +66,7 @@ public class E2eLatency {
         double durationS = Double.parseDouble(opts.getOrDefault("duration-s", "20"));
         double warmupS = Double.parseDouble(opts.getOrDefault("warmup-s", "5"));
         long drainMs = Long.parseLong(opts.getOrDefault("drain-ms", "30000"));
+        boolean timeline = Boolean.parseBoolean(opts.getOrDefault("timeline", "false"));
         if (recordSize < 16 || rate < 1) {
             usage("record-size must be >= 16 and rate >= 1");
         }
@@ -84,13 +91,20 @@ public class E2eLatency {
         }
 
         Histogram histogram = new Histogram(60_000_000L, 3);
+        // Where a slow record lost its time: before the producer sent it (the client was
+        // stalled: send lag), or between send and the broker's acknowledgement (ack latency).
+        Histogram sendLag = new Histogram(60_000_000L, 3);
+        Histogram ackLatency = new Histogram(60_000_000L, 3);
+        int seconds = (int) Math.ceil(warmupS + durationS) + 1;
+        long[] maxE2ePerSecond = new long[seconds];
+        long[] maxLagPerSecond = new long[seconds];
+        long[] maxAckPerSecond = new long[seconds];
         AtomicLong received = new AtomicLong();
         AtomicLong receivedCounted = new AtomicLong();
         AtomicLong duplicates = new AtomicLong();
         AtomicReference<Throwable> failure = new AtomicReference<>();
-        long start = System.nanoTime();
-        long warmupEndNs = start + (long) (warmupS * 1e9);
-        long total = (long) (rate * (warmupS + durationS));
+        long warmupCount = (long) (rate * warmupS);
+        long total = warmupCount + (long) (rate * durationS);
         boolean[] seen = new boolean[(int) total];
 
         try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(cp);
@@ -128,10 +142,13 @@ public class E2eLatency {
                             }
                             seen[seq] = true;
                             received.incrementAndGet();
-                            if (intended >= warmupEndNs) {
-                                histogram.recordValue(Math.max(0, (now - intended) / 1000));
+                            long e2eUs = Math.max(0, (now - intended) / 1000);
+                            if (seq >= warmupCount) {
+                                histogram.recordValue(e2eUs);
                                 receivedCounted.incrementAndGet();
                             }
+                            int second = Math.min(seconds - 1, seq / rate);
+                            maxE2ePerSecond[second] = Math.max(maxE2ePerSecond[second], e2eUs);
                         }
                     }
                 } catch (Throwable t) {
@@ -146,8 +163,24 @@ public class E2eLatency {
             }
             long periodNs = 1_000_000_000L / rate;
             long sent = 0;
+            long start = System.nanoTime();
+            long phaseStart = start;
+            long phaseFirst = 0;
             for (long i = 0; i < total && failure.get() == null; i++) {
-                long intended = start + i * periodNs;
+                if (i == warmupCount && i > 0) {
+                    // A cold client (JIT) falls behind during the warm-up; let the consumer catch
+                    // up and restart the schedule, so that backlog does not spill into the
+                    // measured window.
+                    producer.flush();
+                    long deadline = System.nanoTime() + drainMs * 1_000_000L;
+                    while (received.get() < warmupCount && failure.get() == null
+                        && System.nanoTime() < deadline) {
+                        Thread.sleep(1);
+                    }
+                    phaseStart = System.nanoTime();
+                    phaseFirst = i;
+                }
+                long intended = phaseStart + (i - phaseFirst) * periodNs;
                 long wait = intended - System.nanoTime();
                 while (wait > 0) {
                     LockSupport.parkNanos(wait);
@@ -155,32 +188,60 @@ public class E2eLatency {
                 }
                 byte[] value = filler.clone();
                 ByteBuffer.wrap(value).putLong(0, intended).putLong(8, i);
+                long sentAt = System.nanoTime();
+                long lagUs = Math.max(0, (sentAt - intended) / 1000);
+                int second = (int) Math.min(seconds - 1, i / rate);
+                boolean counted = i >= warmupCount;
+                if (counted) {
+                    sendLag.recordValue(lagUs);
+                }
+                maxLagPerSecond[second] = Math.max(maxLagPerSecond[second], lagUs);
                 producer.send(new ProducerRecord<>(topic, value), (md, e) -> {
                     if (e != null) {
                         failure.compareAndSet(null, e);
+                        return;
                     }
+                    long ackUs = Math.max(0, (System.nanoTime() - sentAt) / 1000);
+                    // Callbacks run on the producer's I/O thread, one at a time.
+                    if (counted) {
+                        ackLatency.recordValue(ackUs);
+                    }
+                    maxAckPerSecond[second] = Math.max(maxAckPerSecond[second], ackUs);
                 });
                 sent++;
             }
+            // Rate of the measured phase: the schedule's, unless the client fell behind.
+            double achievedRate = (sent - phaseFirst) / Math.max(1e-9, (System.nanoTime() - phaseStart) / 1e9);
             producer.flush();
             consumerThread.join(drainMs + 5_000);
             if (consumerThread.isAlive()) {
                 consumer.wakeup();
                 consumerThread.join();
             }
-            double elapsedS = (System.nanoTime() - start) / 1e9;
+            if (timeline) {
+                System.err.println("second  max_e2e_ms  max_send_lag_ms  max_ack_ms");
+                for (int sec = 0; sec < seconds; sec++) {
+                    System.err.printf("%6d  %10.1f  %15.1f  %10.1f%n", sec, maxE2ePerSecond[sec] / 1000.0,
+                        maxLagPerSecond[sec] / 1000.0, maxAckPerSecond[sec] / 1000.0);
+                }
+            }
             if (failure.get() != null) {
                 System.err.println("E2eLatency: " + failure.get());
             }
             System.out.printf(
                 "RESULT sent=%d received=%d counted=%d duplicates=%d achieved_rate=%.0f "
-                    + "p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f mean_ms=%.3f%n",
-                sent, received.get(), receivedCounted.get(), duplicates.get(), sent / elapsedS,
+                    + "p50_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f mean_ms=%.3f "
+                    + "send_lag_p99_ms=%.3f ack_p50_ms=%.3f ack_p99_ms=%.3f ack_p999_ms=%.3f%n",
+                sent, received.get(), receivedCounted.get(), duplicates.get(), achievedRate,
                 histogram.getValueAtPercentile(50) / 1000.0,
                 histogram.getValueAtPercentile(99) / 1000.0,
                 histogram.getValueAtPercentile(99.9) / 1000.0,
                 histogram.getMaxValue() / 1000.0,
-                histogram.getMean() / 1000.0);
+                histogram.getMean() / 1000.0,
+                sendLag.getValueAtPercentile(99) / 1000.0,
+                ackLatency.getValueAtPercentile(50) / 1000.0,
+                ackLatency.getValueAtPercentile(99) / 1000.0,
+                ackLatency.getValueAtPercentile(99.9) / 1000.0);
             boolean ok = failure.get() == null && received.get() == sent && duplicates.get() == 0;
             System.exit(ok ? 0 : 1);
         }
@@ -197,7 +258,8 @@ public class E2eLatency {
     private static void usage(String why) {
         System.err.println("E2eLatency: " + why);
         System.err.println("usage: E2eLatency --bootstrap H:P --topic T [--acks 1|all] [--record-size 1024]"
-            + " [--rate 5000] [--duration-s 20] [--warmup-s 5] [--drain-ms 30000] [--producer-prop K=V]...");
+            + " [--rate 5000] [--duration-s 20] [--warmup-s 5] [--drain-ms 30000] [--timeline false]"
+            + " [--producer-prop K=V]...");
         System.exit(2);
     }
 }
