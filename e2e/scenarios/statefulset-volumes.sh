@@ -35,7 +35,7 @@ scenario_statefulset_volumes() {
 	done
 	check "env from a configMapKeyRef reaches the process" whoami_has "$ns" web-0 "greeting=hello from a configmap"
 	check "a ConfigMap volume is mounted" whoami_has "$ns" web-0 "config=mode = smoke"
-	check "kubectl logs shows the program's output" logs_contain "$ns" web-2 "testapp listening on"
+	eventually 30 "kubectl logs shows the program's output" logs_contain "$ns" web-2 "testapp listening on"
 
 	token="token-$RANDOM$RANDOM"
 	check "web-1 writes a token into its volume" quietly pod_http "$ns" web-1 8080 "/write/$token"

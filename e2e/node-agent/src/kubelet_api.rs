@@ -107,12 +107,12 @@ pub async fn serve(port: u16, cert: &Path, key: &Path, pods_dir: PathBuf) -> any
         let pods_dir = pods_dir.clone();
         tokio::spawn(async move {
             match acceptor.accept(tcp).await {
-                Ok(tls) => {
-                    if let Err(e) = handle(tls, &pods_dir).await {
-                        debug!(error = %e, "kubelet API request ended");
-                    }
-                }
-                Err(e) => debug!(error = %e, "kubelet API TLS handshake failed"),
+                Ok(tls) => match handle(tls, &pods_dir).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {} // client went away
+                    Err(e) => warn!(error = %e, "kubelet API request failed"),
+                    Ok(()) => {}
+                },
+                Err(e) => warn!(error = %e, "kubelet API TLS handshake failed"),
             }
         });
     }
@@ -155,7 +155,9 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             tail_lines,
             limit_bytes,
         } => {
+            debug!(namespace = %namespace, pod = %pod, container = %container, follow, "container logs requested");
             let Some(file) = log_file(pods_dir, &namespace, &pod, &container) else {
+                warn!(namespace = %namespace, pod = %pod, container = %container, "no log file for requested container logs");
                 return respond(
                     &mut s,
                     404,

@@ -11,7 +11,7 @@
 //! On start it counts boots in `$DATA_DIR/boots`, so a test can tell a restart with its volume
 //! from a fresh volume.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 
@@ -35,8 +35,15 @@ fn main() -> std::io::Result<()> {
     for stream in listener.incoming() {
         match stream {
             Ok(s) => {
-                if let Err(e) = serve(s, &data, boots) {
-                    eprintln!("request failed: {e}");
+                match serve(s, &data, boots) {
+                    // Probes hang up as soon as they have the status line.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+                        ) => {}
+                    Err(e) => eprintln!("request failed: {e}"),
+                    Ok(()) => {}
                 }
             }
             Err(e) => eprintln!("accept failed: {e}"),
