@@ -14,7 +14,7 @@ use indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tracing::{info, warn};
 
 use crate::log::{LogError, ReadLimits};
@@ -143,6 +143,9 @@ type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 pub struct OffsetStore {
     topic: Arc<Topic>,
     offsets: RwLock<HashMap<String, GroupOffsets>>,
+    /// One per offsets partition, held from append to in-memory update, so that memory
+    /// applies a partition's writes in log order (what a restart replays).
+    write_order: Vec<Mutex<()>>,
 }
 
 impl OffsetStore {
@@ -160,9 +163,13 @@ impl OffsetStore {
                 topics.create(OFFSETS_TOPIC, partitions, 1, configs)?
             }
         };
+        let write_order = (0..topic.partition_count())
+            .map(|_| Mutex::new(()))
+            .collect();
         let store = Self {
             topic,
             offsets: RwLock::new(HashMap::new()),
+            write_order,
         };
         let mut records = 0usize;
         for partition in store.topic.partitions() {
@@ -236,6 +243,8 @@ impl OffsetStore {
     }
 
     /// Durably records `entries` (None = delete) for `group`, then makes them visible.
+    /// Concurrent writes for groups of one offsets partition become visible in the order
+    /// they were appended, so what readers see is what a restart replays.
     ///
     /// # Errors
     /// Encoding or appending failed; nothing is then visible.
@@ -281,6 +290,8 @@ impl OffsetStore {
             },
         )
         .map_err(|e| OffsetStoreError::Encode(e.to_string()))?;
+        let slot = index as usize % self.write_order.len().max(1);
+        let _in_log_order = self.write_order.get(slot).map(Mutex::lock);
         partition.append(&mut buf, 0)?;
         partition.log.flush()?;
         let mut offsets = self.offsets.write();
@@ -355,6 +366,48 @@ mod tests {
         };
         assert_eq!(decode_value(encode_value(&value)), Some(value));
         assert_eq!(decode_key(Bytes::from_static(&[0, 1, 0])), None);
+    }
+
+    #[test]
+    fn concurrent_commits_leave_memory_as_the_log_replays() {
+        // Each round ends with threads racing to commit last; the last one in the log must be
+        // the one in memory, or a restart changes the committed offset.
+        const ROUNDS: usize = 30;
+        const THREADS: i64 = 4;
+        const COMMITS: i64 = 10;
+        for round in 0..ROUNDS {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = Arc::new(BrokerConfig::for_tests(dir.path()));
+            let in_memory = {
+                let topics = TopicRegistry::open(Arc::clone(&config)).expect("topics");
+                let store = OffsetStore::open(&topics, 1).expect("store");
+                std::thread::scope(|scope| {
+                    for thread in 0..THREADS {
+                        let store = &store;
+                        scope.spawn(move || {
+                            for i in 0..COMMITS {
+                                let offset = CommittedOffset {
+                                    offset: thread * 1_000 + i,
+                                    leader_epoch: -1,
+                                    metadata: String::new(),
+                                    commit_timestamp_ms: i,
+                                };
+                                store
+                                    .write("g", &[(("t".into(), 0), Some(offset))], i)
+                                    .expect("commit");
+                            }
+                        });
+                    }
+                });
+                let seen = store.get("g", "t", 0).map(|c| c.offset);
+                topics.close_all().expect("close");
+                seen
+            };
+            let topics = TopicRegistry::open(config).expect("topics");
+            let store = OffsetStore::open(&topics, 1).expect("store");
+            let replayed = store.get("g", "t", 0).map(|c| c.offset);
+            assert_eq!(replayed, in_memory, "round {round}");
+        }
     }
 
     #[test]
