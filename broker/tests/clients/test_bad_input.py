@@ -153,11 +153,6 @@ def test_frames_too_short_for_their_request_close_the_connection(shared_broker, 
     assert_still_serves(shared_broker, bystander)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: kafka-protocol 0.18 pre-allocates the claimed array count and the broker "
-    "aborts on the failed allocation (ignored reproduction in broker/src/protocol/mod.rs)",
-)
 def test_a_huge_array_count_in_a_tiny_frame_closes_only_that_connection(broker):
     # a 19-byte Metadata v1 request whose topics array claims i32::MAX entries
     conn = Conn(broker.bootstrap)
