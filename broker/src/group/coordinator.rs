@@ -1,11 +1,19 @@
 //! The group coordinator: drives the [`Group`] state machines, parks JoinGroup and SyncGroup
 //! requests until their answers are ready, runs the group timers, and records committed
-//! offsets through the [`OffsetStore`].
+//! offsets and stable group metadata through the [`OffsetStore`].
+//!
+//! Group metadata: whenever a group reaches a new stable generation (or changes members while
+//! stable) its snapshot is written to `__consumer_offsets`; when it empties, a tombstone. A
+//! restarted coordinator restores those groups, so members keep their generation and
+//! partitions instead of rebalancing, as with Kafka.
 //!
 //! Locking: one mutex over the group table, held only for a state-machine step (never across
-//! an await or an offset write). Waiting requests hold a oneshot receiver.
+//! an await or a write). Snapshots are numbered under it and written after it is released;
+//! the store drops one that arrives after a later one. Waiting requests hold a oneshot
+//! receiver.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,10 +21,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::membership::{
-    codes, Effect, Group, GroupLimits, GroupState, JoinOutcome, JoinRequest, JoinResult,
-    SyncOutcome, SyncResult,
+    codes, Durable, Effect, Group, GroupLimits, GroupSnapshot, GroupState, JoinOutcome,
+    JoinRequest, JoinResult, SyncOutcome, SyncResult,
 };
 use super::offsets::{CommittedOffset, OffsetStore, OffsetStoreError};
 
@@ -36,9 +45,29 @@ struct Slot {
     group: Option<Group>,
     joins: HashMap<String, oneshot::Sender<JoinResult>>,
     syncs: HashMap<String, oneshot::Sender<SyncResult>>,
+    /// What of the group was last made durable (or restored), to write only changes.
+    durable: Option<Durable>,
 }
 
+/// A group snapshot to write (`None`: a tombstone), numbered in the order it was taken.
+type Persist = (String, u64, Option<GroupSnapshot>);
+
 impl Slot {
+    /// The snapshot to write if the durable part of the group changed since the last one.
+    fn persist(&mut self, group_id: &str, seq: &AtomicU64) -> Option<Persist> {
+        let group = self.group.as_ref()?;
+        let now = group.durable()?;
+        if self.durable.as_ref() == Some(&now) {
+            return None;
+        }
+        let before = self.durable.replace(now.clone());
+        if now == Durable::Empty && before.is_none() {
+            return None; // never written: nothing to delete
+        }
+        let seq = seq.fetch_add(1, Ordering::Relaxed) + 1;
+        Some((group_id.to_string(), seq, group.snapshot()))
+    }
+
     fn deliver(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
@@ -79,14 +108,46 @@ pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Slot>>,
     limits: GroupLimits,
     pub offsets: OffsetStore,
+    /// Numbers group snapshots in the order they are taken.
+    snapshot_seq: AtomicU64,
 }
 
 impl GroupCoordinator {
+    /// A coordinator that resumes the stable groups found in `offsets`; their members have a
+    /// full session timeout from now to show up.
     pub fn new(offsets: OffsetStore, limits: GroupLimits) -> Self {
+        let now = now_ms();
+        let groups = offsets
+            .take_replayed_groups()
+            .into_iter()
+            .map(|(id, snapshot)| {
+                let group = Group::restore(&id, snapshot, limits, now);
+                let slot = Slot {
+                    durable: group.durable(),
+                    group: Some(group),
+                    ..Slot::default()
+                };
+                (id, slot)
+            })
+            .collect();
         Self {
-            groups: Mutex::new(HashMap::new()),
+            groups: Mutex::new(groups),
             limits,
             offsets,
+            snapshot_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes group snapshots taken under the lock (after it is released). A failed write
+    /// only costs a rebalance after a restart, so it is logged, not returned.
+    fn persist(&self, snapshots: impl IntoIterator<Item = Persist>) {
+        for (group, seq, snapshot) in snapshots {
+            if let Err(e) = self
+                .offsets
+                .write_group(&group, seq, snapshot.as_ref(), now_ms())
+            {
+                warn!(group, error = %e, "cannot write group metadata");
+            }
         }
     }
 
@@ -110,19 +171,25 @@ impl GroupCoordinator {
                 .get_or_insert_with(|| Group::new(group_id, self.limits));
             let (outcome, effects) = group.join(request, now_ms());
             slot.deliver(effects);
+            let persist = slot.persist(group_id, &self.snapshot_seq);
             match outcome {
-                JoinOutcome::Immediate(result) => return result,
+                JoinOutcome::Immediate(result) => {
+                    drop(groups);
+                    self.persist(persist);
+                    return result;
+                }
                 JoinOutcome::Pending { member_id } => {
                     let (tx, rx) = oneshot::channel();
                     if let Some(old) = slot.joins.insert(member_id.clone(), tx) {
                         let _ =
                             old.send(JoinResult::error(codes::REBALANCE_IN_PROGRESS, &member_id));
                     }
-                    (member_id, rx)
+                    (member_id, rx, persist)
                 }
             }
         };
-        let (member_id, rx) = rx;
+        let (member_id, rx, persist) = rx;
+        self.persist(persist);
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
             _ => JoinResult::error(codes::REBALANCE_IN_PROGRESS, &member_id),
@@ -137,46 +204,38 @@ impl GroupCoordinator {
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> SyncResult {
-        let (rx, wait) = {
+        let (rx, wait, persist) = {
             let mut groups = self.groups.lock();
             let Some(slot) = groups.get_mut(group_id) else {
-                return SyncResult {
-                    error_code: codes::UNKNOWN_MEMBER_ID,
-                    protocol_type: None,
-                    protocol_name: None,
-                    assignment: Bytes::new(),
-                };
+                return SyncResult::error(codes::UNKNOWN_MEMBER_ID);
             };
             let Some(group) = slot.group.as_mut() else {
-                return SyncResult {
-                    error_code: codes::UNKNOWN_MEMBER_ID,
-                    protocol_type: None,
-                    protocol_name: None,
-                    assignment: Bytes::new(),
-                };
+                return SyncResult::error(codes::UNKNOWN_MEMBER_ID);
             };
             let wait = group
                 .member(member_id)
                 .map_or(0, |m| m.rebalance_timeout_ms.max(0) as u64);
             let (outcome, effects) = group.sync(member_id, generation, assignments, now_ms());
             slot.deliver(effects);
+            let persist = slot.persist(group_id, &self.snapshot_seq);
             match outcome {
-                SyncOutcome::Immediate(result) => return result,
+                SyncOutcome::Immediate(result) => {
+                    drop(groups);
+                    // the leader's answer waits for the new generation to be durable
+                    self.persist(persist);
+                    return result;
+                }
                 SyncOutcome::Pending => {
                     let (tx, rx) = oneshot::channel();
                     slot.syncs.insert(member_id.to_string(), tx);
-                    (rx, Duration::from_millis(wait) + WAIT_SLACK)
+                    (rx, Duration::from_millis(wait) + WAIT_SLACK, persist)
                 }
             }
         };
+        self.persist(persist);
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
-            _ => SyncResult {
-                error_code: codes::REBALANCE_IN_PROGRESS,
-                protocol_type: None,
-                protocol_name: None,
-                assignment: Bytes::new(),
-            },
+            _ => SyncResult::error(codes::REBALANCE_IN_PROGRESS),
         }
     }
 
@@ -205,6 +264,9 @@ impl GroupCoordinator {
         };
         let (result, effects) = group.leave(members, now_ms());
         slot.deliver(effects);
+        let persist = slot.persist(group_id, &self.snapshot_seq);
+        drop(groups);
+        self.persist(persist);
         result
     }
 
@@ -212,16 +274,20 @@ impl GroupCoordinator {
     pub fn tick(&self) {
         let now = now_ms();
         let mut groups = self.groups.lock();
-        for slot in groups.values_mut() {
+        let mut persist = Vec::new();
+        for (id, slot) in groups.iter_mut() {
             if let Some(group) = slot.group.as_mut() {
                 let effects = group.tick(now);
                 slot.deliver(effects);
+                persist.extend(slot.persist(id, &self.snapshot_seq));
             }
         }
         groups.retain(|_, slot| {
             let idle = slot.group.as_ref().is_none_or(Group::is_idle);
             !(idle && slot.joins.is_empty() && slot.syncs.is_empty())
         });
+        drop(groups);
+        self.persist(persist);
     }
 
     /// Runs [`tick`](Self::tick) every [`TICK`] until `shutdown`.

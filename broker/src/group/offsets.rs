@@ -1,10 +1,12 @@
-//! Committed offsets of consumer groups, kept in memory and written to the internal
-//! `__consumer_offsets` topic so they survive restarts.
+//! Committed offsets and stable group metadata of consumer groups, written to the internal
+//! `__consumer_offsets` topic so they survive restarts (offsets are also kept in memory).
 //!
-//! Records use Kafka's own formats: key version 1 (group, topic, partition) and value version 3
-//! (offset, leader epoch, metadata, commit timestamp); a deletion is a tombstone (null value).
-//! A group's records all go to partition `abs(java_hash(group)) % partitions`, so replaying
-//! each partition in order rebuilds the latest state of its groups.
+//! Records use Kafka's own formats: an offset commit is key version 1 (group, topic,
+//! partition) with value version 3 (offset, leader epoch, metadata, commit timestamp); a
+//! group's metadata is key version 2 (group) with value version 3 (protocol, generation,
+//! leader, members and their assignments). A deletion is a tombstone (null value). A group's
+//! records all go to partition `abs(java_hash(group)) % partitions`, so replaying each
+//! partition in order rebuilds the latest state of its groups.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,13 +19,16 @@ use kafka_protocol::records::{
 use parking_lot::{Mutex, RwLock};
 use tracing::{info, warn};
 
+use super::membership::{GroupSnapshot, MemberSnapshot};
 use crate::log::{LogError, ReadLimits};
 use crate::topics::{AppendError, Partition, Topic, TopicError, TopicRegistry};
 
 /// Name of the internal offsets topic.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 const KEY_VERSION_OFFSET_COMMIT: i16 = 1;
+const KEY_VERSION_GROUP_METADATA: i16 = 2;
 const VALUE_VERSION: i16 = 3;
+const GROUP_VALUE_VERSION: i16 = 3;
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,14 +103,154 @@ pub fn encode_value(offset: &CommittedOffset) -> Bytes {
     buf.freeze()
 }
 
-/// Decodes an offset-commit key; `None` for other record kinds (e.g. group metadata).
-pub fn decode_key(mut key: Bytes) -> Option<(String, String, i32)> {
-    if key.remaining() < 2 || key.get_i16() > KEY_VERSION_OFFSET_COMMIT {
+/// The key of a `__consumer_offsets` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKey {
+    /// A committed offset of (group, topic, partition).
+    Offset(String, String, i32),
+    /// The metadata of a group.
+    Group(String),
+}
+
+/// Decodes a record key; `None` for kinds this broker does not read.
+pub fn decode_key(mut key: Bytes) -> Option<RecordKey> {
+    if key.remaining() < 2 {
         return None;
     }
-    let group = get_string(&mut key)?;
-    let topic = get_string(&mut key)?;
-    (key.remaining() >= 4).then(|| (group, topic, key.get_i32()))
+    match key.get_i16() {
+        0..=KEY_VERSION_OFFSET_COMMIT => {
+            let group = get_string(&mut key)?;
+            let topic = get_string(&mut key)?;
+            (key.remaining() >= 4).then(|| RecordKey::Offset(group, topic, key.get_i32()))
+        }
+        KEY_VERSION_GROUP_METADATA => get_string(&mut key).map(RecordKey::Group),
+        _ => None,
+    }
+}
+
+/// The record key of a group's metadata.
+pub fn encode_group_key(group: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(4 + group.len());
+    buf.put_i16(KEY_VERSION_GROUP_METADATA);
+    put_string(&mut buf, group);
+    buf.freeze()
+}
+
+fn put_nullable_string(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(buf, s),
+        None => buf.put_i16(-1),
+    }
+}
+
+fn get_nullable_string(buf: &mut Bytes) -> Option<Option<String>> {
+    if buf.remaining() < 2 {
+        return None;
+    }
+    if i16::from_be_bytes([buf[0], buf[1]]) < 0 {
+        buf.advance(2);
+        return Some(None);
+    }
+    get_string(buf).map(Some)
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_i32(b.len() as i32);
+    buf.put_slice(b);
+}
+
+fn get_bytes(buf: &mut Bytes) -> Option<Bytes> {
+    if buf.remaining() < 4 {
+        return None;
+    }
+    let len = buf.get_i32();
+    let len = usize::try_from(len).unwrap_or(0);
+    (buf.remaining() >= len).then(|| buf.split_to(len))
+}
+
+fn get_i32(buf: &mut Bytes) -> Option<i32> {
+    (buf.remaining() >= 4).then(|| buf.get_i32())
+}
+
+/// The record value of a group's metadata (`GroupMetadataValue` version 3).
+pub fn encode_group_value(group: &GroupSnapshot, now_ms: i64) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(GROUP_VALUE_VERSION);
+    put_string(&mut buf, &group.protocol_type);
+    buf.put_i32(group.generation);
+    put_nullable_string(&mut buf, group.protocol.as_deref());
+    put_nullable_string(&mut buf, group.leader.as_deref());
+    buf.put_i64(now_ms); // current state timestamp
+    buf.put_i32(group.members.len() as i32);
+    for m in &group.members {
+        put_string(&mut buf, &m.id);
+        put_nullable_string(&mut buf, m.instance_id.as_deref());
+        put_string(&mut buf, &m.client_id);
+        put_string(&mut buf, &m.client_host);
+        buf.put_i32(m.rebalance_timeout_ms);
+        buf.put_i32(m.session_timeout_ms);
+        put_bytes(&mut buf, &m.subscription);
+        put_bytes(&mut buf, &m.assignment);
+    }
+    buf.freeze()
+}
+
+/// Decodes a group's metadata (`GroupMetadataValue` versions 0 to 3).
+pub fn decode_group_value(mut value: Bytes) -> Option<GroupSnapshot> {
+    let buf = &mut value;
+    if buf.remaining() < 2 {
+        return None;
+    }
+    let version = buf.get_i16();
+    if !(0..=GROUP_VALUE_VERSION).contains(&version) {
+        return None;
+    }
+    let protocol_type = get_string(buf)?;
+    let generation = get_i32(buf)?;
+    let protocol = get_nullable_string(buf)?;
+    let leader = get_nullable_string(buf)?;
+    if version >= 2 {
+        if buf.remaining() < 8 {
+            return None;
+        }
+        buf.advance(8); // current state timestamp
+    }
+    let count = usize::try_from(get_i32(buf)?).unwrap_or(0);
+    let mut members = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let id = get_string(buf)?;
+        let instance_id = if version >= 3 {
+            get_nullable_string(buf)?
+        } else {
+            None
+        };
+        let client_id = get_string(buf)?;
+        let client_host = get_string(buf)?;
+        let rebalance_timeout_ms = if version >= 1 { get_i32(buf)? } else { -1 };
+        let session_timeout_ms = get_i32(buf)?;
+        let rebalance_timeout_ms = if rebalance_timeout_ms < 0 {
+            session_timeout_ms
+        } else {
+            rebalance_timeout_ms
+        };
+        members.push(MemberSnapshot {
+            id,
+            instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription: get_bytes(buf)?,
+            assignment: get_bytes(buf)?,
+        });
+    }
+    Some(GroupSnapshot {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        members,
+    })
 }
 
 /// Decodes an offset-commit value (versions 1 and 3).
@@ -146,6 +291,11 @@ pub struct OffsetStore {
     /// One per offsets partition, held from append to in-memory update, so that memory
     /// applies a partition's writes in log order (what a restart replays).
     write_order: Vec<Mutex<()>>,
+    /// Group metadata found by the replay, until the coordinator takes it.
+    replayed_groups: Mutex<HashMap<String, GroupSnapshot>>,
+    /// Sequence number of the last group metadata written per group (see
+    /// [`write_group`](Self::write_group)).
+    group_seq: Mutex<HashMap<String, u64>>,
 }
 
 impl OffsetStore {
@@ -170,6 +320,8 @@ impl OffsetStore {
             topic,
             offsets: RwLock::new(HashMap::new()),
             write_order,
+            replayed_groups: Mutex::new(HashMap::new()),
+            group_seq: Mutex::new(HashMap::new()),
         };
         let mut records = 0usize;
         for partition in store.topic.partitions() {
@@ -177,7 +329,9 @@ impl OffsetStore {
         }
         info!(
             groups = store.offsets.read().len(),
-            records, "loaded committed offsets"
+            stable_groups = store.replayed_groups.lock().len(),
+            records,
+            "loaded committed offsets and group metadata"
         );
         Ok(store)
     }
@@ -215,8 +369,21 @@ impl OffsetStore {
     }
 
     fn apply(&self, record: Record) -> bool {
-        let Some((group, topic, partition)) = record.key.and_then(decode_key) else {
-            return false;
+        let (group, topic, partition) = match record.key.and_then(decode_key) {
+            Some(RecordKey::Offset(group, topic, partition)) => (group, topic, partition),
+            Some(RecordKey::Group(group)) => {
+                let mut groups = self.replayed_groups.lock();
+                match record.value.and_then(decode_group_value) {
+                    Some(snapshot) if !snapshot.members.is_empty() => {
+                        groups.insert(group, snapshot);
+                    }
+                    _ => {
+                        groups.remove(&group);
+                    }
+                }
+                return true;
+            }
+            None => return false,
         };
         let mut offsets = self.offsets.write();
         match record.value.and_then(decode_value) {
@@ -257,43 +424,16 @@ impl OffsetStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let index = partition_for(group, self.partition_count());
-        let partition = self.topic.partition(index).ok_or_else(|| {
-            OffsetStoreError::Encode(format!("offsets partition {index} is missing"))
-        })?;
-        let records: Vec<Record> = entries
+        let records = entries
             .iter()
-            .enumerate()
-            .map(|(i, ((topic, p), value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now_ms,
-                key: Some(encode_key(group, topic, *p)),
-                value: value.as_ref().map(encode_value),
-                headers: IndexMap::new(),
+            .map(|((topic, p), value)| {
+                (
+                    encode_key(group, topic, *p),
+                    value.as_ref().map(encode_value),
+                )
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| OffsetStoreError::Encode(e.to_string()))?;
-        let slot = index as usize % self.write_order.len().max(1);
-        let _in_log_order = self.write_order.get(slot).map(Mutex::lock);
-        partition.append(&mut buf, 0)?;
-        partition.log.flush()?;
+        let _in_log_order = self.append(group, records, now_ms)?;
         let mut offsets = self.offsets.write();
         for ((topic, p), value) in entries {
             match value {
@@ -313,6 +453,102 @@ impl OffsetStore {
         if offsets.get(group).is_some_and(BTreeMap::is_empty) {
             offsets.remove(group);
         }
+        Ok(())
+    }
+
+    /// Durably records a group's metadata (`None`: it has no members; a tombstone).
+    /// Snapshots are taken in `seq` order but may arrive here in another: one older than the
+    /// last written for the group is dropped. Returns whether it was written.
+    ///
+    /// # Errors
+    /// Appending failed.
+    pub fn write_group(
+        &self,
+        group: &str,
+        seq: u64,
+        snapshot: Option<&GroupSnapshot>,
+        now_ms: i64,
+    ) -> Result<bool, OffsetStoreError> {
+        let index = partition_for(group, self.partition_count());
+        let _in_log_order = self.lock_partition(index);
+        if self
+            .group_seq
+            .lock()
+            .get(group)
+            .is_some_and(|&last| last >= seq)
+        {
+            return Ok(false);
+        }
+        let value = snapshot.map(|g| encode_group_value(g, now_ms));
+        self.append_locked(index, vec![(encode_group_key(group), value)], now_ms)?;
+        self.group_seq.lock().insert(group.to_string(), seq);
+        Ok(true)
+    }
+
+    /// The stable groups found in the log at open, once (for the coordinator to restore).
+    pub fn take_replayed_groups(&self) -> HashMap<String, GroupSnapshot> {
+        std::mem::take(&mut *self.replayed_groups.lock())
+    }
+
+    fn lock_partition(&self, index: i32) -> Option<parking_lot::MutexGuard<'_, ()>> {
+        let slot = index as usize % self.write_order.len().max(1);
+        self.write_order.get(slot).map(Mutex::lock)
+    }
+
+    /// Appends and flushes `records` to the group's partition; the returned guard keeps
+    /// other writes of that partition out until the caller has applied these in memory.
+    fn append(
+        &self,
+        group: &str,
+        records: Vec<(Bytes, Option<Bytes>)>,
+        now_ms: i64,
+    ) -> Result<Option<parking_lot::MutexGuard<'_, ()>>, OffsetStoreError> {
+        let index = partition_for(group, self.partition_count());
+        let guard = self.lock_partition(index);
+        self.append_locked(index, records, now_ms)?;
+        Ok(guard)
+    }
+
+    fn append_locked(
+        &self,
+        index: i32,
+        records: Vec<(Bytes, Option<Bytes>)>,
+        now_ms: i64,
+    ) -> Result<(), OffsetStoreError> {
+        let partition = self.topic.partition(index).ok_or_else(|| {
+            OffsetStoreError::Encode(format!("offsets partition {index} is missing"))
+        })?;
+        let records: Vec<Record> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: now_ms,
+                key: Some(key),
+                value,
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| OffsetStoreError::Encode(e.to_string()))?;
+        partition.append(&mut buf, 0)?;
+        partition.log.flush()?;
         Ok(())
     }
 
@@ -357,7 +593,14 @@ mod tests {
     #[test]
     fn keys_and_values_round_trip() {
         let key = encode_key("g", "orders", 7);
-        assert_eq!(decode_key(key), Some(("g".into(), "orders".into(), 7)));
+        assert_eq!(
+            decode_key(key),
+            Some(RecordKey::Offset("g".into(), "orders".into(), 7))
+        );
+        assert_eq!(
+            decode_key(encode_group_key("g")),
+            Some(RecordKey::Group("g".into()))
+        );
         let value = CommittedOffset {
             offset: 42,
             leader_epoch: 3,
@@ -408,6 +651,82 @@ mod tests {
             let replayed = store.get("g", "t", 0).map(|c| c.offset);
             assert_eq!(replayed, in_memory, "round {round}");
         }
+    }
+
+    fn snapshot(generation: i32) -> GroupSnapshot {
+        GroupSnapshot {
+            protocol_type: "consumer".into(),
+            generation,
+            protocol: Some("range".into()),
+            leader: Some("m-1".into()),
+            members: vec![
+                MemberSnapshot {
+                    id: "m-1".into(),
+                    instance_id: None,
+                    client_id: "c1".into(),
+                    client_host: "/127.0.0.1".into(),
+                    rebalance_timeout_ms: 30_000,
+                    session_timeout_ms: 6_000,
+                    subscription: Bytes::from_static(b"sub"),
+                    assignment: Bytes::from_static(b"p0"),
+                },
+                MemberSnapshot {
+                    id: "m-2".into(),
+                    instance_id: Some("host-2".into()),
+                    client_id: "c2".into(),
+                    client_host: "/127.0.0.2".into(),
+                    rebalance_timeout_ms: 20_000,
+                    session_timeout_ms: 10_000,
+                    subscription: Bytes::new(),
+                    assignment: Bytes::from_static(b"p1"),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn group_metadata_round_trips() {
+        let group = snapshot(7);
+        assert_eq!(
+            decode_group_value(encode_group_value(&group, 5)),
+            Some(group.clone())
+        );
+        // truncated values are refused, not misread
+        let bytes = encode_group_value(&group, 5);
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_group_value(bytes.slice(..cut)), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn group_metadata_survives_reopen_and_tombstones_remove_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(BrokerConfig::for_tests(dir.path()));
+        {
+            let topics = TopicRegistry::open(Arc::clone(&config)).expect("topics");
+            let store = OffsetStore::open(&topics, 3).expect("store");
+            assert!(store
+                .write_group("g1", 1, Some(&snapshot(1)), 1)
+                .expect("write"));
+            assert!(store
+                .write_group("g1", 3, Some(&snapshot(3)), 2)
+                .expect("write"));
+            // a snapshot taken before the last written one arrives late: dropped
+            assert!(!store
+                .write_group("g1", 2, Some(&snapshot(2)), 3)
+                .expect("write"));
+            assert!(store
+                .write_group("g2", 4, Some(&snapshot(1)), 4)
+                .expect("write"));
+            assert!(store.write_group("g2", 5, None, 5).expect("tombstone"));
+            topics.close_all().expect("close");
+        }
+        let topics = TopicRegistry::open(config).expect("topics");
+        let store = OffsetStore::open(&topics, 3).expect("store");
+        let groups = store.take_replayed_groups();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups.get("g1"), Some(&snapshot(3)));
+        assert!(store.take_replayed_groups().is_empty());
     }
 
     #[test]
