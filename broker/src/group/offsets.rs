@@ -282,6 +282,41 @@ pub fn decode_value(mut value: Bytes) -> Option<CommittedOffset> {
     })
 }
 
+/// Record batch v2 layout: the length field ends here (after the base offset), the record
+/// count sits at `BATCH_RECORD_COUNT`, the records start at `BATCH_RECORDS`.
+const BATCH_LENGTH_END: usize = 12;
+const BATCH_ATTRIBUTES: usize = 21;
+const BATCH_RECORD_COUNT: usize = 57;
+const BATCH_RECORDS: usize = 61;
+/// The smallest encoded record: length, attributes, timestamp delta, offset delta, key
+/// length, value length and header count, one byte each.
+const RECORD_BYTES_MIN: usize = 7;
+/// Most records a compressed batch may claim (its bytes do not bound the count).
+const COMPRESSED_BATCH_RECORDS_MAX: usize = 1 << 20;
+
+/// Why a stored batch must not be decoded, if it must not: the decoder reserves memory for
+/// the record count the batch claims, so a batch claiming more records than it can hold
+/// (say `i32::MAX`, produced by a client) would abort the broker at every start.
+fn implausible_batch(batch: &[u8]) -> Option<&'static str> {
+    if batch.len() < BATCH_RECORDS {
+        return Some("shorter than a batch header");
+    }
+    let count = i32::from_be_bytes([
+        batch[BATCH_RECORD_COUNT],
+        batch[BATCH_RECORD_COUNT + 1],
+        batch[BATCH_RECORD_COUNT + 2],
+        batch[BATCH_RECORD_COUNT + 3],
+    ]);
+    let count = usize::try_from(count).ok()?;
+    let compressed = batch[BATCH_ATTRIBUTES + 1] & 0x07 != 0;
+    let max = if compressed {
+        COMPRESSED_BATCH_RECORDS_MAX
+    } else {
+        (batch.len() - BATCH_RECORDS) / RECORD_BYTES_MIN
+    };
+    (count > max).then_some("claims more records than it can hold")
+}
+
 type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 
 /// The committed offsets of every group, backed by `__consumer_offsets`.
@@ -336,6 +371,9 @@ impl OffsetStore {
         Ok(store)
     }
 
+    /// Applies every record of `partition` in log order. A batch that cannot be read is
+    /// skipped with a warning, not the rest of the partition: its length still says where
+    /// the next one starts (the log only stores batches whose length and CRC were checked).
     fn replay(&self, partition: &Partition) -> Result<usize, OffsetStoreError> {
         let log = &partition.log;
         let mut offset = log.log_start_offset();
@@ -346,9 +384,22 @@ impl OffsetStore {
             let bytes = region
                 .to_vec()
                 .map_err(|e| LogError::io("replay offsets", log.dir(), e))?;
-            let mut buf = Bytes::from(bytes);
-            while buf.has_remaining() {
-                match RecordBatchDecoder::decode(&mut buf) {
+            let mut rest = Bytes::from(bytes);
+            while rest.len() >= BATCH_LENGTH_END {
+                let length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+                let size = BATCH_LENGTH_END + usize::try_from(length).unwrap_or(0);
+                if size > rest.len() {
+                    break;
+                }
+                let mut batch = rest.split_to(size);
+                if let Some(reason) = implausible_batch(&batch) {
+                    warn!(
+                        partition = partition.index,
+                        reason, "unreadable offsets batch skipped"
+                    );
+                    continue;
+                }
+                match RecordBatchDecoder::decode(&mut batch) {
                     Ok(set) => {
                         for record in set.records {
                             applied += usize::from(self.apply(record));
@@ -356,7 +407,6 @@ impl OffsetStore {
                     }
                     Err(e) => {
                         warn!(partition = partition.index, error = %e, "undecodable offsets batch skipped");
-                        break;
                     }
                 }
             }
@@ -727,6 +777,63 @@ mod tests {
         assert_eq!(groups.len(), 1);
         assert_eq!(groups.get("g1"), Some(&snapshot(3)));
         assert!(store.take_replayed_groups().is_empty());
+    }
+
+    /// A record batch with a valid CRC that claims `count` records and holds none.
+    fn batch_claiming(count: i32) -> Vec<u8> {
+        let mut after_crc = BytesMut::new();
+        after_crc.put_i16(0); // attributes: no compression
+        after_crc.put_i32(count - 1); // last offset delta
+        after_crc.put_i64(0); // first timestamp
+        after_crc.put_i64(0); // max timestamp
+        after_crc.put_i64(-1); // producer id
+        after_crc.put_i16(-1); // producer epoch
+        after_crc.put_i32(-1); // base sequence
+        after_crc.put_i32(count);
+        let mut batch = BytesMut::new();
+        batch.put_i64(0);
+        batch.put_i32(4 + 1 + 4 + after_crc.len() as i32);
+        batch.put_i32(0); // partition leader epoch
+        batch.put_i8(2); // magic
+        batch.put_u32(crc32c::crc32c(&after_crc));
+        batch.put_slice(&after_crc);
+        batch.to_vec()
+    }
+
+    #[test]
+    fn replay_skips_a_batch_claiming_more_records_than_it_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(BrokerConfig::for_tests(dir.path()));
+        let committed = |offset| CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 1,
+        };
+        {
+            let topics = TopicRegistry::open(Arc::clone(&config)).expect("topics");
+            let store = OffsetStore::open(&topics, 1).expect("store");
+            store
+                .write("g", &[(("t".into(), 0), Some(committed(1)))], 1)
+                .expect("commit");
+            // what a client could produce into the topic: replaying it must neither reserve
+            // memory for i32::MAX records nor lose the commits around it
+            let partition = topics
+                .get(OFFSETS_TOPIC)
+                .and_then(|t| t.partition(0))
+                .expect("partition");
+            partition
+                .append(&mut batch_claiming(i32::MAX), 0)
+                .expect("append bomb");
+            store
+                .write("g", &[(("t".into(), 1), Some(committed(2)))], 2)
+                .expect("commit");
+            topics.close_all().expect("close");
+        }
+        let topics = TopicRegistry::open(config).expect("topics");
+        let store = OffsetStore::open(&topics, 1).expect("store");
+        assert_eq!(store.get("g", "t", 0), Some(committed(1)));
+        assert_eq!(store.get("g", "t", 1), Some(committed(2)));
     }
 
     #[test]
