@@ -1323,6 +1323,41 @@ mod tests {
     }
 
     #[test]
+    fn a_member_that_heartbeats_but_never_rejoins_is_dropped_at_the_rebalance_timeout() {
+        let mut group = Group::new("g", limits());
+        let (a, b) = stable_pair(&mut group);
+        let (c, _, _) = join_new(&mut group, 100);
+        let deadline = 100 + 30_000; // the members' rebalance timeout
+        group.join(join_req(&a, &["range"]), 200);
+        // b stays alive by heartbeating, but does not rejoin
+        let mut now = 200;
+        while now < deadline - 1 {
+            now += 5_000.min(deadline - 1 - now);
+            assert_eq!(
+                group.heartbeat(&b, None, 2, now),
+                codes::REBALANCE_IN_PROGRESS
+            );
+            assert!(group.tick(now).is_empty());
+        }
+        let effects = group.tick(deadline);
+        assert!(group.member(&b).is_none());
+        assert_eq!(
+            (group.state, group.generation),
+            (GroupState::CompletingRebalance, 3)
+        );
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, Effect::Join { member_id, result }
+            if *member_id == b && result.error_code == codes::UNKNOWN_MEMBER_ID)));
+        for m in [&a, &c] {
+            assert!(effects
+                .iter()
+                .any(|e| matches!(e, Effect::Join { member_id, result }
+                if member_id == m && result.generation_id == 3)));
+        }
+    }
+
+    #[test]
     fn a_heartbeat_with_a_stale_generation_is_illegal_even_while_rebalancing() {
         let mut group = Group::new("g", limits());
         let (a, _) = stable_pair(&mut group);
