@@ -294,3 +294,32 @@ async fn a_corrupt_batch_is_refused_and_nothing_is_written() {
         .map(|p| p.log.log_end_offset());
     assert_eq!(end, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_write_to_the_offsets_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Broker::open(BrokerConfig::for_tests(dir.path())).expect("broker");
+    let records = Bytes::from(batch(&BatchSpec::records(1)));
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("__consumer_offsets"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let body = call(&broker, ApiKey::Produce, 9, &request)
+        .await
+        .expect("response");
+    let response = ProduceResponse::decode(&mut body.clone(), 9).expect("decode");
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code, 17,
+        "INVALID_TOPIC_EXCEPTION"
+    );
+    let end = broker
+        .topics
+        .get("__consumer_offsets")
+        .and_then(|t| t.partition(0))
+        .map(|p| p.log.log_end_offset());
+    assert_eq!(end, Some(0));
+}

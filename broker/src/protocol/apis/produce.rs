@@ -58,6 +58,12 @@ pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, Han
                     ResponseError::InvalidRequiredAcks,
                     format!("acks={acks} is not 0, 1 or -1"),
                 ))
+            } else if name == crate::group::offsets::OFFSETS_TOPIC {
+                // Internal topics are written by the broker only (as in Kafka).
+                Some((
+                    ResponseError::InvalidTopicException,
+                    format!("cannot produce to internal topic {name}"),
+                ))
             } else if request.transactional_id.is_some() {
                 Some((
                     ResponseError::TransactionalIdAuthorizationFailed,
