@@ -60,7 +60,7 @@ impl RequestFrame {
     /// Decodes the body as `T`.
     ///
     /// # Errors
-    /// [`FrameError::BadBody`] when the bytes do not decode, or are not all consumed.
+    /// [`FrameError::BadBody`] when the bytes do not decode.
     pub fn decode<T: Decodable>(&self) -> Result<T, FrameError> {
         let mut body = self.body.clone();
         let message = T::decode(&mut body, self.version).map_err(|e| FrameError::BadBody {
@@ -69,11 +69,9 @@ impl RequestFrame {
             reason: e.to_string(),
         })?;
         if !body.is_empty() {
-            return Err(FrameError::BadBody {
-                api: self.api_key,
-                version: self.version,
-                reason: format!("{} trailing bytes", body.len()),
-            });
+            // Like Kafka, tolerate bytes after a complete message: some clients send fields
+            // of other versions (librdkafka's Metadata v12 without topics carries 3 more).
+            tracing::debug!(api = ?self.api_key, version = self.version, trailing = body.len(), "trailing request bytes ignored");
         }
         Ok(message)
     }
