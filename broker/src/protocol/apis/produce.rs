@@ -79,7 +79,6 @@ pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, Han
                         Some((ResponseError::CorruptMessage, "no records".to_string()))
                     }
                     (Some(partition), Some(records)) => {
-                        broker.metrics.bytes_in.inc_by(records.len() as u64);
                         let mut owned = records.to_vec();
                         match partition.append(&mut owned, 0) {
                             Ok(appended) => {
