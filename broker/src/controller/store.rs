@@ -445,13 +445,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// A command as stored in the log (kept small and versionable).
-pub type LogCommand = Command;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{CommittedLeaderId, LeaderId};
+    use openraft::CommittedLeaderId;
 
     fn entry(index: u64) -> Entry<TypeConfig> {
         Entry {
@@ -482,6 +479,5 @@ mod tests {
                 .len() as usize,
             whole
         );
-        let _ = LeaderId::<NodeId>::new(1, 1);
     }
 }

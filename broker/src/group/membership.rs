@@ -250,7 +250,6 @@ pub struct Group {
     /// End of the initial delay of a rebalance that started from Empty.
     initial_delay_until_ms: Option<i64>,
     limits: GroupLimits,
-    next_member_suffix: u64,
 }
 
 impl Group {
@@ -268,7 +267,6 @@ impl Group {
             rebalance_deadline_ms: None,
             initial_delay_until_ms: None,
             limits,
-            next_member_suffix: 0,
         }
     }
 
@@ -353,8 +351,7 @@ impl Group {
         self.members.iter_mut().find(|m| m.id == id)
     }
 
-    fn new_member_id(&mut self, client_id: &str, instance_id: Option<&str>) -> String {
-        self.next_member_suffix += 1;
+    fn new_member_id(&self, client_id: &str, instance_id: Option<&str>) -> String {
         let prefix = instance_id.unwrap_or(client_id);
         format!("{prefix}-{}", uuid::Uuid::new_v4())
     }
@@ -513,26 +510,7 @@ impl Group {
             });
         }
         self.protocol_type = Some(request.protocol_type.clone());
-        if self.state != GroupState::PreparingRebalance {
-            effects.extend(self.prepare_rebalance(now_ms));
-        }
-        effects.extend(self.try_complete_join(now_ms));
-        let answered = effects
-            .iter()
-            .any(|e| matches!(e, Effect::Join { member_id: m, .. } if *m == member_id));
-        let outcome = if answered {
-            let index = effects
-                .iter()
-                .position(|e| matches!(e, Effect::Join { member_id: m, .. } if *m == member_id))
-                .unwrap_or_default();
-            match effects.remove(index) {
-                Effect::Join { result, .. } => JoinOutcome::Immediate(result),
-                Effect::Sync { .. } => JoinOutcome::Pending { member_id },
-            }
-        } else {
-            JoinOutcome::Pending { member_id }
-        };
-        (outcome, effects)
+        self.rejoin_round(member_id, effects, now_ms)
     }
 
     fn replace_static_member(
@@ -587,19 +565,27 @@ impl Group {
         if let Some(m) = self.member_mut(&new_id) {
             m.joined = true;
         }
+        self.rejoin_round(new_id, effects, now_ms)
+    }
+
+    /// Takes `member_id` into the current rebalance round (starting one if needed) and returns
+    /// its answer if the round completed at once, else parks it.
+    fn rejoin_round(
+        &mut self,
+        member_id: String,
+        mut effects: Vec<Effect>,
+        now_ms: i64,
+    ) -> (JoinOutcome, Vec<Effect>) {
         if self.state != GroupState::PreparingRebalance {
             effects.extend(self.prepare_rebalance(now_ms));
         }
         effects.extend(self.try_complete_join(now_ms));
-        match effects
+        let mine = effects
             .iter()
-            .position(|e| matches!(e, Effect::Join { member_id: m, .. } if *m == new_id))
-        {
-            Some(i) => match effects.remove(i) {
-                Effect::Join { result, .. } => (JoinOutcome::Immediate(result), effects),
-                Effect::Sync { .. } => (JoinOutcome::Pending { member_id: new_id }, effects),
-            },
-            None => (JoinOutcome::Pending { member_id: new_id }, effects),
+            .position(|e| matches!(e, Effect::Join { member_id: m, .. } if *m == member_id));
+        match mine.map(|i| effects.remove(i)) {
+            Some(Effect::Join { result, .. }) => (JoinOutcome::Immediate(result), effects),
+            _ => (JoinOutcome::Pending { member_id }, effects),
         }
     }
 
@@ -650,7 +636,6 @@ impl Group {
         self.rebalance_deadline_ms = Some(now_ms + timeout);
         self.initial_delay_until_ms =
             from_empty.then(|| now_ms + self.limits.initial_rebalance_delay_ms.min(timeout));
-        effects.retain(|_| true);
         effects
     }
 
