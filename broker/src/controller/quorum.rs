@@ -2,7 +2,7 @@
 //! broker (voter or not) writes metadata commands through [`QuorumClient`] and follows the
 //! applied metadata through a watch channel.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,6 +231,64 @@ impl QuorumClient {
         command: &Command,
         deadline: Duration,
     ) -> Result<CommandResult, QuorumError> {
+        self.call_leader(
+            "controller/write",
+            command,
+            Duration::from_secs(5),
+            deadline,
+            |reply| match reply {
+                WriteReply::Applied(result) => Answer::Done(result),
+                WriteReply::NotLeader { leader } => {
+                    Answer::NotLeader(leader.map(|(_, address)| address))
+                }
+                WriteReply::Unavailable(reason) => Answer::Retry(reason),
+            },
+        )
+        .await
+    }
+
+    /// Sends one heartbeat to the leader, following redirects, within `deadline`; returns
+    /// (registered, fenced).
+    ///
+    /// # Errors
+    /// [`QuorumError::Unavailable`] when no leader answered in time.
+    pub async fn heartbeat(
+        &self,
+        beat: Heartbeat,
+        deadline: Duration,
+    ) -> Result<(bool, bool), QuorumError> {
+        self.call_leader(
+            "controller/heartbeat",
+            &beat,
+            Duration::from_secs(2),
+            deadline,
+            |reply| match reply {
+                HeartbeatReply::Recorded { registered, fenced } => {
+                    Answer::Done((registered, fenced))
+                }
+                HeartbeatReply::NotLeader { leader } => {
+                    Answer::NotLeader(leader.map(|(_, address)| address))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Posts `body` to `path` on the quorum leader: tries the voters in turn, jumps to the
+    /// leader a voter names, and backs off (50 ms doubling to 500 ms) between failed tries
+    /// until `deadline`.
+    async fn call_leader<Req, Reply, T>(
+        &self,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+        deadline: Duration,
+        classify: impl Fn(Reply) -> Answer<T>,
+    ) -> Result<T, QuorumError>
+    where
+        Req: serde::Serialize,
+        Reply: for<'de> serde::Deserialize<'de>,
+    {
         let started = tokio::time::Instant::now();
         let mut candidates: Vec<String> = self.voters.values().cloned().collect();
         let mut next = 0usize;
@@ -238,20 +296,18 @@ impl QuorumClient {
         let mut last_error = String::from("no voter tried");
         while started.elapsed() < deadline {
             let address = candidates[next % candidates.len()].clone();
-            let url = format!("http://{address}/controller/write");
+            let url = format!("http://{address}/{path}");
             match self
                 .client
                 .post(&url)
-                .timeout(Duration::from_secs(5))
-                .json(command)
+                .timeout(timeout)
+                .json(body)
                 .send()
                 .await
             {
-                Ok(response) => match response.json::<WriteReply>().await {
-                    Ok(WriteReply::Applied(result)) => return Ok(result),
-                    Ok(WriteReply::NotLeader {
-                        leader: Some((_, leader)),
-                    }) => {
+                Ok(response) => match response.json::<Reply>().await.map(&classify) {
+                    Ok(Answer::Done(value)) => return Ok(value),
+                    Ok(Answer::NotLeader(Some(leader))) if leader != address => {
                         if !candidates.contains(&leader) {
                             candidates.push(leader.clone());
                         }
@@ -262,10 +318,8 @@ impl QuorumClient {
                         last_error = format!("{address} is not the leader");
                         continue;
                     }
-                    Ok(WriteReply::NotLeader { leader: None }) => {
-                        last_error = "no leader elected yet".into()
-                    }
-                    Ok(WriteReply::Unavailable(reason)) => last_error = reason,
+                    Ok(Answer::NotLeader(_)) => last_error = "no leader elected yet".into(),
+                    Ok(Answer::Retry(reason)) => last_error = reason,
                     Err(e) => last_error = e.to_string(),
                 },
                 Err(e) => last_error = format!("{address}: {e}"),
@@ -273,59 +327,6 @@ impl QuorumClient {
             next += 1;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
-        }
-        Err(QuorumError::Unavailable(deadline, last_error))
-    }
-
-    /// Sends one heartbeat to the leader, following redirects, within `deadline`.
-    ///
-    /// # Errors
-    /// [`QuorumError::Unavailable`] when no leader answered in time.
-    pub async fn heartbeat(
-        &self,
-        beat: Heartbeat,
-        deadline: Duration,
-    ) -> Result<(bool, bool), QuorumError> {
-        let started = tokio::time::Instant::now();
-        let mut candidates: Vec<String> = self.voters.values().cloned().collect();
-        let mut next = 0usize;
-        let mut last_error = String::from("no voter tried");
-        while started.elapsed() < deadline {
-            let address = candidates[next % candidates.len()].clone();
-            let url = format!("http://{address}/controller/heartbeat");
-            match self
-                .client
-                .post(&url)
-                .timeout(Duration::from_secs(2))
-                .json(&beat)
-                .send()
-                .await
-            {
-                Ok(response) => match response.json::<HeartbeatReply>().await {
-                    Ok(HeartbeatReply::Recorded { registered, fenced }) => {
-                        return Ok((registered, fenced))
-                    }
-                    Ok(HeartbeatReply::NotLeader {
-                        leader: Some((_, leader)),
-                    }) => {
-                        if !candidates.contains(&leader) {
-                            candidates.push(leader.clone());
-                        }
-                        next = candidates
-                            .iter()
-                            .position(|c| *c == leader)
-                            .unwrap_or(next + 1);
-                        continue;
-                    }
-                    Ok(HeartbeatReply::NotLeader { leader: None }) => {
-                        last_error = "no leader elected yet".into()
-                    }
-                    Err(e) => last_error = e.to_string(),
-                },
-                Err(e) => last_error = format!("{address}: {e}"),
-            }
-            next += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(QuorumError::Unavailable(deadline, last_error))
     }
@@ -432,24 +433,12 @@ impl QuorumClient {
     }
 }
 
-/// Brokers whose heartbeats are older than the session timeout, among the unfenced ones.
-pub fn expired_brokers(
-    metadata: &ClusterMetadata,
-    last_heartbeat_ms: &BTreeMap<i32, i64>,
-    now_ms: i64,
-    session_timeout_ms: i64,
-) -> BTreeSet<i32> {
-    metadata
-        .brokers
-        .values()
-        .filter(|b| !b.fenced)
-        .filter(|b| {
-            last_heartbeat_ms
-                .get(&b.id)
-                .is_none_or(|t| now_ms - t > session_timeout_ms)
-        })
-        .map(|b| b.id)
-        .collect()
+/// How a voter's reply to [`QuorumClient::call_leader`] is taken.
+enum Answer<T> {
+    Done(T),
+    /// Ask this address instead (`None`: no leader known yet).
+    NotLeader(Option<String>),
+    Retry(String),
 }
 
 #[cfg(test)]

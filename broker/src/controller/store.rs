@@ -26,7 +26,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::metadata::{ClusterMetadata, Command, CommandResult};
+use super::metadata::{ClusterMetadata, CommandResult};
 use super::TypeConfig;
 
 pub type NodeId = u64;
@@ -448,6 +448,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::metadata::Command;
     use openraft::CommittedLeaderId;
 
     fn entry(index: u64) -> Entry<TypeConfig> {

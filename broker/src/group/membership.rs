@@ -467,7 +467,7 @@ impl Group {
         }
 
         let member_id = request.member_id.clone();
-        let mut effects = Vec::new();
+        let effects = Vec::new();
         if known {
             let unchanged = self
                 .member(&member_id)
@@ -618,7 +618,7 @@ impl Group {
 
     /// Starts a rebalance: members must rejoin; waiting syncs learn of it.
     fn prepare_rebalance(&mut self, now_ms: i64) -> Vec<Effect> {
-        let mut effects: Vec<Effect> = std::mem::take(&mut self.awaiting_sync)
+        let effects: Vec<Effect> = std::mem::take(&mut self.awaiting_sync)
             .into_iter()
             .map(|member_id| Effect::Sync {
                 member_id,
