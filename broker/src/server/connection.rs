@@ -122,11 +122,10 @@ async fn read_frames(
         if size < 0 || size as u64 > max_bytes as u64 {
             return ReadEnd::TooLarge(size);
         }
-        let mut body = BytesMut::zeroed(size as usize);
-        let mut reader = &*stream;
-        if let Err(e) = read_exact(&mut reader, &mut body).await {
-            return ReadEnd::Io(e);
-        }
+        let body = match read_body(&stream, size as usize).await {
+            Ok(body) => body,
+            Err(e) => return ReadEnd::Io(e),
+        };
         broker.metrics.bytes_in.inc_by(4 + size as u64);
         if frames.send(body.freeze()).await.is_err() {
             return ReadEnd::Closed;
@@ -134,18 +133,22 @@ async fn read_frames(
     }
 }
 
-async fn read_exact(stream: &mut &TcpStream, buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
+/// Reads exactly `len` bytes into a fresh buffer (no zero-filling: the socket writes into the
+/// spare capacity, limited so no byte of the next frame is taken).
+async fn read_body(stream: &TcpStream, len: usize) -> std::io::Result<BytesMut> {
+    use bytes::BufMut;
+    let mut body = BytesMut::with_capacity(len);
+    while body.len() < len {
         stream.readable().await?;
-        match stream.try_read(&mut buf[filled..]) {
+        let want = len - body.len();
+        match stream.try_read_buf(&mut (&mut body).limit(want)) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => filled += n,
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(body)
 }
 
 /// Writes a response: memory parts with `write`, file regions with `sendfile`.
