@@ -235,9 +235,6 @@ fn reader(shared: &Shared, seed: u64, up_to_high_watermark: bool) -> usize {
 }
 
 #[test]
-#[ignore = "known bug, open in issue 2: in release builds a read below the high watermark \
-            sometimes starts at a later batch than the one holding the offset (e.g. a read \
-            at 15126 starting at 15145) while the writer rolls/truncates; run with --ignored"]
 fn readers_see_only_valid_contiguous_batches_while_the_writer_works() {
     let dir = scratch_dir();
     let config = LogConfig {

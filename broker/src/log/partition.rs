@@ -592,28 +592,29 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         let mut segments = kept.to_vec();
-        let reused = match cut {
-            None => {
-                // Only later segments went: the holder takes appends again after its end.
-                holder.unseal()?;
-                true
+        // Appends always continue in a fresh segment (a new file, even where its name is that
+        // of a deleted one): the holder may have been cut by an earlier truncation, and
+        // appending to it again would rewrite bytes a reader of that earlier tail still holds.
+        match cut {
+            // Only later segments went and the holder ends at `new_end`; an empty holder would
+            // share the new segment's name, so it goes.
+            None if holder.size_bytes() == 0 => {
+                segments.pop();
+                holder.delete_files()?;
             }
+            None => {}
             Some(at) if at.position == 0 => {
                 segments.pop();
                 holder.delete_files()?;
-                false
             }
             Some(_) => {
                 holder.unseal()?;
                 holder.truncate_to(offset)?;
                 holder.seal()?;
-                false
             }
-        };
-        if !reused {
-            let segment = Segment::create(&self.dir, new_end, limits_of(&writer.config))?;
-            segments.push(Arc::new(segment));
         }
+        let segment = Segment::create(&self.dir, new_end, limits_of(&writer.config))?;
+        segments.push(Arc::new(segment));
         sync_dir(&self.dir)?;
         self.segments.store(Arc::new(segments));
         let active = self.active();
@@ -729,11 +730,31 @@ impl PartitionLog {
 
     /// Reads whole batches from `offset` within `limits`. Never blocks the writer.
     ///
+    /// The answer always starts with the batch holding `offset`. A reader that raced a
+    /// truncation may hold a segment list in which the segment holding `offset` was already
+    /// cut short while a later, doomed segment is still listed; it then sees a gap (a later
+    /// segment starting above `offset`) and reads again with fresh state instead of skipping
+    /// ahead to batches that no longer follow `offset`.
+    ///
     /// # Errors
     /// [`LogError::OffsetOutOfRange`] when `offset` is below the log start or above the log
     /// end; [`LogError::Corruption`] when the batch at `offset` is damaged; I/O errors.
     pub fn read(&self, offset: i64, limits: ReadLimits) -> Result<ReadResult, LogError> {
-        let segments = self.segments.load();
+        const STALE_RETRIES: usize = 16;
+        for _ in 0..STALE_RETRIES {
+            if let Some(result) = self.read_once(offset, limits)? {
+                return Ok(result);
+            }
+            std::thread::yield_now();
+        }
+        // Still racing a writer that keeps truncating: answer with nothing rather than wait.
+        let mut result = self.read_bounds(offset)?;
+        result.region = None;
+        Ok(result)
+    }
+
+    /// The bounds of a read at `offset` with no region yet.
+    fn read_bounds(&self, offset: i64) -> Result<ReadResult, LogError> {
         let log_start = self.log_start_offset();
         let log_end = self.log_end_offset();
         let high_watermark = self.high_watermark();
@@ -744,16 +765,25 @@ impl PartitionLog {
                 log_end_offset: log_end,
             });
         }
-        let mut result = ReadResult {
+        Ok(ReadResult {
             region: None,
             next_offset: offset,
             log_start_offset: log_start,
             log_end_offset: log_end,
             high_watermark,
-        };
-        let max_offset = limits.max_offset.unwrap_or(log_end).min(log_end);
+        })
+    }
+
+    /// One read attempt; `None` when the segment list was stale (see [`read`](Self::read)).
+    fn read_once(&self, offset: i64, limits: ReadLimits) -> Result<Option<ReadResult>, LogError> {
+        let segments = self.segments.load();
+        let mut result = self.read_bounds(offset)?;
+        let max_offset = limits
+            .max_offset
+            .unwrap_or(result.log_end_offset)
+            .min(result.log_end_offset);
         if offset >= max_offset {
-            return Ok(result);
+            return Ok(Some(result));
         }
         let first = segments
             .partition_point(|s| s.base_offset() <= offset)
@@ -761,6 +791,11 @@ impl PartitionLog {
         for segment in &segments[first..] {
             if segment.base_offset() >= max_offset {
                 break;
+            }
+            if segment.base_offset() > offset {
+                // The segments before this one end below `offset`: a truncation cut them
+                // after this list was loaded.
+                return Ok(None);
             }
             let Some(at) = segment.find_batch(offset)? else {
                 continue;
@@ -776,7 +811,7 @@ impl PartitionLog {
             }
             break;
         }
-        Ok(result)
+        Ok(Some(result))
     }
 
     /// The first record whose timestamp is at least `timestamp`, or `None` when every record
