@@ -51,6 +51,20 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "group.initial.rebalance.delay.ms", default: "3000", doc: "Wait for more members before the first rebalance of an empty group." },
     KeySpec { name: "group.max.size", default: "1000", doc: "Most members a consumer group may have." },
     KeySpec { name: "shutdown.timeout.ms", default: "30000", doc: "Longest wait for in-flight requests on SIGTERM." },
+    KeySpec { name: "controller.quorum.voters", default: "", doc: "Controller voters as ID@HOST:PORT,...; empty runs a standalone single node without a quorum." },
+    KeySpec { name: "controller.listeners", default: "", doc: "HOST:PORT this node's controller (Raft) listener binds when it is a voter; defaults to its entry in controller.quorum.voters." },
+    KeySpec { name: "broker.rack", default: "", doc: "Rack of this broker, shown in metadata (empty: none)." },
+    KeySpec { name: "broker.session.timeout.ms", default: "9000", doc: "A broker silent this long is fenced by the controller." },
+    KeySpec { name: "broker.heartbeat.interval.ms", default: "2000", doc: "How often a broker heartbeats to the controller." },
+    KeySpec { name: "replica.lag.time.max.ms", default: "30000", doc: "A follower not caught up for this long leaves the in-sync replica set." },
+    KeySpec { name: "replica.fetch.wait.max.ms", default: "500", doc: "Longest wait of a follower fetch at the leader." },
+    KeySpec { name: "replica.fetch.max.bytes", default: "1048576", doc: "Bytes a follower asks for per partition and fetch." },
+    KeySpec { name: "unclean.leader.election.enable", default: "false", doc: "Elect a leader outside the ISR when no in-sync replica is alive (may lose acknowledged records)." },
+    KeySpec { name: "auto.leader.rebalance.enable", default: "true", doc: "Move leadership back to preferred replicas when the imbalance passes the threshold." },
+    KeySpec { name: "leader.imbalance.per.broker.percentage", default: "10", doc: "Leader imbalance (percent of a broker's preferred partitions led elsewhere) that triggers a rebalance." },
+    KeySpec { name: "leader.imbalance.check.interval.seconds", default: "30", doc: "How often the leader imbalance is checked." },
+    KeySpec { name: "offsets.topic.replication.factor", default: "3", doc: "Replication factor of __consumer_offsets (capped at the brokers registered when it is created)." },
+    KeySpec { name: "controlled.shutdown.max.wait.ms", default: "30000", doc: "Longest wait on SIGTERM for leadership to move away before stopping." },
 ];
 
 /// Configuration errors, each naming the key or source at fault.
@@ -205,6 +219,97 @@ pub struct BrokerConfig {
     pub shutdown_timeout_ms: u64,
     pub offsets_topic_partitions: i32,
     pub group_limits: crate::group::membership::GroupLimits,
+    /// `None` for a standalone single node.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Settings of a broker that is part of a cluster run by a controller quorum.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Controller voters by node id: `HOST:PORT` of their controller listeners.
+    pub voters: std::collections::BTreeMap<u64, String>,
+    /// Where this node's controller listener binds, when it is a voter.
+    pub controller_listen: Option<String>,
+    pub rack: Option<String>,
+    pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub replica_lag_time_max_ms: u64,
+    pub replica_fetch_wait_max_ms: u64,
+    pub replica_fetch_max_bytes: i32,
+    pub unclean_leader_election: bool,
+    pub auto_leader_rebalance: bool,
+    pub leader_imbalance_percentage: u32,
+    pub leader_imbalance_check_interval_ms: u64,
+    pub offsets_topic_replication_factor: i16,
+    pub controlled_shutdown_max_wait_ms: u64,
+}
+
+impl ClusterConfig {
+    fn from_settings(settings: &Settings, node_id: i32) -> Result<Option<Self>, ConfigError> {
+        let voters_value = settings.get("controller.quorum.voters");
+        if voters_value.is_empty() {
+            return Ok(None);
+        }
+        let voters = crate::controller::quorum::parse_voters(voters_value)
+            .map_err(|reason| invalid("controller.quorum.voters", voters_value, &reason))?;
+        let own = u64::try_from(node_id).ok().and_then(|id| voters.get(&id));
+        let listen = settings.get("controller.listeners");
+        let controller_listen = if listen.is_empty() {
+            own.map(|address| match split_host_port(address) {
+                Some((host, _)) if host.parse::<std::net::IpAddr>().is_ok() => address.clone(),
+                // A DNS name of this host (a pod's stable name): bind every interface.
+                Some((_, port)) => format!("0.0.0.0:{port}"),
+                None => address.clone(),
+            })
+        } else {
+            split_host_port(listen)
+                .ok_or_else(|| invalid("controller.listeners", listen, "expected HOST:PORT"))?;
+            Some(listen.to_string())
+        };
+        let rack = settings.get("broker.rack");
+        let config = Self {
+            voters,
+            controller_listen,
+            rack: (!rack.is_empty()).then(|| rack.to_string()),
+            session_timeout_ms: parse(settings, "broker.session.timeout.ms")?,
+            heartbeat_interval_ms: parse(settings, "broker.heartbeat.interval.ms")?,
+            replica_lag_time_max_ms: parse(settings, "replica.lag.time.max.ms")?,
+            replica_fetch_wait_max_ms: parse(settings, "replica.fetch.wait.max.ms")?,
+            replica_fetch_max_bytes: parse(settings, "replica.fetch.max.bytes")?,
+            unclean_leader_election: parse(settings, "unclean.leader.election.enable")?,
+            auto_leader_rebalance: parse(settings, "auto.leader.rebalance.enable")?,
+            leader_imbalance_percentage: parse(settings, "leader.imbalance.per.broker.percentage")?,
+            leader_imbalance_check_interval_ms: parse::<u64>(
+                settings,
+                "leader.imbalance.check.interval.seconds",
+            )?
+            .saturating_mul(1000),
+            offsets_topic_replication_factor: parse(settings, "offsets.topic.replication.factor")?,
+            controlled_shutdown_max_wait_ms: parse(settings, "controlled.shutdown.max.wait.ms")?,
+        };
+        if config.heartbeat_interval_ms == 0
+            || config.session_timeout_ms <= config.heartbeat_interval_ms
+        {
+            return Err(invalid(
+                "broker.session.timeout.ms",
+                settings.get("broker.session.timeout.ms"),
+                "must exceed broker.heartbeat.interval.ms, which must be positive",
+            ));
+        }
+        if config.offsets_topic_replication_factor < 1 {
+            return Err(invalid(
+                "offsets.topic.replication.factor",
+                settings.get("offsets.topic.replication.factor"),
+                "must be at least 1",
+            ));
+        }
+        Ok(Some(config))
+    }
+
+    /// Whether this node runs a controller voter.
+    pub fn is_voter(&self, node_id: i32) -> bool {
+        u64::try_from(node_id).is_ok_and(|id| self.voters.contains_key(&id))
+    }
 }
 
 fn parse<T: std::str::FromStr>(settings: &Settings, key: &str) -> Result<T, ConfigError>
@@ -331,6 +436,11 @@ impl BrokerConfig {
                 initial_rebalance_delay_ms: parse(settings, "group.initial.rebalance.delay.ms")?,
                 max_members: parse(settings, "group.max.size")?,
             },
+            cluster: None,
+        };
+        let config = Self {
+            cluster: ClusterConfig::from_settings(settings, config.node_id)?,
+            ..config
         };
         if config.offsets_topic_partitions < 1 {
             return Err(invalid(
@@ -369,6 +479,50 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_settings_parse_and_bad_ones_are_refused() {
+        let mut settings = Settings::defaults();
+        settings
+            .set("node.id", "2", "test")
+            .and_then(|()| {
+                settings.set(
+                    "controller.quorum.voters",
+                    "1@127.0.0.1:19192,2@127.0.0.2:19193,3@broker-2.brokers:19194",
+                    "test",
+                )
+            })
+            .expect("known keys");
+        let config = BrokerConfig::from_settings(&settings).expect("valid");
+        let cluster = config.cluster.expect("clustered");
+        assert_eq!(cluster.voters.len(), 3);
+        assert!(cluster.is_voter(2) && !cluster.is_voter(4));
+        assert_eq!(
+            cluster.controller_listen.as_deref(),
+            Some("127.0.0.2:19193")
+        );
+        settings.set("node.id", "3", "test").expect("known key");
+        let config = BrokerConfig::from_settings(&settings).expect("valid");
+        assert_eq!(
+            config.cluster.and_then(|c| c.controller_listen).as_deref(),
+            Some("0.0.0.0:19194"),
+            "a DNS voter name binds every interface"
+        );
+        assert!(BrokerConfig::from_settings(&Settings::defaults())
+            .expect("defaults")
+            .cluster
+            .is_none());
+        for (key, value) in [
+            ("controller.quorum.voters", "1@nowhere"),
+            ("controller.quorum.voters", "1@h:1,1@h:2"),
+            ("broker.session.timeout.ms", "1000"),
+            ("offsets.topic.replication.factor", "0"),
+        ] {
+            let mut bad = settings.clone();
+            bad.set(key, value, "test").expect("known key");
+            assert!(BrokerConfig::from_settings(&bad).is_err(), "{key}={value}");
+        }
+    }
 
     #[test]
     fn defaults_give_a_single_local_node() {

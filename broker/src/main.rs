@@ -26,6 +26,14 @@ struct Cli {
     /// Address of the HTTP side port for /metrics, /healthz, /readyz (http.listeners).
     #[arg(long, value_name = "HOST:PORT")]
     http_listen: Option<String>,
+    /// Controller voters of the cluster, ID@HOST:PORT,... (controller.quorum.voters); without
+    /// it the broker runs standalone.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_voters: Option<String>,
+    /// Address this node's controller listener binds when it is a voter
+    /// (controller.listeners).
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
     /// Kafka-style properties file (KEY=VALUE lines).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -64,6 +72,8 @@ fn settings_from(cli: &Cli) -> anyhow::Result<Settings> {
         ("advertised.listeners", cli.advertised_listener.clone()),
         ("node.id", cli.node_id.map(|n| n.to_string())),
         ("http.listeners", cli.http_listen.clone()),
+        ("controller.quorum.voters", cli.controller_voters.clone()),
+        ("controller.listeners", cli.controller_listen.clone()),
     ];
     for (key, value) in flags {
         if let Some(value) = value {
