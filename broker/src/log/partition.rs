@@ -432,6 +432,27 @@ impl PartitionLog {
         by_count || by_time
     }
 
+    /// Seals the active segment (if it holds anything) and starts a new one at the log end
+    /// offset. Returns the base offset of the active segment afterwards.
+    ///
+    /// # Errors
+    /// I/O errors; [`LogError::Closed`].
+    pub fn roll_now(&self) -> Result<i64, LogError> {
+        let mut writer = self.writer.lock();
+        if writer.closed {
+            return Err(LogError::Closed);
+        }
+        if self.active().size_bytes() > 0 {
+            self.roll(&mut writer)?;
+        }
+        Ok(self.active().base_offset())
+    }
+
+    /// Base offset of the active segment: every offset below it is in a sealed segment.
+    pub fn active_segment_base_offset(&self) -> i64 {
+        self.active().base_offset()
+    }
+
     /// Seals the active segment and starts a new one at the log end offset.
     fn roll(&self, writer: &mut Writer) -> Result<Arc<Segment>, LogError> {
         let old = self.active();
@@ -516,11 +537,45 @@ impl PartitionLog {
         if plan.roll_active {
             self.roll(&mut writer)?;
         }
-        if plan.delete_oldest == 0 {
+        self.delete_oldest_locked(plan.delete_oldest, "retention")
+    }
+
+    /// Deletes the sealed segments that lie wholly below `offset` (each segment ends where
+    /// the next begins), oldest first, and advances the log start offset to the base of the
+    /// first segment kept. Only whole segments go: never the active one, never one holding
+    /// records at or above the high watermark; a segment that straddles `offset` stays.
+    /// Returns the number of segments deleted.
+    ///
+    /// Readers see the shorter list before any file goes, and files go oldest first, so a
+    /// crash midway leaves a suffix of the log (the next open starts at its first segment).
+    ///
+    /// # Errors
+    /// I/O errors; [`LogError::Closed`].
+    pub fn delete_segments_below(&self, offset: i64) -> Result<usize, LogError> {
+        let writer = self.writer.lock();
+        if writer.closed {
+            return Err(LogError::Closed);
+        }
+        let list = self.segments.load();
+        let high_watermark = self.high_watermark();
+        let doomed = list
+            .windows(2)
+            .take_while(|pair| {
+                pair[1].base_offset() <= offset && pair[0].next_offset() <= high_watermark
+            })
+            .count();
+        self.delete_oldest_locked(doomed, "compaction")
+    }
+
+    /// Deletes the `count` oldest segments (the caller holds the writer lock and leaves the
+    /// active one).
+    fn delete_oldest_locked(&self, count: usize, reason: &'static str) -> Result<usize, LogError> {
+        if count == 0 {
             return Ok(0);
         }
         let list = self.segments.load();
-        let (doomed, kept) = list.split_at(plan.delete_oldest);
+        assert!(count < list.len(), "the active segment is never deleted");
+        let (doomed, kept) = list.split_at(count);
         let new_start = kept
             .first()
             .map_or(self.log_end_offset(), |s| s.base_offset());
@@ -528,7 +583,7 @@ impl PartitionLog {
         self.log_start_offset.fetch_max(new_start, Ordering::AcqRel);
         self.high_watermark.fetch_max(new_start, Ordering::AcqRel);
         for segment in doomed {
-            info!(dir = %self.dir.display(), segment = segment.base_offset(), "retention deletes segment");
+            info!(dir = %self.dir.display(), segment = segment.base_offset(), reason, "deleting segment");
             segment.delete_files()?;
         }
         Ok(doomed.len())
@@ -846,6 +901,114 @@ impl PartitionLog {
     }
 }
 
+/// Bytes read at a time by [`Batches`].
+const BATCHES_CHUNK_BYTES: u64 = 4 << 20;
+
+/// The stored record batches of a range of a log, one at a time, each with its 12-byte
+/// prefix (base offset and length), as read back from disk: see [`PartitionLog::batches`].
+pub struct Batches<'a> {
+    log: &'a PartitionLog,
+    /// Where the next read starts.
+    next_offset: i64,
+    /// Only batches whose base offset is below this.
+    until_offset: i64,
+    /// Batches read but not yet handed out.
+    chunk: bytes::Bytes,
+    /// File position of `chunk`'s first byte, for errors.
+    chunk_position: u64,
+    done: bool,
+}
+
+impl PartitionLog {
+    /// The batches whose base offset lies in `[from, until)`, starting with the batch that
+    /// holds `from` (which may begin below it), read a few MiB at a time without blocking
+    /// the writer. The log only stores batches whose length and CRC were checked, so each
+    /// batch's length says where the next begins; one that does not fit the bytes read is
+    /// [`LogError::Corruption`] and ends the iteration.
+    ///
+    /// # Errors
+    /// Each item: as [`read`](Self::read) (for example [`LogError::OffsetOutOfRange`] when
+    /// segments below the read position were deleted meanwhile).
+    pub fn batches(&self, from: i64, until: i64) -> Batches<'_> {
+        Batches {
+            log: self,
+            next_offset: from,
+            until_offset: until,
+            chunk: bytes::Bytes::new(),
+            chunk_position: 0,
+            done: false,
+        }
+    }
+}
+
+impl Batches<'_> {
+    fn corruption(&mut self, detail: String) -> LogError {
+        self.done = true;
+        self.chunk = bytes::Bytes::new();
+        LogError::Corruption {
+            path: self.log.dir.clone(),
+            position: self.chunk_position,
+            detail,
+        }
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<bytes::Bytes, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Each pass either hands out a batch, ends, or reads a chunk that moves forward.
+        loop {
+            if !self.chunk.is_empty() {
+                if self.chunk.len() < format::LOG_OVERHEAD {
+                    let detail = format!("{} stray bytes after a batch", self.chunk.len());
+                    return Some(Err(self.corruption(detail)));
+                }
+                let length = i32::from_be_bytes([
+                    self.chunk[8],
+                    self.chunk[9],
+                    self.chunk[10],
+                    self.chunk[11],
+                ]);
+                let size = usize::try_from(length)
+                    .ok()
+                    .map(|length| length + format::LOG_OVERHEAD)
+                    .filter(|size| *size <= self.chunk.len());
+                let Some(size) = size else {
+                    let detail = format!("batch length {length} exceeds the bytes read");
+                    return Some(Err(self.corruption(detail)));
+                };
+                self.chunk_position += size as u64;
+                return Some(Ok(self.chunk.split_to(size)));
+            }
+            if self.done || self.next_offset >= self.until_offset {
+                return None;
+            }
+            let limits = ReadLimits::bytes(BATCHES_CHUNK_BYTES).up_to(self.until_offset);
+            let read = match self.log.read(self.next_offset, limits) {
+                Ok(read) => read,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            let region = read.region?;
+            match region.to_vec() {
+                Ok(bytes) => self.chunk = bytes::Bytes::from(bytes),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(LogError::io("read batches", &self.log.dir, e)));
+                }
+            }
+            self.chunk_position = region.position;
+            // A read always returns at least one batch past `next_offset`; stop rather than
+            // loop if it ever did not.
+            self.done = read.next_offset <= self.next_offset;
+            self.next_offset = read.next_offset;
+        }
+    }
+}
+
 /// Base offsets of the segments in `dir`, sorted. Index files without a log file are
 /// removed; files that are not segment files are left alone.
 fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
@@ -874,4 +1037,112 @@ fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, LogError> {
         }
     }
     Ok(bases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::test_batches::{batch, BatchSpec};
+
+    fn small_segments() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1024,
+            ..LogConfig::default()
+        }
+    }
+
+    /// A log of `batches` batches of 2 records, its high watermark at the end.
+    fn log_of(dir: &Path, batches: u64) -> PartitionLog {
+        let log = PartitionLog::open(dir, small_segments()).expect("open");
+        for i in 0..batches {
+            log.append(&mut batch(&BatchSpec::records(2).seed(i)))
+                .expect("append");
+        }
+        log.set_high_watermark(log.log_end_offset());
+        log
+    }
+
+    #[test]
+    fn deleting_segments_below_an_offset_keeps_the_segment_holding_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = log_of(dir.path(), 40);
+        let bases = log.segment_base_offsets();
+        assert!(bases.len() >= 4, "small segments roll: {bases:?}");
+        // An offset inside the third segment: the first two go, the third stays.
+        let deleted = log
+            .delete_segments_below(bases[2] + 1)
+            .expect("delete below");
+        assert_eq!(deleted, 2);
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert_eq!(log.segment_base_offsets(), bases[2..].to_vec());
+        assert!(matches!(
+            log.read(bases[1], ReadLimits::bytes(1 << 20)),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        // Already done: nothing more goes.
+        assert_eq!(log.delete_segments_below(bases[2]).expect("again"), 0);
+    }
+
+    #[test]
+    fn deleting_segments_never_takes_the_active_one_or_records_above_the_high_watermark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = log_of(dir.path(), 40);
+        let bases = log.segment_base_offsets();
+        let active = *bases.last().expect("active");
+        log.set_high_watermark(bases[1] + 1);
+        // The second segment holds records at the high watermark: only the first goes.
+        assert_eq!(log.delete_segments_below(i64::MAX).expect("delete"), 1);
+        log.set_high_watermark(log.log_end_offset());
+        assert_eq!(
+            log.delete_segments_below(i64::MAX).expect("delete"),
+            bases.len() - 2
+        );
+        assert_eq!(log.segment_base_offsets(), vec![active]);
+        assert_eq!(log.log_start_offset(), active);
+    }
+
+    #[test]
+    fn deleted_segments_stay_deleted_after_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bases = {
+            let log = log_of(dir.path(), 40);
+            let bases = log.segment_base_offsets();
+            log.delete_segments_below(bases[3]).expect("delete");
+            log.close().expect("close");
+            bases
+        };
+        let log = PartitionLog::open(dir.path(), small_segments()).expect("reopen");
+        assert_eq!(log.log_start_offset(), bases[3]);
+        assert_eq!(log.segment_base_offsets(), bases[3..].to_vec());
+    }
+
+    #[test]
+    fn batches_walks_every_batch_of_a_range_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = log_of(dir.path(), 40);
+        assert!(log.segment_count() > 2);
+        let bases: Vec<i64> = log
+            .batches(0, log.log_end_offset())
+            .map(|b| format::BatchHeader::parse(&b.expect("batch")).expect("header"))
+            .map(|h| h.base_offset)
+            .collect();
+        assert_eq!(bases, (0..40).map(|i| i * 2).collect::<Vec<_>>());
+        // From inside a batch up to a bound: the batch holding `from`, none at `until`.
+        let bases: Vec<i64> = log
+            .batches(11, 20)
+            .map(|b| format::BatchHeader::parse(&b.expect("batch")).expect("header"))
+            .map(|h| h.base_offset)
+            .collect();
+        assert_eq!(bases, vec![10, 12, 14, 16, 18]);
+        assert_eq!(log.batches(80, 80).count(), 0);
+    }
+
+    #[test]
+    fn roll_now_seals_the_active_segment_only_when_it_holds_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = log_of(dir.path(), 1);
+        assert_eq!(log.roll_now().expect("roll"), 2);
+        assert_eq!(log.roll_now().expect("roll again"), 2);
+        assert_eq!(log.segment_base_offsets(), vec![0, 2]);
+    }
 }

@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::log::format::BatchHeader;
-use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog, ReadLimits};
+use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
 use crate::producer::{
     last_sequence, BatchMeta, ProducerSnapshot, ProducerStateMap, SequenceCheck, SequenceError,
     SnapshotError,
@@ -44,6 +44,32 @@ pub struct Partition {
     pub index: i32,
     pub log: PartitionLog,
     producers: Mutex<ProducerStateMap>,
+}
+
+/// Exclusive appends to a partition (see [`Partition::lock_appends`]).
+pub struct AppendGuard<'a> {
+    partition: &'a Partition,
+    producers: MutexGuard<'a, ProducerStateMap>,
+}
+
+impl AppendGuard<'_> {
+    /// The partition's log, for reads under the lock (its end offset cannot move).
+    pub fn log(&self) -> &PartitionLog {
+        &self.partition.log
+    }
+
+    /// Appends as [`Partition::append`] does, under the lock already held.
+    ///
+    /// # Errors
+    /// [`AppendError`].
+    pub fn append(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<Appended, AppendError> {
+        self.partition
+            .append_locked(&mut self.producers, records, leader_epoch)
+    }
 }
 
 impl std::fmt::Debug for Partition {
@@ -136,11 +162,19 @@ impl Partition {
     /// # Errors
     /// [`AppendError`].
     pub fn append(&self, records: &mut [u8], leader_epoch: i32) -> Result<Appended, AppendError> {
-        let producer = idempotent_batch(records)?;
         let mut producers = self.producers.lock();
+        self.append_locked(&mut producers, records, leader_epoch)
+    }
+
+    fn append_locked(
+        &self,
+        producers: &mut ProducerStateMap,
+        records: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<Appended, AppendError> {
+        let producer = idempotent_batch(records)?;
         let Some(header) = producer else {
             let info = self.log.append_with_leader_epoch(records, leader_epoch)?;
-            drop(producers);
             return Ok(self.after_append(info));
         };
         let last_seq = last_sequence(header.base_sequence, header.record_count);
@@ -167,9 +201,18 @@ impl Partition {
                         last_offset: info.last_offset,
                     },
                 );
-                drop(producers);
                 Ok(self.after_append(info))
             }
+        }
+    }
+
+    /// Takes the append lock and keeps it until the guard is dropped: no other append to this
+    /// partition happens meanwhile, so a writer can decide what to append from what the log
+    /// holds (the compaction of `__consumer_offsets` does). Reads are not blocked.
+    pub fn lock_appends(&self) -> AppendGuard<'_> {
+        AppendGuard {
+            partition: self,
+            producers: self.producers.lock(),
         }
     }
 
@@ -211,36 +254,23 @@ impl Partition {
 
 /// Replays the producer fields of every batch from `from` to the log end into `state`.
 fn replay(log: &PartitionLog, from: i64, state: &mut ProducerStateMap) -> Result<(), LogError> {
-    let mut offset = from;
-    while offset < log.log_end_offset() {
-        let read = log.read(offset, ReadLimits::bytes(8 << 20))?;
-        let Some(region) = read.region else { break };
-        let bytes = region
-            .to_vec()
-            .map_err(|e| LogError::io("replay producer state", log.dir(), e))?;
-        let mut position = 0;
-        while position < bytes.len() {
-            let Ok(header) = BatchHeader::parse(&bytes[position..]) else {
-                break;
-            };
-            if header.producer_id >= 0 && header.last_offset() >= from {
-                state.record(
-                    header.producer_id,
-                    header.producer_epoch,
-                    BatchMeta {
-                        first_sequence: header.base_sequence,
-                        last_sequence: last_sequence(header.base_sequence, header.record_count),
-                        first_offset: header.base_offset,
-                        last_offset: header.last_offset(),
-                    },
-                );
-            }
-            position += header.size_bytes();
+    for batch in log.batches(from, log.log_end_offset()) {
+        let batch = batch?;
+        let Ok(header) = BatchHeader::parse(&batch) else {
+            continue;
+        };
+        if header.producer_id >= 0 && header.last_offset() >= from {
+            state.record(
+                header.producer_id,
+                header.producer_epoch,
+                BatchMeta {
+                    first_sequence: header.base_sequence,
+                    last_sequence: last_sequence(header.base_sequence, header.record_count),
+                    first_offset: header.base_offset,
+                    last_offset: header.last_offset(),
+                },
+            );
         }
-        if read.next_offset <= offset {
-            break;
-        }
-        offset = read.next_offset;
     }
     Ok(())
 }
