@@ -162,6 +162,15 @@ pub fn log_config(overrides: &BTreeMap<String, String>, broker: &BrokerConfig) -
     if let Some(v) = num("max.message.bytes") {
         config.max_message_bytes = v as usize;
     }
+    // Time and size retention delete whole segments; a topic whose policy is only `compact`
+    // keeps its records until compaction supersedes them (as in Kafka).
+    let policy = overrides
+        .get("cleanup.policy")
+        .map_or(broker.cleanup_policy.as_str(), String::as_str);
+    if !policy.split(',').any(|p| p.trim() == "delete") {
+        config.retention_ms = None;
+        config.retention_bytes = None;
+    }
     let every_records = num("flush.messages").map_or(config.flush.every_records, |v| {
         optional(v).map(|v| v.max(1) as u64)
     });
@@ -207,5 +216,25 @@ mod tests {
         assert!(validate_entry("segment.bytes", "10").is_err());
         assert!(validate_entry("retention.ms", "soon").is_err());
         assert!(validate_entry("no.such.key", "1").is_err());
+    }
+
+    #[test]
+    fn retention_applies_only_to_topics_whose_policy_deletes() {
+        let dir = std::path::Path::new("/nonexistent");
+        let mut broker = BrokerConfig::for_tests(dir);
+        broker.log_defaults.retention_ms = Some(1_000);
+        broker.log_defaults.retention_bytes = Some(4_096);
+        let with_policy = |policy: &str| {
+            let mut overrides = BTreeMap::new();
+            overrides.insert("cleanup.policy".to_string(), policy.to_string());
+            let config = log_config(&overrides, &broker);
+            (config.retention_ms, config.retention_bytes)
+        };
+        assert_eq!(with_policy("compact"), (None, None));
+        assert_eq!(with_policy("compact,delete"), (Some(1_000), Some(4_096)));
+        assert_eq!(with_policy("delete"), (Some(1_000), Some(4_096)));
+        // the broker default policy applies when the topic sets none
+        broker.cleanup_policy = "compact".into();
+        assert_eq!(log_config(&BTreeMap::new(), &broker).retention_ms, None);
     }
 }
