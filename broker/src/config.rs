@@ -46,6 +46,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "fetch.max.bytes", default: "57671680", doc: "Upper bound on the bytes of one fetch response." },
     KeySpec { name: "producer.state.snapshot.interval.ms", default: "30000", doc: "How often idempotent-producer state is snapshotted to disk." },
     KeySpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of the internal __consumer_offsets topic (fixed once created)." },
+    KeySpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of the internal __consumer_offsets topic (set when it is created); compaction works on sealed segments." },
     KeySpec { name: "group.min.session.timeout.ms", default: "6000", doc: "Smallest session timeout a group member may ask for." },
     KeySpec { name: "group.max.session.timeout.ms", default: "1800000", doc: "Largest session timeout a group member may ask for." },
     KeySpec { name: "group.initial.rebalance.delay.ms", default: "3000", doc: "Wait for more members before the first rebalance of an empty group." },
@@ -218,6 +219,7 @@ pub struct BrokerConfig {
     pub producer_snapshot_interval_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub offsets_topic_partitions: i32,
+    pub offsets_topic_segment_bytes: u64,
     pub group_limits: crate::group::membership::GroupLimits,
     /// `None` for a standalone single node.
     pub cluster: Option<ClusterConfig>,
@@ -430,6 +432,7 @@ impl BrokerConfig {
             producer_snapshot_interval_ms: parse(settings, "producer.state.snapshot.interval.ms")?,
             shutdown_timeout_ms: parse(settings, "shutdown.timeout.ms")?,
             offsets_topic_partitions: parse(settings, "offsets.topic.num.partitions")?,
+            offsets_topic_segment_bytes: parse(settings, "offsets.topic.segment.bytes")?,
             group_limits: crate::group::membership::GroupLimits {
                 min_session_timeout_ms: parse(settings, "group.min.session.timeout.ms")?,
                 max_session_timeout_ms: parse(settings, "group.max.session.timeout.ms")?,

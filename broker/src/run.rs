@@ -1,6 +1,7 @@
 //! Running a broker: open the data directory, bind the Kafka and HTTP listeners, run the
-//! periodic work (retention, time-based flushes, producer snapshots), and shut down cleanly:
-//! stop accepting, answer the requests already read, flush, and mark every log clean.
+//! periodic work (retention and offsets compaction, time-based flushes, producer snapshots),
+//! and shut down cleanly: stop accepting, answer the requests already read, flush, and mark
+//! every log clean.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,9 +145,9 @@ async fn housekeeping(broker: Arc<Broker>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = retention.tick() => {
                 let b = Arc::clone(&broker);
-                let deleted = tokio::task::spawn_blocking(move || b.topics.apply_retention()).await.unwrap_or(0);
+                let deleted = tokio::task::spawn_blocking(move || b.topics.apply_retention() + b.groups.offsets.compact_all()).await.unwrap_or(0);
                 if deleted > 0 {
-                    info!(segments = deleted, "retention deleted segments");
+                    info!(segments = deleted, "retention and compaction deleted segments");
                 }
             }
             _ = flush.tick() => {

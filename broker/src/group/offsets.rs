@@ -7,8 +7,11 @@
 //! leader, members and their assignments). A deletion is a tombstone (null value). A group's
 //! records all go to partition `abs(java_hash(group)) % partitions`, so replaying each
 //! partition in order rebuilds the latest state of its groups.
+//!
+//! The topic is compacted ([`OffsetStore::compact`], decisions in [`super::compaction`]), so
+//! that it holds about one record per live key instead of every commit ever made.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -17,10 +20,11 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use parking_lot::{Mutex, RwLock};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use super::compaction::{self, LatestRecords};
 use super::membership::{GroupSnapshot, MemberSnapshot};
-use crate::log::{LogError, ReadLimits};
+use crate::log::{LogError, PartitionLog};
 use crate::topics::{AppendError, Partition, Topic, TopicError, TopicRegistry};
 
 /// Name of the internal offsets topic.
@@ -104,7 +108,7 @@ pub fn encode_value(offset: &CommittedOffset) -> Bytes {
 }
 
 /// The key of a `__consumer_offsets` record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RecordKey {
     /// A committed offset of (group, topic, partition).
     Offset(String, String, i32),
@@ -282,9 +286,8 @@ pub fn decode_value(mut value: Bytes) -> Option<CommittedOffset> {
     })
 }
 
-/// Record batch v2 layout: the length field ends here (after the base offset), the record
-/// count sits at `BATCH_RECORD_COUNT`, the records start at `BATCH_RECORDS`.
-const BATCH_LENGTH_END: usize = 12;
+/// Record batch v2 layout: the attributes sit at `BATCH_ATTRIBUTES`, the record count at
+/// `BATCH_RECORD_COUNT`, the records start at `BATCH_RECORDS`.
 const BATCH_ATTRIBUTES: usize = 21;
 const BATCH_RECORD_COUNT: usize = 57;
 const BATCH_RECORDS: usize = 61;
@@ -317,6 +320,104 @@ fn implausible_batch(batch: &[u8]) -> Option<&'static str> {
     (count > max).then_some("claims more records than it can hold")
 }
 
+/// Snapshot batches stay at most this large (and at most half of `max.message.bytes`).
+const SNAPSHOT_BATCH_BYTES_MAX: usize = 256 << 10;
+/// Bytes a record adds to a batch besides its key and value (length, attributes, deltas,
+/// key and value lengths, header count: varints, at most this many together).
+const RECORD_OVERHEAD_BYTES_MAX: usize = 32;
+
+/// Calls `apply` with every record of the batches whose base offset is in `[from, until)`,
+/// in log order. A batch that cannot be decoded is skipped with a warning, not the rest of
+/// the range: its length still says where the next one starts (the log only stores batches
+/// whose length and CRC were checked).
+fn for_each_record(
+    log: &PartitionLog,
+    from: i64,
+    until: i64,
+    mut apply: impl FnMut(Record),
+) -> Result<(), LogError> {
+    for batch in log.batches(from, until) {
+        let mut batch = batch?;
+        if let Some(reason) = implausible_batch(&batch) {
+            warn!(dir = %log.dir().display(), reason, "unreadable offsets batch skipped");
+            continue;
+        }
+        match RecordBatchDecoder::decode(&mut batch) {
+            Ok(set) => set.records.into_iter().for_each(&mut apply),
+            Err(e) => {
+                warn!(dir = %log.dir().display(), error = %e, "undecodable offsets batch skipped");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A record visitor that collects the (decoded) keys of the records it sees.
+fn keys_into(keys: &mut HashSet<RecordKey>) -> impl FnMut(Record) + '_ {
+    |record| {
+        if let Some(key) = record.key.and_then(decode_key) {
+            keys.insert(key);
+        }
+    }
+}
+
+/// One uncompressed v2 batch of `(key, value, timestamp)` records, without producer id.
+fn encode_batch(
+    records: impl IntoIterator<Item = (Bytes, Option<Bytes>, i64)>,
+) -> Result<BytesMut, OffsetStoreError> {
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value, timestamp))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp,
+            key: Some(key),
+            value,
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| OffsetStoreError::Encode(e.to_string()))?;
+    Ok(buf)
+}
+
+/// A live record carried into a snapshot, as it was stored.
+#[derive(Debug)]
+struct Carried {
+    key: Bytes,
+    value: Bytes,
+    timestamp: i64,
+}
+
+/// What a compaction pass of one offsets partition did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// Records replayed from the sealed segments.
+    pub sealed_records: u64,
+    /// Records appended as the snapshot.
+    pub snapshot_records: usize,
+    /// The sealed segments below this offset are superseded by the snapshot.
+    pub superseded_below: i64,
+    /// Sealed segments deleted (0 until [`OffsetStore::compact`] deletes them).
+    pub segments_deleted: usize,
+}
+
 type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 
 /// The committed offsets of every group, backed by `__consumer_offsets`.
@@ -331,6 +432,9 @@ pub struct OffsetStore {
     /// Sequence number of the last group metadata written per group (see
     /// [`write_group`](Self::write_group)).
     group_seq: Mutex<HashMap<String, u64>>,
+    /// One compaction pass at a time; per partition, the (log start, active segment base)
+    /// last found not worth compacting, so it is not replayed again until that changes.
+    compaction: Mutex<HashMap<i32, (i64, i64)>>,
 }
 
 impl OffsetStore {
@@ -342,9 +446,10 @@ impl OffsetStore {
         let topic = match topics.get(OFFSETS_TOPIC) {
             Some(topic) => topic,
             None => {
+                let segment_bytes = topics.broker_config().offsets_topic_segment_bytes;
                 let mut configs = BTreeMap::new();
                 configs.insert("cleanup.policy".to_string(), "compact".to_string());
-                configs.insert("segment.bytes".to_string(), (100 << 20).to_string());
+                configs.insert("segment.bytes".to_string(), segment_bytes.to_string());
                 topics.create(OFFSETS_TOPIC, partitions, 1, configs)?
             }
         };
@@ -357,6 +462,7 @@ impl OffsetStore {
             write_order,
             replayed_groups: Mutex::new(HashMap::new()),
             group_seq: Mutex::new(HashMap::new()),
+            compaction: Mutex::new(HashMap::new()),
         };
         let mut records = 0usize;
         for partition in store.topic.partitions() {
@@ -371,50 +477,18 @@ impl OffsetStore {
         Ok(store)
     }
 
-    /// Applies every record of `partition` in log order. A batch that cannot be read is
-    /// skipped with a warning, not the rest of the partition: its length still says where
-    /// the next one starts (the log only stores batches whose length and CRC were checked).
+    /// Applies every record of `partition` in log order.
     fn replay(&self, partition: &Partition) -> Result<usize, OffsetStoreError> {
         let log = &partition.log;
-        let mut offset = log.log_start_offset();
         let mut applied = 0;
-        while offset < log.log_end_offset() {
-            let read = log.read(offset, ReadLimits::bytes(4 << 20))?;
-            let Some(region) = read.region else { break };
-            let bytes = region
-                .to_vec()
-                .map_err(|e| LogError::io("replay offsets", log.dir(), e))?;
-            let mut rest = Bytes::from(bytes);
-            while rest.len() >= BATCH_LENGTH_END {
-                let length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-                let size = BATCH_LENGTH_END + usize::try_from(length).unwrap_or(0);
-                if size > rest.len() {
-                    break;
-                }
-                let mut batch = rest.split_to(size);
-                if let Some(reason) = implausible_batch(&batch) {
-                    warn!(
-                        partition = partition.index,
-                        reason, "unreadable offsets batch skipped"
-                    );
-                    continue;
-                }
-                match RecordBatchDecoder::decode(&mut batch) {
-                    Ok(set) => {
-                        for record in set.records {
-                            applied += usize::from(self.apply(record));
-                        }
-                    }
-                    Err(e) => {
-                        warn!(partition = partition.index, error = %e, "undecodable offsets batch skipped");
-                    }
-                }
-            }
-            if read.next_offset <= offset {
-                break;
-            }
-            offset = read.next_offset;
-        }
+        for_each_record(
+            log,
+            log.log_start_offset(),
+            log.log_end_offset(),
+            |record| {
+                applied += usize::from(self.apply(record));
+            },
+        )?;
         Ok(applied)
     }
 
@@ -568,35 +642,7 @@ impl OffsetStore {
         let partition = self.topic.partition(index).ok_or_else(|| {
             OffsetStoreError::Encode(format!("offsets partition {index} is missing"))
         })?;
-        let records: Vec<Record> = records
-            .into_iter()
-            .enumerate()
-            .map(|(i, (key, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now_ms,
-                key: Some(key),
-                value,
-                headers: IndexMap::new(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| OffsetStoreError::Encode(e.to_string()))?;
+        let mut buf = encode_batch(records.into_iter().map(|(key, value)| (key, value, now_ms)))?;
         partition.append(&mut buf, 0)?;
         partition.log.flush()?;
         Ok(())
@@ -621,6 +667,141 @@ impl OffsetStore {
     /// Groups that have committed offsets.
     pub fn groups(&self) -> Vec<String> {
         self.offsets.read().keys().cloned().collect()
+    }
+
+    /// Compacts every offsets partition that has a sealed segment (see
+    /// [`compact`](Self::compact)); a failure is logged and leaves that partition as it was.
+    /// Returns the number of segments deleted.
+    pub fn compact_all(&self) -> usize {
+        let mut deleted = 0;
+        for index in self.topic.partitions().iter().map(|p| p.index) {
+            match self.compact(index) {
+                Ok(Some(done)) => {
+                    info!(
+                        partition = index,
+                        sealed_records = done.sealed_records,
+                        snapshot_records = done.snapshot_records,
+                        segments_deleted = done.segments_deleted,
+                        log_start_offset = done.superseded_below,
+                        "compacted offsets partition"
+                    );
+                    deleted += done.segments_deleted;
+                }
+                Ok(None) => {}
+                Err(e) => warn!(partition = index, error = %e, "offsets compaction failed"),
+            }
+        }
+        deleted
+    }
+
+    /// Compacts one offsets partition (the method and why it is correct are in
+    /// [`super::compaction`]): [`write_snapshot`](Self::write_snapshot), then deletes the
+    /// sealed segments the snapshot supersedes, oldest first. `None` when the partition has
+    /// no sealed segment or the pass would not at least halve what it replaces.
+    ///
+    /// Durability: the snapshot is flushed before any segment goes; a crash at any point
+    /// leaves a log that replays to the same state. Commits wait only while the pass holds
+    /// the append lock: to read the keys appended since it started and append the snapshot.
+    ///
+    /// # Errors
+    /// Reading, appending or deleting failed; the log then still replays to the same state.
+    pub fn compact(&self, index: i32) -> Result<Option<Compaction>, OffsetStoreError> {
+        let mut skipped = self.compaction.lock();
+        let Some(mut done) = self.write_snapshot_locked(index, &mut skipped)? else {
+            return Ok(None);
+        };
+        let partition = self.offsets_partition(index)?;
+        done.segments_deleted = partition.log.delete_segments_below(done.superseded_below)?;
+        Ok(Some(done))
+    }
+
+    /// The first half of [`compact`](Self::compact): appends and flushes the snapshot of the
+    /// partition's sealed segments, deleting nothing. The log then replays to the same state
+    /// as before, with or without the superseded segments.
+    ///
+    /// # Errors
+    /// As [`compact`](Self::compact).
+    pub fn write_snapshot(&self, index: i32) -> Result<Option<Compaction>, OffsetStoreError> {
+        let mut skipped = self.compaction.lock();
+        self.write_snapshot_locked(index, &mut skipped)
+    }
+
+    fn offsets_partition(&self, index: i32) -> Result<Arc<Partition>, OffsetStoreError> {
+        self.topic.partition(index).ok_or_else(|| {
+            OffsetStoreError::Encode(format!("offsets partition {index} is missing"))
+        })
+    }
+
+    fn write_snapshot_locked(
+        &self,
+        index: i32,
+        skipped: &mut HashMap<i32, (i64, i64)>,
+    ) -> Result<Option<Compaction>, OffsetStoreError> {
+        let partition = self.offsets_partition(index)?;
+        let log = &partition.log;
+        let start = log.log_start_offset();
+        let sealed_end = log.active_segment_base_offset();
+        if sealed_end <= start || skipped.get(&index) == Some(&(start, sealed_end)) {
+            return Ok(None);
+        }
+        // 1. The latest record of each key in the sealed segments, without the lock.
+        let mut latest = LatestRecords::default();
+        for_each_record(log, start, sealed_end, |record| {
+            let Some(raw_key) = record.key else { return };
+            // Keys are compared decoded: two encodings of one key must not both survive.
+            let Some(key) = decode_key(raw_key.clone()) else {
+                return;
+            };
+            let carried = record.value.map(|value| Carried {
+                key: raw_key,
+                value,
+                timestamp: record.timestamp,
+            });
+            latest.apply(key, carried, record.offset);
+        })?;
+        // 2. Keys written since, up to the log end as it is now, still without the lock.
+        let mut written_since = HashSet::new();
+        let seen_end = log.log_end_offset();
+        for_each_record(log, sealed_end, seen_end, keys_into(&mut written_since))?;
+        let sealed_records = latest.records();
+        let mut snapshot = latest.snapshot(|key| written_since.contains(key));
+        if !compaction::worth_compacting(sealed_records, snapshot.len()) {
+            debug!(
+                partition = index,
+                sealed_records,
+                snapshot_records = snapshot.len(),
+                "offsets partition not worth compacting yet"
+            );
+            skipped.insert(index, (start, sealed_end));
+            return Ok(None);
+        }
+        // 3. Under the append lock: keys written since step 2, then the snapshot.
+        let batch_bytes_max = SNAPSHOT_BATCH_BYTES_MAX.min(log.config().max_message_bytes / 2);
+        let mut appends = partition.lock_appends();
+        let end = appends.log().log_end_offset();
+        for_each_record(appends.log(), seen_end, end, keys_into(&mut written_since))?;
+        snapshot.retain(|(key, _)| !written_since.contains(key));
+        let snapshot_records = snapshot.len();
+        let batches = compaction::split_batches(snapshot, batch_bytes_max, |(_, c)| {
+            c.key.len() + c.value.len() + RECORD_OVERHEAD_BYTES_MAX
+        });
+        for batch in batches {
+            let records = batch
+                .into_iter()
+                .map(|(_, c)| (c.key, Some(c.value), c.timestamp));
+            let mut buf = encode_batch(records)?;
+            appends.append(&mut buf, 0)?;
+        }
+        drop(appends);
+        // 4. Durable before anything it supersedes may go.
+        log.flush()?;
+        skipped.remove(&index);
+        Ok(Some(Compaction {
+            sealed_records,
+            snapshot_records,
+            superseded_below: sealed_end,
+            segments_deleted: 0,
+        }))
     }
 }
 
