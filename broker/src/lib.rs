@@ -15,6 +15,7 @@ pub mod log;
 pub mod metrics;
 pub mod producer;
 pub mod protocol;
+pub mod replication;
 pub mod run;
 pub mod server;
 pub mod topics;
