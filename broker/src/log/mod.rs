@@ -6,7 +6,9 @@
 //! or the wire protocol beyond the record-batch format.
 
 pub mod checkpoint;
+pub mod epochs;
 pub mod format;
+pub mod high_watermark;
 pub mod index;
 pub mod partition;
 pub mod retention;
@@ -54,6 +56,14 @@ pub enum LogError {
         position: u64,
         detail: String,
     },
+    #[error(
+        "replicated record batch {batch_index} has base offset {base_offset}, but the log continues at {expected_offset}"
+    )]
+    UnexpectedBaseOffset {
+        batch_index: usize,
+        base_offset: i64,
+        expected_offset: i64,
+    },
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
     #[error("the log is closed")]
@@ -68,6 +78,28 @@ impl LogError {
             source,
         }
     }
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old file or the new one, never
+/// a mix: the bytes go to a temporary file which is fsynced, renamed over `name`, and the
+/// directory is fsynced. Durable when this returns.
+///
+/// # Errors
+/// I/O errors of any step; the old file is then still in place.
+pub(crate) fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp).map_err(|e| LogError::io("create", &tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| LogError::io("write", &tmp, e))?;
+    file.sync_all()
+        .map_err(|e| LogError::io("fsync", &tmp, e))?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(|e| LogError::io("rename", &path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io("fsync directory", dir, e))
 }
 
 /// A byte range of a segment file holding whole record batches, ready to be sent with

@@ -29,9 +29,10 @@ use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
 use super::checkpoint::{RecoveryPoint, RecoveryPointFile};
+use super::epochs::{self, EpochCache, EpochEntry};
 use super::format::{self, CLEAN_SHUTDOWN_FILE, LOG_SUFFIX};
 use super::retention::{retention_plan, roll_reason, RetentionLimits, RollInput, SegmentStats};
-use super::segment::{validate_batches, Segment, SegmentLimits};
+use super::segment::{validate_batches, BatchAt, Segment, SegmentLimits};
 use super::{FileRegion, LogConfig, LogError};
 
 /// Milliseconds since the Unix epoch; replaceable in tests.
@@ -125,7 +126,19 @@ pub struct PartitionLog {
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     high_watermark: AtomicI64,
+    /// The leader epochs of the batches in the log; changed only under the writer lock, and
+    /// always covering the log: an append publishes its epochs before its end offset.
+    epochs: ArcSwap<EpochCache>,
     writer: Mutex<Writer>,
+}
+
+/// How an append gives its batches their offsets.
+#[derive(Debug, Clone, Copy)]
+enum Offsets {
+    /// From the log end offset (a leader), stamping the leader epoch when there is one.
+    Assign { leader_epoch: Option<i32> },
+    /// As the batches carry them, which must continue the log (a follower).
+    Keep,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -236,6 +249,7 @@ impl PartitionLog {
         }
         let log_start = segments.first().map_or(0, |s| s.base_offset());
         let log_end = active.next_offset();
+        let epochs = load_epochs(dir, &segments, log_start, log_end)?;
         debug!(dir = %dir.display(), log_start, log_end, segments = segments.len(), clean, "opened partition log");
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -244,6 +258,7 @@ impl PartitionLog {
             log_start_offset: AtomicI64::new(log_start),
             log_end_offset: AtomicI64::new(log_end),
             high_watermark: AtomicI64::new(log_start),
+            epochs: ArcSwap::from_pointee(epochs),
             writer: Mutex::new(Writer {
                 config,
                 checkpoint,
@@ -325,7 +340,7 @@ impl PartitionLog {
     /// [`LogError::InvalidBatch`], [`LogError::EmptyBatch`], [`LogError::NoBatches`],
     /// [`LogError::BatchTooLarge`] for bad input; I/O errors; [`LogError::Closed`].
     pub fn append(&self, records: &mut [u8]) -> Result<AppendInfo, LogError> {
-        self.append_inner(records, None)
+        self.append_inner(records, Offsets::Assign { leader_epoch: None })
     }
 
     /// As [`append`](Self::append), also stamping each batch with the leader epoch.
@@ -337,14 +352,27 @@ impl PartitionLog {
         records: &mut [u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
-        self.append_inner(records, Some(leader_epoch))
+        self.append_inner(
+            records,
+            Offsets::Assign {
+                leader_epoch: Some(leader_epoch),
+            },
+        )
     }
 
-    fn append_inner(
-        &self,
-        records: &mut [u8],
-        leader_epoch: Option<i32>,
-    ) -> Result<AppendInfo, LogError> {
+    /// A follower's append of batches copied from the leader: validated as
+    /// [`append`](Self::append) does, but stored with the base offsets and partition leader
+    /// epochs the leader gave them. The first batch must start at the log end offset and each
+    /// next one where the one before ends; otherwise nothing is written.
+    ///
+    /// # Errors
+    /// As [`append`](Self::append); [`LogError::UnexpectedBaseOffset`] for a batch that does
+    /// not continue the log.
+    pub fn append_replicated(&self, records: &mut [u8]) -> Result<AppendInfo, LogError> {
+        self.append_inner(records, Offsets::Keep)
+    }
+
+    fn append_inner(&self, records: &mut [u8], offsets: Offsets) -> Result<AppendInfo, LogError> {
         let max_message_bytes = self.writer.lock().config.max_message_bytes;
         let mut batches = validate_batches(records, max_message_bytes)?;
         let mut writer = self.writer.lock();
@@ -352,21 +380,16 @@ impl PartitionLog {
             return Err(LogError::Closed);
         }
         let base_offset = self.log_end_offset();
-        let mut next = base_offset;
-        let mut max_timestamp = i64::MIN;
-        let mut record_count = 0u64;
-        for batch in &mut batches {
-            let start = batch.position as usize;
-            format::set_base_offset(&mut records[start..], next);
-            batch.header.base_offset = next;
-            if let Some(epoch) = leader_epoch {
-                format::set_partition_leader_epoch(&mut records[start..], epoch);
-                batch.header.partition_leader_epoch = epoch;
-            }
-            next = batch.header.next_offset();
-            max_timestamp = max_timestamp.max(batch.header.max_timestamp);
-            record_count += u64::from(batch.header.record_count.unsigned_abs());
-        }
+        let next = place_batches(records, &mut batches, base_offset, offsets)?;
+        let max_timestamp = batches
+            .iter()
+            .map(|b| b.header.max_timestamp)
+            .fold(i64::MIN, i64::max);
+        let record_count: u64 = batches
+            .iter()
+            .map(|b| u64::from(b.header.record_count.unsigned_abs()))
+            .sum();
+        let new_epochs = self.epochs_after(&batches)?;
         let now = (self.clock)();
         let active = self.active();
         let reason = roll_reason(&RollInput {
@@ -387,6 +410,9 @@ impl PartitionLog {
             None => active,
         };
         active.append(records, &batches)?;
+        if let Some(new_epochs) = new_epochs {
+            self.epochs.store(Arc::new(new_epochs));
+        }
         self.log_end_offset.store(next, Ordering::Release);
         writer.unflushed_records += record_count;
         writer.first_unflushed_ms.get_or_insert(now);
@@ -586,6 +612,7 @@ impl PartitionLog {
             info!(dir = %self.dir.display(), segment = segment.base_offset(), reason, "deleting segment");
             segment.delete_files()?;
         }
+        self.update_epochs(|epochs| epochs.truncate_from_start(new_start))?;
         Ok(doomed.len())
     }
 
@@ -689,6 +716,7 @@ impl PartitionLog {
         )?;
         writer.unflushed_records = 0;
         writer.first_unflushed_ms = None;
+        self.update_epochs(|epochs| epochs.truncate_from_end(new_end))?;
         info!(dir = %self.dir.display(), offset, new_end, "truncated log");
         Ok(new_end)
     }
@@ -748,6 +776,7 @@ impl PartitionLog {
         sync_dir(&self.dir)?;
         writer.unflushed_records = 0;
         writer.first_unflushed_ms = None;
+        self.update_epochs(EpochCache::clear)?;
         info!(dir = %self.dir.display(), offset, "reset log");
         Ok(())
     }
@@ -899,6 +928,192 @@ impl PartitionLog {
         }
         Ok(None)
     }
+}
+
+impl PartitionLog {
+    // ----- leader epochs -----
+
+    /// The epoch of the last leader that wrote to this log, if any wrote with an epoch.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.load().latest_epoch()
+    }
+
+    /// The offset of the first batch written by leader `epoch`, if it wrote here.
+    pub fn epoch_start_offset(&self, epoch: i32) -> Option<i64> {
+        self.epochs.load().start_offset_of(epoch)
+    }
+
+    /// The leader epochs of the log and where each starts, oldest first.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.epochs.load().entries().to_vec()
+    }
+
+    /// Kafka's OffsetForLeaderEpoch answer: the largest epoch at most `requested_epoch` and
+    /// the offset where it ends in this log (see [`EpochCache::end_offset_for`]); `None` for
+    /// UNDEFINED. Never blocks the writer; the answer never exceeds the log end offset.
+    ///
+    /// The log end is read before the epochs (an append publishes its epochs first), so an
+    /// answer never credits an epoch with records a newer one wrote. A truncation running at
+    /// the same time (followers truncate, leaders answer) may yield an answer of either side.
+    pub fn end_offset_for_epoch(&self, requested_epoch: i32) -> Option<(i32, i64)> {
+        let log_end = self.log_end_offset();
+        self.epochs
+            .load()
+            .end_offset_for(requested_epoch, log_end)
+            .map(|(epoch, end_offset)| (epoch, end_offset.min(log_end)))
+    }
+
+    /// Where this log, as a follower, cuts its tail given the leader's
+    /// [`end_offset_for_epoch`](Self::end_offset_for_epoch) answer about this log's latest
+    /// epoch (see [`epochs::follower_truncation`]): the offset to
+    /// [`truncate_to`](Self::truncate_to), and whether it is final (otherwise ask the leader
+    /// again about the latest epoch once cut).
+    pub fn truncation_point(&self, leader_answer: Option<(i32, i64)>) -> (i64, bool) {
+        epochs::follower_truncation(
+            leader_answer,
+            |epoch| self.end_offset_for_epoch(epoch),
+            self.log_end_offset(),
+            self.high_watermark(),
+        )
+    }
+
+    /// Records that leader `epoch` begins at the log end offset, as a new leader does before
+    /// it appends (Kafka assigns it on becoming leader), so that a follower asking about an
+    /// epoch newer than this log's last batch gets a precise answer. Only an epoch above the
+    /// latest one counts; an entry that no batch follows is dropped at the next open.
+    ///
+    /// # Errors
+    /// I/O errors writing the checkpoint; [`LogError::Closed`].
+    pub fn begin_leader_epoch(&self, epoch: i32) -> Result<(), LogError> {
+        let writer = self.writer.lock();
+        if writer.closed {
+            return Err(LogError::Closed);
+        }
+        if self.epochs.load().is_new_epoch(epoch) {
+            let log_end = self.log_end_offset();
+            self.update_epochs(|epochs| epochs.assign(epoch, log_end))?;
+        }
+        drop(writer);
+        Ok(())
+    }
+
+    /// The epoch cache once `batches` are appended, already checkpointed, or `None` when they
+    /// change nothing. The checkpoint is written before the batches reach the segment: an
+    /// entry whose batch is then lost starts at or past the log end and is dropped at open.
+    /// The caller holds the writer lock.
+    fn epochs_after(&self, batches: &[BatchAt]) -> Result<Option<EpochCache>, LogError> {
+        let current = self.epochs.load();
+        let new_epoch = |b: &BatchAt| current.is_new_epoch(b.header.partition_leader_epoch);
+        if !batches.iter().any(new_epoch) {
+            return Ok(None);
+        }
+        let mut next = EpochCache::clone(&current);
+        for batch in batches {
+            next.observe_batch(
+                batch.header.partition_leader_epoch,
+                batch.header.base_offset,
+            );
+        }
+        epochs::write_checkpoint(&self.dir, &next)?;
+        Ok(Some(next))
+    }
+
+    /// Applies `change` to the epoch cache; when it changed anything, checkpoints and
+    /// publishes the result. The caller holds the writer lock.
+    fn update_epochs(&self, change: impl FnOnce(&mut EpochCache) -> bool) -> Result<(), LogError> {
+        let mut next = EpochCache::clone(&self.epochs.load());
+        if change(&mut next) {
+            epochs::write_checkpoint(&self.dir, &next)?;
+            self.epochs.store(Arc::new(next));
+        }
+        Ok(())
+    }
+}
+
+/// Gives `batches` (validated, within `records`) their offsets from `log_end_offset` as
+/// `offsets` says, and returns the offset after the last. [`Offsets::Keep`] checks every batch
+/// before anything is written and changes no byte.
+fn place_batches(
+    records: &mut [u8],
+    batches: &mut [BatchAt],
+    log_end_offset: i64,
+    offsets: Offsets,
+) -> Result<i64, LogError> {
+    let mut next = log_end_offset;
+    for (batch_index, batch) in batches.iter_mut().enumerate() {
+        match offsets {
+            Offsets::Assign { leader_epoch } => {
+                let start = batch.position as usize;
+                format::set_base_offset(&mut records[start..], next);
+                batch.header.base_offset = next;
+                if let Some(epoch) = leader_epoch {
+                    format::set_partition_leader_epoch(&mut records[start..], epoch);
+                    batch.header.partition_leader_epoch = epoch;
+                }
+            }
+            Offsets::Keep if batch.header.base_offset != next => {
+                return Err(LogError::UnexpectedBaseOffset {
+                    batch_index,
+                    base_offset: batch.header.base_offset,
+                    expected_offset: next,
+                });
+            }
+            Offsets::Keep => {}
+        }
+        next = batch.header.next_offset();
+    }
+    Ok(next)
+}
+
+/// The epoch cache of a log with `segments` spanning `[log_start, log_end)`: from its
+/// checkpoint or, when that is missing or damaged, rebuilt from the batch headers; cut to the
+/// log (entries at or past the end go, history below the start is folded into the start, an
+/// empty log has none) and checkpointed again when that changed it.
+fn load_epochs(
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    log_start: i64,
+    log_end: i64,
+) -> Result<EpochCache, LogError> {
+    let (mut cache, mut changed) = match epochs::read_checkpoint(dir)? {
+        Some(cache) => (cache, false),
+        None => {
+            if log_end > log_start {
+                warn!(dir = %dir.display(), "no usable leader-epoch checkpoint; rebuilding it from the batch headers");
+            }
+            (scan_epochs(dir, segments)?, true)
+        }
+    };
+    changed |= cache.truncate_from_end(log_end);
+    changed |= if log_end == log_start {
+        cache.clear()
+    } else {
+        cache.truncate_from_start(log_start)
+    };
+    if changed {
+        epochs::write_checkpoint(dir, &cache)?;
+    }
+    Ok(cache)
+}
+
+/// The epochs of the batches in `segments`, read from their headers only. A header that
+/// cannot be read ends the walk of its segment (with a warning): the epochs after it in that
+/// segment are missed, never invented.
+fn scan_epochs(dir: &Path, segments: &[Arc<Segment>]) -> Result<EpochCache, LogError> {
+    let mut cache = EpochCache::default();
+    for segment in segments {
+        let end = segment.size_bytes();
+        let mut position = 0u64;
+        // Each header moves the position forward by at least a header's size.
+        while let Some(header) = segment.header_at(position, end)? {
+            cache.observe_batch(header.partition_leader_epoch, header.base_offset);
+            position += header.size_bytes() as u64;
+        }
+        if position < end {
+            warn!(dir = %dir.display(), segment = segment.base_offset(), position, "unreadable batch header while rebuilding leader epochs");
+        }
+    }
+    Ok(cache)
 }
 
 /// Bytes read at a time by [`Batches`].
