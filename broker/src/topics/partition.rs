@@ -4,16 +4,18 @@
 //! and the log append are one atomic step. Reads go straight to the log and never take it.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::log::format::BatchHeader;
+use crate::log::high_watermark;
 use crate::log::{AppendInfo, LogConfig, LogError, PartitionLog};
 use crate::producer::{
     last_sequence, BatchMeta, ProducerSnapshot, ProducerStateMap, SequenceCheck, SequenceError,
-    SnapshotError,
+    SnapshotError, SNAPSHOT_FILE,
 };
 
 /// Why an append was refused or failed.
@@ -44,6 +46,20 @@ pub struct Partition {
     pub index: i32,
     pub log: PartitionLog,
     producers: Mutex<ProducerStateMap>,
+    mode: ReplicaMode,
+    /// The high watermark last checkpointed (replicated mode), to skip rewriting it unchanged.
+    checkpointed_high_watermark: AtomicI64,
+}
+
+/// Who decides what is committed in a partition, which sets where its high watermark
+/// starts at open and who moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaMode {
+    /// A single broker owns everything: the high watermark is the log end offset, always.
+    Standalone,
+    /// Replication moves the high watermark; it is restored at open from the
+    /// [`high_watermark`] checkpoint (the log start when there is none) and kept within the log.
+    Replicated,
 }
 
 /// Exclusive appends to a partition (see [`Partition::lock_appends`]).
@@ -108,11 +124,11 @@ fn idempotent_batch(records: &[u8]) -> Result<Option<BatchHeader>, AppendError> 
 }
 
 impl Partition {
-    /// Opens the partition's log in `dir` and rebuilds its producer state from the snapshot
-    /// and the batches after it.
+    /// Opens the partition's log in `dir` as [`ReplicaMode::Standalone`] (see
+    /// [`open_as`](Self::open_as)).
     ///
     /// # Errors
-    /// Log errors; a damaged snapshot is not an error (the log is replayed instead).
+    /// As [`open_as`](Self::open_as).
     pub fn open(
         topic: &str,
         topic_id: Uuid,
@@ -120,30 +136,39 @@ impl Partition {
         dir: &Path,
         config: LogConfig,
     ) -> Result<Self, LogError> {
+        Self::open_as(topic, topic_id, index, dir, config, ReplicaMode::Standalone)
+    }
+
+    /// Opens the partition's log in `dir`, rebuilds its producer state from the snapshot and
+    /// the batches after it, and sets the high watermark as `mode` says.
+    ///
+    /// # Errors
+    /// Log errors; a damaged snapshot or high-watermark checkpoint is not an error (the log is
+    /// replayed, the high watermark starts at the log start).
+    pub fn open_as(
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+        dir: &Path,
+        config: LogConfig,
+        mode: ReplicaMode,
+    ) -> Result<Self, LogError> {
         let log = PartitionLog::open(dir, config)?;
-        let mut state = ProducerStateMap::default();
-        let mut replay_from = log.log_start_offset();
-        match ProducerSnapshot::read(dir) {
-            Ok(Some(snapshot))
-                if snapshot.offset <= log.log_end_offset()
-                    && snapshot.offset >= log.log_start_offset() =>
-            {
-                state = snapshot.state;
-                replay_from = snapshot.offset;
+        let state = load_producers(&log, topic, index)?;
+        let restored = match mode {
+            ReplicaMode::Standalone => log.log_end_offset(),
+            ReplicaMode::Replicated => {
+                high_watermark::read(dir)?.unwrap_or_else(|| log.log_start_offset())
             }
-            Ok(_) => {}
-            Err(e) => {
-                warn!(topic, partition = index, error = %e, "cannot read producer snapshot; replaying the log")
-            }
-        }
-        replay(&log, replay_from, &mut state)?;
-        // A single broker owns everything it has written.
-        log.set_high_watermark(log.log_end_offset());
+        };
+        let high_watermark = log.set_high_watermark(restored);
         info!(
             topic,
             partition = index,
             log_end_offset = log.log_end_offset(),
             producers = state.len(),
+            high_watermark,
+            ?mode,
             "opened partition"
         );
         Ok(Self {
@@ -152,7 +177,92 @@ impl Partition {
             index,
             log,
             producers: Mutex::new(state),
+            mode,
+            checkpointed_high_watermark: AtomicI64::new(high_watermark),
         })
+    }
+
+    pub fn mode(&self) -> ReplicaMode {
+        self.mode
+    }
+
+    /// A follower's append of batches copied from the leader, with the leader's offsets and
+    /// epochs (see [`PartitionLog::append_replicated`]). The producer state learns every
+    /// idempotent batch, so that this replica dedupes retries once it leads; nothing is
+    /// refused on sequence grounds (the leader decided). The high watermark is not moved.
+    ///
+    /// # Errors
+    /// As [`PartitionLog::append_replicated`]; nothing is written then.
+    pub fn append_replicated(&self, records: &mut [u8]) -> Result<AppendInfo, LogError> {
+        let mut producers = self.producers.lock();
+        let info = self.log.append_replicated(records)?;
+        let mut position = 0usize;
+        // The log validated every batch: each header parses and its size moves forward.
+        while let Some(header) = records
+            .get(position..)
+            .and_then(|rest| BatchHeader::parse(rest).ok())
+        {
+            record_producer(&mut producers, &header);
+            position += header.size_bytes();
+        }
+        Ok(info)
+    }
+
+    /// Removes every batch at or after `offset` (see [`PartitionLog::truncate_to`]) and
+    /// rebuilds the producer state for the shorter log, from the snapshot when it lies within
+    /// the log (a snapshot past the new end is deleted) and the batches after it. Returns the
+    /// new log end offset.
+    ///
+    /// # Errors
+    /// Log errors; I/O errors deleting a stale snapshot.
+    pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
+        let mut producers = self.producers.lock();
+        let new_end = self.log.truncate_to(offset)?;
+        *producers = load_producers(&self.log, &self.topic, self.index)?;
+        drop(producers);
+        self.snapshot_after_truncation();
+        Ok(new_end)
+    }
+
+    /// Deletes the whole log and restarts it, empty, at `offset` (see
+    /// [`PartitionLog::truncate_fully_and_start_at`]), forgetting every producer.
+    ///
+    /// # Errors
+    /// Log errors; I/O errors deleting the snapshot.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
+        let mut producers = self.producers.lock();
+        remove_snapshot(self.log.dir())?;
+        self.log.truncate_fully_and_start_at(offset)?;
+        *producers = ProducerStateMap::default();
+        drop(producers);
+        self.snapshot_after_truncation();
+        Ok(())
+    }
+
+    fn snapshot_after_truncation(&self) {
+        if let Err(e) = self.snapshot_producers() {
+            warn!(topic = %self.topic, partition = self.index, error = %e, "producer snapshot after truncation failed");
+        }
+    }
+
+    /// Writes the high watermark to the partition's checkpoint when it moved since the last
+    /// one (replicated mode; a standalone partition's high watermark is its log end, which
+    /// needs no checkpoint). Durable when this returns.
+    ///
+    /// # Errors
+    /// I/O errors; the previous checkpoint then stays.
+    pub fn checkpoint_high_watermark(&self) -> Result<(), LogError> {
+        if self.mode == ReplicaMode::Standalone {
+            return Ok(());
+        }
+        let high_watermark = self.log.high_watermark();
+        if self.checkpointed_high_watermark.load(Ordering::Acquire) == high_watermark {
+            return Ok(());
+        }
+        high_watermark::write(self.log.dir(), high_watermark)?;
+        self.checkpointed_high_watermark
+            .store(high_watermark, Ordering::Release);
+        Ok(())
     }
 
     /// Appends `records` (already a mutable copy of the request bytes). Idempotent batches are
@@ -218,7 +328,9 @@ impl Partition {
 
     fn after_append(&self, info: AppendInfo) -> Appended {
         // Without replication every appended record is committed at once.
-        self.log.set_high_watermark(self.log.log_end_offset());
+        if self.mode == ReplicaMode::Standalone {
+            self.log.set_high_watermark(self.log.log_end_offset());
+        }
         Appended {
             base_offset: info.base_offset,
             last_offset: info.last_offset,
@@ -248,6 +360,7 @@ impl Partition {
         if let Err(e) = self.snapshot_producers() {
             warn!(topic = %self.topic, partition = self.index, error = %e, "producer snapshot failed");
         }
+        self.checkpoint_high_watermark()?;
         self.log.close()
     }
 }
@@ -259,18 +372,72 @@ fn replay(log: &PartitionLog, from: i64, state: &mut ProducerStateMap) -> Result
         let Ok(header) = BatchHeader::parse(&batch) else {
             continue;
         };
-        if header.producer_id >= 0 && header.last_offset() >= from {
-            state.record(
-                header.producer_id,
-                header.producer_epoch,
-                BatchMeta {
-                    first_sequence: header.base_sequence,
-                    last_sequence: last_sequence(header.base_sequence, header.record_count),
-                    first_offset: header.base_offset,
-                    last_offset: header.last_offset(),
-                },
-            );
+        if header.last_offset() >= from {
+            record_producer(state, &header);
         }
     }
     Ok(())
+}
+
+/// Records the producer fields of an appended batch (batches without a producer id carry
+/// none).
+fn record_producer(state: &mut ProducerStateMap, header: &BatchHeader) {
+    if header.producer_id < 0 {
+        return;
+    }
+    state.record(
+        header.producer_id,
+        header.producer_epoch,
+        BatchMeta {
+            first_sequence: header.base_sequence,
+            last_sequence: last_sequence(header.base_sequence, header.record_count),
+            first_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        },
+    );
+}
+
+/// The producer state of `log`: the snapshot when it lies within the log, then the batches
+/// after it. A snapshot past the log end (the log was truncated below it) is deleted, so that
+/// it is never believed once the log grows past it again with other batches.
+fn load_producers(
+    log: &PartitionLog,
+    topic: &str,
+    index: i32,
+) -> Result<ProducerStateMap, LogError> {
+    let mut state = ProducerStateMap::default();
+    let mut replay_from = log.log_start_offset();
+    match ProducerSnapshot::read(log.dir()) {
+        Ok(Some(snapshot)) if snapshot.offset > log.log_end_offset() => {
+            warn!(
+                topic,
+                partition = index,
+                snapshot_offset = snapshot.offset,
+                "producer snapshot is past the log end; deleting it"
+            );
+            remove_snapshot(log.dir())?;
+        }
+        Ok(Some(snapshot)) if snapshot.offset >= log.log_start_offset() => {
+            state = snapshot.state;
+            replay_from = snapshot.offset;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(topic, partition = index, error = %e, "cannot read producer snapshot; replaying the log")
+        }
+    }
+    replay(log, replay_from, &mut state)?;
+    Ok(state)
+}
+
+/// Deletes the producer snapshot in `dir`, if any, durably.
+fn remove_snapshot(dir: &Path) -> Result<(), LogError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| LogError::io("fsync directory", dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::io("remove producer snapshot", &path, e)),
+    }
 }
