@@ -9,7 +9,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokafka_broker::config::BrokerConfig;
 use tokafka_broker::group::membership::{GroupSnapshot, MemberSnapshot};
-use tokafka_broker::group::offsets::{CommittedOffset, OffsetStore, OFFSETS_TOPIC};
+use tokafka_broker::group::offsets::{
+    decode_key, decode_value, CommittedOffset, OffsetStore, RecordKey, OFFSETS_TOPIC,
+};
 use tokafka_broker::topics::TopicRegistry;
 
 const OFFSETS_PARTITIONS: i32 = 2;
@@ -278,5 +280,68 @@ fn commits_racing_compaction_replay_as_they_were_made() {
     let broker = open(dir.path());
     let replayed = broker.state();
     assert_eq!(replayed.offsets, offsets);
+    broker.close();
+}
+
+/// Every committed offset value in the log, per key, in log order.
+fn values_in_log(broker: &Broker, index: i32) -> BTreeMap<Vec<u8>, Vec<i64>> {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let log = &broker.partition_log(index).log;
+    let mut values: BTreeMap<Vec<u8>, Vec<i64>> = BTreeMap::new();
+    for batch in log.batches(log.log_start_offset(), log.log_end_offset()) {
+        let mut batch = batch.expect("batch");
+        for record in RecordBatchDecoder::decode(&mut batch)
+            .expect("decode")
+            .records
+        {
+            let (Some(key), Some(value)) = (record.key, record.value) else {
+                continue;
+            };
+            let is_offset_key = matches!(decode_key(key.clone()), Some(RecordKey::Offset(..)));
+            if let Some(committed) = decode_value(value).filter(|_| is_offset_key) {
+                values
+                    .entry(key.to_vec())
+                    .or_default()
+                    .push(committed.offset);
+            }
+        }
+    }
+    values
+}
+
+#[test]
+fn compaction_racing_commits_never_puts_an_older_value_after_a_newer_one() {
+    // One writer commits ever larger offsets, so in a correct log each key's values never
+    // decrease; a snapshot that carried a key written after the snapshot point would.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = open(dir.path());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut passes = 0;
+    std::thread::scope(|scope| {
+        let store = &broker.store;
+        let writer = scope.spawn(move || write_history(store, 0, 4_000));
+        let compactor = scope.spawn(|| {
+            let mut passes = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                for index in 0..OFFSETS_PARTITIONS {
+                    passes += usize::from(broker.store.compact(index).expect("compact").is_some());
+                }
+                std::thread::yield_now();
+            }
+            passes
+        });
+        writer.join().expect("writer");
+        done.store(true, std::sync::atomic::Ordering::Release);
+        passes = compactor.join().expect("compactor");
+    });
+    assert!(passes > 0, "compaction ran while commits were made");
+    for index in 0..OFFSETS_PARTITIONS {
+        for (key, values) in values_in_log(&broker, index) {
+            assert!(
+                values.windows(2).all(|w| w[0] <= w[1]),
+                "partition {index}, key {key:?}: {values:?}"
+            );
+        }
+    }
     broker.close();
 }
