@@ -115,8 +115,11 @@ pub struct Broker {
     pub producer_ids: ProducerIdAllocator,
     pub metrics: Metrics,
     pub groups: Arc<GroupCoordinator>,
-    /// Notified after every append, to wake long-polling fetches.
+    /// Notified after every append and high-watermark move, to wake long-polling fetches and
+    /// acks=-1 produces.
     pub appended: Notify,
+    /// Set once at start when the broker is part of a cluster.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     ready: AtomicBool,
 }
 
@@ -175,8 +178,14 @@ impl Broker {
             producer_ids,
             metrics: Metrics::new(),
             appended: Notify::new(),
+            cluster: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
         }))
+    }
+
+    /// The cluster this broker is part of; `None` when standalone.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
     }
 
     pub fn is_ready(&self) -> bool {

@@ -244,6 +244,8 @@ pub struct ClusterConfig {
     pub leader_imbalance_check_interval_ms: u64,
     pub offsets_topic_replication_factor: i16,
     pub controlled_shutdown_max_wait_ms: u64,
+    /// The broker's `min.insync.replicas` (topics may override it).
+    pub default_min_insync_replicas: usize,
 }
 
 impl ClusterConfig {
@@ -288,6 +290,7 @@ impl ClusterConfig {
             .saturating_mul(1000),
             offsets_topic_replication_factor: parse(settings, "offsets.topic.replication.factor")?,
             controlled_shutdown_max_wait_ms: parse(settings, "controlled.shutdown.max.wait.ms")?,
+            default_min_insync_replicas: parse(settings, "min.insync.replicas")?,
         };
         if config.heartbeat_interval_ms == 0
             || config.session_timeout_ms <= config.heartbeat_interval_ms

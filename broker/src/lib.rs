@@ -7,8 +7,10 @@
 //! [`run`] (process lifecycle).
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod controller;
+pub mod dev_cluster;
 pub mod group;
 pub mod http;
 pub mod log;

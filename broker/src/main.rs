@@ -43,6 +43,23 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Subcommand {
+    /// Start a local cluster of brokers on 127.0.0.1 (Kafka ports 19092, 19093, ...), print
+    /// the bootstrap address, and stop them all on SIGTERM or Ctrl-C. Each broker's pid is in
+    /// DIR/<node id>/pid and its log in DIR/<node id>/broker.log. --set values apply to all.
+    DevCluster {
+        /// Number of brokers (the first three are controller voters).
+        #[arg(long, default_value_t = 3)]
+        brokers: u16,
+        /// Directory for the brokers' data, logs and pid files.
+        #[arg(long, value_name = "DIR", default_value = "./dev-cluster")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Debug)]
@@ -94,10 +111,19 @@ fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
-    let config = BrokerConfig::from_settings(&settings_from(&cli)?)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(Subcommand::DevCluster { brokers, dir }) = &cli.command {
+        runtime.block_on(tokafka_broker::dev_cluster::run(
+            *brokers,
+            dir,
+            &cli.set,
+            wait_for_signal(),
+        ))?;
+        return Ok(());
+    }
+    let config = BrokerConfig::from_settings(&settings_from(&cli)?)?;
     runtime.block_on(async move {
         let running = tokafka_broker::run::start(config).await?;
         println!(

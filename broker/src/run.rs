@@ -22,6 +22,8 @@ pub enum RunError {
     Broker(#[from] BrokerError),
     #[error("{0}")]
     Bind(std::io::Error),
+    #[error(transparent)]
+    Cluster(crate::controller::quorum::QuorumError),
     #[error("closing the logs failed: {0}")]
     Close(String),
 }
@@ -79,6 +81,16 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
         .map_err(|e| RunError::Close(e.to_string()))??;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // The cluster's own tasks stop after the broker has stopped serving (controlled shutdown
+    // needs the quorum and the followers while leadership moves away).
+    let cluster_stop = CancellationToken::new();
+    if let Some(cluster_config) = broker.config.cluster.clone() {
+        let cluster = crate::cluster::Cluster::start(&broker, cluster_config, cluster_stop.clone())
+            .await
+            .map_err(RunError::Cluster)?;
+        let _ = broker.cluster.set(Arc::clone(&cluster));
+        crate::cluster::fetcher::spawn_fetchers(Arc::clone(&broker), cluster, cluster_stop.clone());
+    }
 
     let http_task = tokio::spawn(http::serve(
         Arc::clone(&broker),
@@ -101,6 +113,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
+            if let Some(cluster) = broker.cluster() {
+                info!("controlled shutdown: moving leadership away");
+                cluster.controlled_shutdown().await;
+            }
             info!("shutting down: no new connections, finishing requests in flight");
             broker.set_ready(false);
             let _ = accept.await;
@@ -117,6 +133,10 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
                 .await
                 .map_err(|e| RunError::Close(e.to_string()))?
                 .map_err(|e| RunError::Close(e.to_string()))?;
+            cluster_stop.cancel();
+            if let Some(cluster) = broker.cluster() {
+                cluster.stop_voter().await;
+            }
             info!("broker stopped cleanly");
             Ok(())
         })
@@ -140,6 +160,8 @@ async fn housekeeping(broker: Arc<Broker>, shutdown: CancellationToken) {
     let mut snapshot = tokio::time::interval(Duration::from_millis(
         config.producer_snapshot_interval_ms.max(100),
     ));
+    // Kafka's replica.high.watermark.checkpoint.interval.ms.
+    let mut high_watermarks = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -153,6 +175,10 @@ async fn housekeeping(broker: Arc<Broker>, shutdown: CancellationToken) {
             _ = flush.tick() => {
                 let b = Arc::clone(&broker);
                 let _ = tokio::task::spawn_blocking(move || b.topics.flush_due()).await;
+            }
+            _ = high_watermarks.tick(), if config.cluster.is_some() => {
+                let b = Arc::clone(&broker);
+                let _ = tokio::task::spawn_blocking(move || b.topics.checkpoint_high_watermarks()).await;
             }
             _ = snapshot.tick() => {
                 let b = Arc::clone(&broker);

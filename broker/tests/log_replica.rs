@@ -50,8 +50,14 @@ fn replicate(leader: &PartitionLog, follower: &PartitionLog) {
         let read = leader
             .read(follower.log_end_offset(), ReadLimits::bytes(700))
             .expect("leader read");
-        let mut chunk = read.region.expect("leader batches").to_vec().expect("bytes");
-        follower.append_replicated(&mut chunk).expect("replicated append");
+        let mut chunk = read
+            .region
+            .expect("leader batches")
+            .to_vec()
+            .expect("bytes");
+        follower
+            .append_replicated(&mut chunk)
+            .expect("replicated append");
     }
 }
 
@@ -125,7 +131,10 @@ fn a_follower_refuses_batches_that_do_not_continue_its_log_and_writes_nothing() 
     let err = follower
         .append_replicated(&mut batches[0].clone())
         .expect_err("overlap");
-    assert!(matches!(err, LogError::UnexpectedBaseOffset { .. }), "{err}");
+    assert!(
+        matches!(err, LogError::UnexpectedBaseOffset { .. }),
+        "{err}"
+    );
     // Two batches that do not continue each other: the good first one is not written either.
     let mut skipping = [batches[1].clone(), batches[3].clone()].concat();
     let err = follower
@@ -183,7 +192,10 @@ fn the_epoch_cache_survives_a_clean_and_an_unclean_reopen() {
         // Dropped without close: the next open recovers.
     }
     let log = open(dir.path());
-    assert_eq!(log.epoch_entries(), entries(&[(0, 0), (2, 12), (5, 24), (6, 36)]));
+    assert_eq!(
+        log.epoch_entries(),
+        entries(&[(0, 0), (2, 12), (5, 24), (6, 36)])
+    );
     assert_eq!(log.end_offset_for_epoch(2), Some((2, 24)));
     assert_eq!(log.end_offset_for_epoch(6), Some((6, 39)));
 }
@@ -263,7 +275,10 @@ fn retention_folds_the_epochs_below_the_new_log_start_into_it() {
     assert!(start > 30, "epochs 0 and 1 partly gone: start {start}");
     let kept = log.epoch_entries();
     assert_eq!(kept[0].start_offset, start, "{kept:?}");
-    assert!(kept.len() <= 2 && kept.last().map(|e| e.epoch) == Some(2), "{kept:?}");
+    assert!(
+        kept.len() <= 2 && kept.last().map(|e| e.epoch) == Some(2),
+        "{kept:?}"
+    );
     drop(log);
     assert_eq!(open(dir.path()).epoch_entries(), kept);
 }

@@ -32,7 +32,9 @@ fn replicate(leader: &Partition, follower: &Partition) {
             .read(follower.log.log_end_offset(), ReadLimits::bytes(1 << 20))
             .expect("leader read");
         let mut chunk = read.region.expect("batches").to_vec().expect("bytes");
-        follower.append_replicated(&mut chunk).expect("replicated append");
+        follower
+            .append_replicated(&mut chunk)
+            .expect("replicated append");
     }
 }
 
@@ -63,12 +65,16 @@ fn a_replicated_partition_restores_its_checkpointed_high_watermark() {
     drop(partition);
     std::fs::remove_file(dir.path().join(high_watermark::HIGH_WATERMARK_FILE)).unwrap();
     assert_eq!(
-        open(dir.path(), ReplicaMode::Replicated).log.high_watermark(),
+        open(dir.path(), ReplicaMode::Replicated)
+            .log
+            .high_watermark(),
         0
     );
     // Standalone, the high watermark is the log end as always.
     assert_eq!(
-        open(dir.path(), ReplicaMode::Standalone).log.high_watermark(),
+        open(dir.path(), ReplicaMode::Standalone)
+            .log
+            .high_watermark(),
         10
     );
 }
@@ -78,11 +84,17 @@ fn a_follower_that_becomes_leader_dedupes_retries_of_replicated_batches() {
     let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let leader = open(leader_dir.path(), ReplicaMode::Replicated);
     let follower = open(follower_dir.path(), ReplicaMode::Replicated);
-    leader.append(&mut batch(&BatchSpec::records(2)), 3).unwrap();
+    leader
+        .append(&mut batch(&BatchSpec::records(2)), 3)
+        .unwrap();
     leader.append(&mut idempotent(0, 3), 3).unwrap();
     leader.append(&mut idempotent(3, 2), 3).unwrap();
     replicate(&leader, &follower);
-    assert_eq!(follower.log.high_watermark(), 0, "a follower's append commits nothing");
+    assert_eq!(
+        follower.log.high_watermark(),
+        0,
+        "a follower's append commits nothing"
+    );
 
     // The producer retries its last batch against the new leader: answered, not rewritten.
     let retry = follower.append(&mut idempotent(3, 2), 4).unwrap();

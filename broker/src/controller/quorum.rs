@@ -83,6 +83,9 @@ fn raft_config() -> Result<Arc<Config>, QuorumError> {
         .map_err(|e| QuorumError::Raft(e.to_string()))
 }
 
+/// Longest long-poll of a broker following the metadata.
+const FOLLOW_POLL: Duration = Duration::from_secs(2);
+
 /// Timing of broker liveness.
 #[derive(Debug, Clone, Copy)]
 pub struct LivenessTiming {
@@ -209,6 +212,9 @@ impl Voter {
 pub struct QuorumClient {
     voters: BTreeMap<NodeId, String>,
     client: reqwest::Client,
+    /// The voter that last answered as leader: asked first, so that a voter that stopped
+    /// answering (frozen, cut off) does not delay every call by its timeout.
+    leader_hint: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 impl QuorumClient {
@@ -218,7 +224,11 @@ impl QuorumClient {
         let client = reqwest::Client::builder()
             .timeout(METADATA_POLL_MAX + Duration::from_secs(5))
             .build()?;
-        Ok(Self { voters, client })
+        Ok(Self {
+            voters,
+            client,
+            leader_hint: Arc::new(parking_lot::Mutex::new(None)),
+        })
     }
 
     /// Commits `command` and returns its result, following leader redirects and retrying
@@ -260,7 +270,7 @@ impl QuorumClient {
         self.call_leader(
             "controller/heartbeat",
             &beat,
-            Duration::from_secs(2),
+            Duration::from_secs(1),
             deadline,
             |reply| match reply {
                 HeartbeatReply::Recorded { registered, fenced } => {
@@ -291,22 +301,30 @@ impl QuorumClient {
     {
         let started = tokio::time::Instant::now();
         let mut candidates: Vec<String> = self.voters.values().cloned().collect();
-        let mut next = 0usize;
+        let hint = self.leader_hint.lock().clone();
+        let mut next = hint
+            .and_then(|h| candidates.iter().position(|c| *c == h))
+            .unwrap_or(0);
         let mut backoff = Duration::from_millis(50);
         let mut last_error = String::from("no voter tried");
         while started.elapsed() < deadline {
             let address = candidates[next % candidates.len()].clone();
             let url = format!("http://{address}/{path}");
+            // Never wait on one voter past the caller's deadline.
+            let remaining = deadline.saturating_sub(started.elapsed());
             match self
                 .client
                 .post(&url)
-                .timeout(timeout)
+                .timeout(timeout.min(remaining).max(Duration::from_millis(100)))
                 .json(body)
                 .send()
                 .await
             {
                 Ok(response) => match response.json::<Reply>().await.map(&classify) {
-                    Ok(Answer::Done(value)) => return Ok(value),
+                    Ok(Answer::Done(value)) => {
+                        *self.leader_hint.lock() = Some(address);
+                        return Ok(value);
+                    }
                     Ok(Answer::NotLeader(Some(leader))) if leader != address => {
                         if !candidates.contains(&leader) {
                             candidates.push(leader.clone());
@@ -322,7 +340,14 @@ impl QuorumClient {
                     Ok(Answer::Retry(reason)) => last_error = reason,
                     Err(e) => last_error = e.to_string(),
                 },
-                Err(e) => last_error = format!("{address}: {e}"),
+                Err(e) => {
+                    last_error = format!("{address}: {e}");
+                    // Start the next call at another voter: this one may be gone.
+                    let mut hint = self.leader_hint.lock();
+                    if hint.as_deref().is_none_or(|h| h == address) {
+                        *hint = Some(candidates[(next + 1) % candidates.len()].clone());
+                    }
+                }
             }
             next += 1;
             tokio::time::sleep(backoff).await;
@@ -379,7 +404,7 @@ impl QuorumClient {
                             broker_id: id,
                             incarnation,
                         },
-                        timing.heartbeat_interval,
+                        (timing.heartbeat_interval * 2).max(Duration::from_secs(1)),
                     )
                     .await
                 {
@@ -405,8 +430,15 @@ impl QuorumClient {
             loop {
                 let after = tx.borrow().0;
                 let address = &voters[next % voters.len()];
-                let url = format!("http://{address}/controller/metadata?after={after}");
-                let request = client.get(&url).send();
+                let url = format!(
+                    "http://{address}/controller/metadata?after={after}&wait_ms={}",
+                    FOLLOW_POLL.as_millis()
+                );
+                // A voter that stops answering is left after one short poll.
+                let request = client
+                    .get(&url)
+                    .timeout(FOLLOW_POLL + Duration::from_secs(1))
+                    .send();
                 let reply = tokio::select! {
                     () = shutdown.cancelled() => return,
                     r = request => r,

@@ -140,6 +140,8 @@ async fn heartbeat(
 #[derive(Debug, Deserialize)]
 struct MetadataQuery {
     after: Option<u64>,
+    /// Longest wait for a newer state, capped at [`METADATA_POLL_MAX`].
+    wait_ms: Option<u64>,
 }
 
 async fn metadata(
@@ -149,7 +151,11 @@ async fn metadata(
     let mut rx = state.state_machine.subscribe();
     let after = query.after.unwrap_or(0);
     let wait = rx.wait_for(|(index, _)| *index > after);
-    let _ = tokio::time::timeout(METADATA_POLL_MAX, wait).await;
+    let max_wait = query
+        .wait_ms
+        .map_or(METADATA_POLL_MAX, Duration::from_millis)
+        .min(METADATA_POLL_MAX);
+    let _ = tokio::time::timeout(max_wait, wait).await;
     let (applied_index, metadata) = rx.borrow().clone();
     Json(MetadataReply {
         applied_index,

@@ -110,12 +110,12 @@ async fn route(
 ) -> Outcome {
     let result = match frame.api_key {
         ApiKey::ApiVersions => apis::api_versions::handle(frame),
-        ApiKey::Metadata => apis::metadata::handle(broker, frame),
-        ApiKey::Produce => apis::produce::handle(broker, frame),
+        ApiKey::Metadata => apis::metadata::handle(broker, frame).await,
+        ApiKey::Produce => apis::produce::handle(broker, frame).await,
         ApiKey::Fetch => apis::fetch::handle(broker, frame, shutdown).await,
         ApiKey::ListOffsets => apis::list_offsets::handle(broker, frame),
-        ApiKey::CreateTopics => apis::admin::create_topics(broker, frame),
-        ApiKey::DeleteTopics => apis::admin::delete_topics(broker, frame),
+        ApiKey::CreateTopics => apis::admin::create_topics(broker, frame).await,
+        ApiKey::DeleteTopics => apis::admin::delete_topics(broker, frame).await,
         ApiKey::CreatePartitions => apis::admin::create_partitions(broker, frame),
         ApiKey::DescribeConfigs => apis::configs::describe_configs(broker, frame),
         ApiKey::IncrementalAlterConfigs => apis::configs::incremental_alter_configs(broker, frame),
@@ -132,6 +132,7 @@ async fn route(
         ApiKey::OffsetCommit => apis::offsets::offset_commit(broker, frame),
         ApiKey::OffsetFetch => apis::offsets::offset_fetch(broker, frame),
         ApiKey::OffsetDelete => apis::offsets::offset_delete(broker, frame),
+        ApiKey::OffsetForLeaderEpoch => apis::leader_epochs::handle(broker, frame),
         other => Err(HandlerError::Frame(FrameError::UnknownApiKey(other as i16))),
     };
     match result {
@@ -175,6 +176,7 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::OffsetCommit => "OffsetCommit",
         ApiKey::OffsetFetch => "OffsetFetch",
         ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         _ => "Other",
     }
 }

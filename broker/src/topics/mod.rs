@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::config::BrokerConfig;
 use crate::log::LogError;
 pub use config::TopicConfigError;
-pub use partition::{AppendError, Appended, Partition};
+pub use partition::{AppendError, Appended, Partition, ReplicaMode};
 
 /// Longest legal topic name (Kafka's limit).
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
@@ -87,6 +87,10 @@ pub struct TopicRecord {
     pub partitions: i32,
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// The partitions held here when not all are (a broker in a cluster holds only those it
+    /// replicates); `None` means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted: Option<Vec<i32>>,
 }
 
 pub struct Topic {
@@ -94,18 +98,20 @@ pub struct Topic {
     pub id: Uuid,
     pub replication_factor: i16,
     configs: RwLock<BTreeMap<String, String>>,
-    partitions: RwLock<Vec<Arc<Partition>>>,
+    /// Indexed by partition; `None` for a partition not held here.
+    partitions: RwLock<Vec<Option<Arc<Partition>>>>,
 }
 
 impl Topic {
+    /// The partitions held here.
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().clone()
+        self.partitions.read().iter().flatten().cloned().collect()
     }
 
     pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
         usize::try_from(index)
             .ok()
-            .and_then(|i| self.partitions.read().get(i).cloned())
+            .and_then(|i| self.partitions.read().get(i).cloned().flatten())
     }
 
     pub fn partition_count(&self) -> i32 {
@@ -117,12 +123,20 @@ impl Topic {
     }
 
     fn record(&self) -> TopicRecord {
+        let partitions = self.partitions.read();
+        let all = partitions.iter().all(Option::is_some);
         TopicRecord {
             name: self.name.clone(),
             id: self.id,
-            partitions: self.partition_count(),
+            partitions: partitions.len() as i32,
             replication_factor: self.replication_factor,
             configs: self.configs(),
+            hosted: (!all).then(|| {
+                partitions
+                    .iter()
+                    .filter_map(|p| p.as_ref().map(|p| p.index))
+                    .collect()
+            }),
         }
     }
 }
@@ -190,14 +204,19 @@ impl TopicRegistry {
         let log_config = config::log_config(&record.configs, &self.broker);
         let mut partitions = Vec::with_capacity(record.partitions.max(0) as usize);
         for index in 0..record.partitions {
+            if record.hosted.as_ref().is_some_and(|h| !h.contains(&index)) {
+                partitions.push(None);
+                continue;
+            }
             let dir = partition_dir(&self.data_dir, &record.name, index);
-            partitions.push(Arc::new(Partition::open(
+            partitions.push(Some(Arc::new(Partition::open_as(
                 &record.name,
                 record.id,
                 index,
                 &dir,
                 log_config.clone(),
-            )?));
+                self.mode_for(&record.name),
+            )?)));
         }
         Ok(Topic {
             name: record.name.clone(),
@@ -230,6 +249,17 @@ impl TopicRegistry {
             .and_then(|d| d.sync_all())
             .map_err(store)?;
         Ok(())
+    }
+
+    /// Who moves a partition's high watermark: replication in a cluster, the append itself
+    /// on a standalone broker. `__consumer_offsets` is held locally by each broker until it
+    /// rides on replication.
+    fn mode_for(&self, topic: &str) -> ReplicaMode {
+        if self.broker.cluster.is_some() && topic != crate::group::offsets::OFFSETS_TOPIC {
+            ReplicaMode::Replicated
+        } else {
+            ReplicaMode::Standalone
+        }
     }
 
     pub fn broker_config(&self) -> &BrokerConfig {
@@ -318,6 +348,7 @@ impl TopicRegistry {
             partitions,
             replication_factor,
             configs,
+            hosted: None,
         };
         // Leftovers of an earlier topic with this name must not be resurrected.
         for index in 0..partitions {
@@ -392,13 +423,13 @@ impl TopicRegistry {
         let mut added = Vec::new();
         for index in current..total {
             let dir = partition_dir(&self.data_dir, name, index);
-            added.push(Arc::new(Partition::open(
+            added.push(Some(Arc::new(Partition::open(
                 name,
                 topic.id,
                 index,
                 &dir,
                 log_config.clone(),
-            )?));
+            )?)));
         }
         topic.partitions.write().extend(added);
         self.persist()?;
@@ -474,6 +505,97 @@ impl TopicRegistry {
         Ok(())
     }
 
+    /// Holds partition `index` of topic `name` as the cluster metadata says (a broker in a
+    /// cluster holds only the partitions it replicates). A local topic of the same name with
+    /// another id is an older, deleted incarnation: it and its data go first. Returns the
+    /// partition, opened (or created empty) from its directory.
+    ///
+    /// # Errors
+    /// I/O errors; a partition that cannot be opened.
+    pub fn host_replica(
+        &self,
+        name: &str,
+        id: Uuid,
+        partition_count: i32,
+        replication_factor: i16,
+        configs: &BTreeMap<String, String>,
+        index: i32,
+    ) -> Result<Arc<Partition>, TopicError> {
+        let _changes = self.changes.lock();
+        if let Some(old) = self.get(name).filter(|t| t.id != id) {
+            info!(topic = name, old_id = %old.id, new_id = %id, "replacing a deleted incarnation");
+            self.remove_locked(name)?;
+        }
+        if let Some(partition) = self.get(name).and_then(|t| t.partition(index)) {
+            return Ok(partition);
+        }
+        let slot = usize::try_from(index)
+            .map_err(|_| TopicError::InvalidPartitions(format!("{index}")))?;
+        let log_config = config::log_config(configs, &self.broker);
+        let dir = partition_dir(&self.data_dir, name, index);
+        let partition = Arc::new(Partition::open_as(
+            name,
+            id,
+            index,
+            &dir,
+            log_config,
+            self.mode_for(name),
+        )?);
+        let topic = self.get(name).unwrap_or_else(|| {
+            Arc::new(Topic {
+                name: name.to_string(),
+                id,
+                replication_factor,
+                configs: RwLock::new(configs.clone()),
+                partitions: RwLock::new(Vec::new()),
+            })
+        });
+        {
+            let mut partitions = topic.partitions.write();
+            let wanted = slot.max(
+                usize::try_from(partition_count)
+                    .unwrap_or(0)
+                    .saturating_sub(1),
+            );
+            if partitions.len() <= wanted {
+                partitions.resize(wanted + 1, None);
+            }
+            partitions[slot] = Some(Arc::clone(&partition));
+        }
+        self.topics
+            .write()
+            .insert(name.to_string(), Arc::clone(&topic));
+        self.persist()?;
+        Ok(partition)
+    }
+
+    /// Drops a topic held here and its data (the metadata no longer lists it here).
+    ///
+    /// # Errors
+    /// I/O errors persisting the topic list.
+    pub fn remove_replicas(&self, name: &str) -> Result<(), TopicError> {
+        let _changes = self.changes.lock();
+        self.remove_locked(name)
+    }
+
+    fn remove_locked(&self, name: &str) -> Result<(), TopicError> {
+        let Some(topic) = self.topics.write().remove(name) else {
+            return Ok(());
+        };
+        self.persist()?;
+        for partition in topic.partitions() {
+            if let Err(e) = partition.close() {
+                warn!(topic = name, partition = partition.index, error = %e, "close failed");
+            }
+            let dir = partition.log.dir().to_path_buf();
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot remove a dropped partition");
+            }
+        }
+        info!(topic = name, "dropped local replicas");
+        Ok(())
+    }
+
     /// Runs retention on every partition; returns segments deleted.
     pub fn apply_retention(&self) -> usize {
         let mut deleted = 0;
@@ -498,6 +620,15 @@ impl TopicRegistry {
     }
 
     /// Snapshots the producer state of every partition.
+    /// Checkpoints the high watermark of every replicated partition that moved.
+    pub fn checkpoint_high_watermarks(&self) {
+        for partition in self.all_partitions() {
+            if let Err(e) = partition.checkpoint_high_watermark() {
+                warn!(topic = %partition.topic, partition = partition.index, error = %e, "high-watermark checkpoint failed");
+            }
+        }
+    }
+
     pub fn snapshot_producers(&self) {
         for partition in self.all_partitions() {
             if let Err(e) = partition.snapshot_producers() {

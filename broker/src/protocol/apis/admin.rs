@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::cluster::Cluster;
+use crate::controller::metadata::{assign_replicas, ClusterMetadata, Command};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 use crate::topics::{config as topic_config, TopicError};
@@ -43,8 +45,15 @@ pub fn topic_error(error: &TopicError) -> (ResponseError, String) {
     (code, error.to_string())
 }
 
-pub fn create_topics(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    frame: &RequestFrame,
+) -> Result<Outcome, HandlerError> {
     let request: CreateTopicsRequest = frame.decode()?;
+    if let Some(cluster) = broker.cluster() {
+        let response = create_topics_in_cluster(broker, cluster, &request, frame.version).await;
+        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
+    }
     let mut results = Vec::with_capacity(request.topics.len());
     for wanted in &request.topics {
         let name = wanted.name.0.as_str();
@@ -129,8 +138,15 @@ pub fn create_topics(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outco
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
-pub fn delete_topics(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+pub async fn delete_topics(
+    broker: &Arc<Broker>,
+    frame: &RequestFrame,
+) -> Result<Outcome, HandlerError> {
     let request: DeleteTopicsRequest = frame.decode()?;
+    if let Some(cluster) = broker.cluster() {
+        let response = delete_topics_in_cluster(cluster, &request, frame.version).await;
+        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
+    }
     // v0-5 name topics in `topic_names`; v6 uses `topics` with a name or an id.
     let mut wanted: Vec<(Option<String>, Uuid)> = request
         .topic_names
@@ -239,4 +255,188 @@ pub fn describe_cluster(
             .with_port(broker.config.advertised_port)];
     }
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
+}
+
+/// How long CreateTopics waits for this broker to see the topics it created.
+const SEE_CREATED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Checks one creation against the cluster: name, counts, configs, a manual assignment.
+/// Returns the replica assignment to commit.
+fn plan_creation(
+    broker: &Broker,
+    metadata: &ClusterMetadata,
+    wanted: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    configs: &BTreeMap<String, String>,
+) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+    let name = wanted.name.0.as_str();
+    crate::topics::validate_topic_name(name).map_err(|e| topic_error(&e))?;
+    if metadata.topics.contains_key(name) {
+        return Err((
+            ResponseError::TopicAlreadyExists,
+            format!("topic `{name}` already exists"),
+        ));
+    }
+    for (key, value) in configs {
+        topic_config::validate_entry(key, value)
+            .map_err(|e| topic_error(&TopicError::InvalidConfig(e)))?;
+    }
+    if !wanted.assignments.is_empty() {
+        let mut assignment = Vec::with_capacity(wanted.assignments.len());
+        for a in &wanted.assignments {
+            let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+            if let Some(unknown) = replicas.iter().find(|r| !metadata.brokers.contains_key(r)) {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("broker {unknown} is not registered"),
+                ));
+            }
+            assignment.push(replicas);
+        }
+        return Ok(assignment);
+    }
+    let partitions = if wanted.num_partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        wanted.num_partitions
+    };
+    if !(1..=100_000).contains(&partitions) {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!("{partitions} partitions (must be between 1 and 100000)"),
+        ));
+    }
+    let replication_factor = if wanted.replication_factor == -1 {
+        broker.config.default_replication_factor
+    } else {
+        wanted.replication_factor
+    };
+    let live: Vec<i32> = metadata.live_brokers().into_iter().collect();
+    assign_replicas(&live, partitions, replication_factor, 0)
+        .map_err(|e| (ResponseError::InvalidReplicationFactor, e.to_string()))
+}
+
+async fn create_topics_in_cluster(
+    broker: &Broker,
+    cluster: &Cluster,
+    request: &CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let metadata = cluster.metadata();
+    let mut results = Vec::with_capacity(request.topics.len());
+    let mut created = Vec::new();
+    for wanted in &request.topics {
+        let name = wanted.name.0.as_str().to_string();
+        let mut result = CreatableTopicResult::default()
+            .with_name(wanted.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let mut configs = BTreeMap::new();
+        for c in &wanted.configs {
+            if let Some(value) = &c.value {
+                configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
+            }
+        }
+        let outcome = match plan_creation(broker, &metadata, wanted, &configs) {
+            Err(e) => Err(e),
+            Ok(assignment) if request.validate_only => Ok((assignment, Uuid::nil())),
+            Ok(assignment) => {
+                let id = Uuid::new_v4();
+                let command = Command::CreateTopic {
+                    name: name.clone(),
+                    id,
+                    assignment: assignment.clone(),
+                    configs: configs.clone(),
+                };
+                cluster.write(&command).await.map(|()| (assignment, id))
+            }
+        };
+        match outcome {
+            Ok((assignment, id)) => {
+                if !request.validate_only {
+                    created.push(name.clone());
+                }
+                if version >= 5 {
+                    result.num_partitions = i32::try_from(assignment.len()).unwrap_or(i32::MAX);
+                    result.replication_factor = assignment
+                        .first()
+                        .map_or(0, |r| i16::try_from(r.len()).unwrap_or(i16::MAX));
+                    if version >= 7 {
+                        result.topic_id = id;
+                    }
+                }
+            }
+            Err((code, message)) => {
+                result.error_code = code.code();
+                if version >= 1 {
+                    result.error_message = Some(str_bytes(&message));
+                }
+            }
+        }
+        results.push(result);
+    }
+    if !created.is_empty() {
+        cluster
+            .wait_for_metadata(SEE_CREATED_WITHIN, |m| {
+                created.iter().all(|n| m.topics.contains_key(n))
+            })
+            .await;
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn delete_topics_in_cluster(
+    cluster: &Cluster,
+    request: &DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let metadata = cluster.metadata();
+    let mut wanted: Vec<(Option<String>, Uuid)> = request
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.as_str().to_string()), Uuid::nil()))
+        .collect();
+    wanted.extend(request.topics.iter().map(|t| {
+        (
+            t.name.as_ref().map(|n| n.0.as_str().to_string()),
+            t.topic_id,
+        )
+    }));
+    let mut responses = Vec::with_capacity(wanted.len());
+    for (name, id) in wanted {
+        let found = match &name {
+            Some(name) => metadata.topics.get(name).map(|t| (name.clone(), t.id)),
+            None => metadata
+                .topics
+                .iter()
+                .find(|(_, t)| t.id == id)
+                .map(|(n, t)| (n.clone(), t.id)),
+        };
+        let v6 = version >= 6;
+        let mut result = DeletableTopicResult::default()
+            .with_name(Some(super::topic_name(name.as_deref().unwrap_or_default())))
+            .with_topic_id(if v6 { id } else { Uuid::nil() });
+        match found {
+            None => {
+                result.error_code = if name.is_some() {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else {
+                    ResponseError::UnknownTopicId.code()
+                };
+            }
+            Some((found_name, found_id)) => {
+                result.name = Some(super::topic_name(&found_name));
+                if v6 {
+                    result.topic_id = found_id;
+                }
+                if let Err((code, message)) = cluster.delete_topic(&found_name).await {
+                    result.error_code = code.code();
+                    if version >= 5 {
+                        result.error_message = Some(str_bytes(&message));
+                    }
+                }
+            }
+        }
+        responses.push(result);
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
 }

@@ -31,7 +31,20 @@ struct Pass {
     has_error: bool,
 }
 
+/// The broker id of a follower's fetch, `None` for a consumer's.
+fn follower_id(request: &FetchRequest, version: i16) -> Option<i32> {
+    let id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    (id >= 0).then_some(id)
+}
+
 fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::Result<Pass> {
+    let cluster = broker.cluster();
+    let follower = follower_id(request, version);
+    let mut high_watermark_moved = false;
     let mut budget = broker.config.fetch_max_bytes as u64;
     if version >= 3 && request.max_bytes >= 0 {
         budget = budget.min(request.max_bytes as u64);
@@ -64,6 +77,24 @@ fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::
                 partitions.push(data);
                 continue;
             };
+            if let Some(cluster) = cluster {
+                // Only the leader serves, consumers and followers alike, in the epoch they
+                // name.
+                if let Err(refused) = cluster.leader_role(
+                    &partition.topic,
+                    partition.index,
+                    fetch.current_leader_epoch,
+                ) {
+                    data.error_code = refused.0.code();
+                    has_error = true;
+                    partitions.push(data);
+                    continue;
+                }
+                if let Some(follower) = follower {
+                    high_watermark_moved |=
+                        cluster.on_follower_fetch(&partition, follower, fetch.fetch_offset);
+                }
+            }
             let log = &partition.log;
             let limit = budget
                 .saturating_sub(total)
@@ -71,7 +102,12 @@ fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::
             let limits = ReadLimits {
                 max_bytes: limit,
                 min_one_batch: total == 0,
-                max_offset: Some(log.high_watermark()),
+                // Followers copy the whole log; consumers see committed records only.
+                max_offset: if follower.is_some() && cluster.is_some() {
+                    None
+                } else {
+                    Some(log.high_watermark())
+                },
             };
             match log.read(fetch.fetch_offset, limits) {
                 Ok(read) => {
@@ -112,6 +148,9 @@ fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::
                 .with_topic_id(fetch_topic.topic_id)
                 .with_partitions(partitions),
         );
+    }
+    if high_watermark_moved {
+        broker.appended.notify_waiters();
     }
     Ok(Pass {
         response: FetchResponse::default().with_responses(topics),

@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
+use crate::cluster::Cluster;
+use crate::controller::metadata::{ClusterMetadata, TopicRecord, NO_LEADER};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 use crate::topics::{Topic, TopicError};
@@ -46,11 +48,15 @@ fn error_entry(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_error_code(error.code())
 }
 
-pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
     let request: MetadataRequest = frame.decode()?;
     let v = frame.version;
     let allow_create = broker.config.auto_create_topics
         && (frame.version < 4 || request.allow_auto_topic_creation);
+    if let Some(cluster) = broker.cluster() {
+        let response = cluster_metadata(broker, cluster, &request, allow_create, v).await;
+        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
+    }
     let topics = match request.topics {
         // v0 used an empty list for "all topics"; v1+ uses null.
         None => broker
@@ -126,4 +132,135 @@ fn lookup_or_create(
             )
         }
     }
+}
+
+/// One topic of the cluster metadata as the Metadata response shows it.
+fn cluster_topic_entry(
+    name: &str,
+    topic: &TopicRecord,
+    metadata: &ClusterMetadata,
+    version: i16,
+) -> MetadataResponseTopic {
+    let registered = |id: &i32| {
+        metadata
+            .brokers
+            .get(id)
+            .is_some_and(|b| !b.fenced || b.shutting_down)
+    };
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let offline: Vec<BrokerId> = p
+                .replicas
+                .iter()
+                .filter(|r| !registered(r))
+                .map(|r| BrokerId(*r))
+                .collect();
+            let mut entry = MetadataResponsePartition::default()
+                .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(if version >= 7 { p.leader_epoch } else { -1 })
+                .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
+                .with_offline_replicas(if version >= 5 { offline } else { Vec::new() });
+            if p.leader == NO_LEADER {
+                entry.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            entry
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(name)))
+        .with_topic_id(if version >= 10 { topic.id } else { Uuid::nil() })
+        .with_is_internal(version >= 1 && name.starts_with("__"))
+        .with_partitions(partitions)
+}
+
+/// The Metadata answer of a broker in a cluster: brokers, leaders, replicas and ISR from the
+/// metadata the quorum agreed on; auto-creation goes through the controller (the new topic is
+/// reported LEADER_NOT_AVAILABLE until this broker sees it, and the client asks again).
+async fn cluster_metadata(
+    broker: &Broker,
+    cluster: &Cluster,
+    request: &MetadataRequest,
+    allow_create: bool,
+    v: i16,
+) -> MetadataResponse {
+    let metadata = cluster.metadata();
+    let all =
+        request.topics.is_none() || (v == 0 && request.topics.as_ref().is_some_and(Vec::is_empty));
+    let mut topics = Vec::new();
+    if all {
+        for (name, topic) in &metadata.topics {
+            topics.push(cluster_topic_entry(name, topic, &metadata, v));
+        }
+    } else {
+        for wanted in request.topics.iter().flatten() {
+            let name = match &wanted.name {
+                Some(name) => name.0.to_string(),
+                None => match metadata
+                    .topics
+                    .iter()
+                    .find(|(_, t)| t.id == wanted.topic_id)
+                {
+                    Some((name, _)) => name.clone(),
+                    None => {
+                        topics.push(error_entry(
+                            None,
+                            wanted.topic_id,
+                            ResponseError::UnknownTopicId,
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if let Some(topic) = metadata.topics.get(&name) {
+                topics.push(cluster_topic_entry(&name, topic, &metadata, v));
+                continue;
+            }
+            let error = if crate::topics::validate_topic_name(&name).is_err() {
+                ResponseError::InvalidTopicException
+            } else if !allow_create {
+                ResponseError::UnknownTopicOrPartition
+            } else {
+                match cluster
+                    .create_topic(
+                        &name,
+                        broker.config.num_partitions,
+                        broker.config.default_replication_factor,
+                        BTreeMap::new(),
+                    )
+                    .await
+                {
+                    Ok(()) | Err((ResponseError::TopicAlreadyExists, _)) => {
+                        ResponseError::LeaderNotAvailable
+                    }
+                    Err((code, message)) => {
+                        warn!(topic = %name, error = %message, "auto-creation failed");
+                        code
+                    }
+                }
+            };
+            topics.push(error_entry(Some(&name), Uuid::nil(), error));
+        }
+    }
+    let brokers = metadata
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id((v >= 2).then(|| str_bytes(&broker.cluster_id)))
+        .with_controller_id(BrokerId(if v >= 1 { cluster.me } else { -1 }))
+        .with_topics(topics)
 }

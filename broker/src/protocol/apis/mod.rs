@@ -7,6 +7,7 @@ pub mod configs;
 pub mod fetch;
 pub mod groups;
 pub mod init_producer_id;
+pub mod leader_epochs;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offsets;

@@ -2,6 +2,7 @@
 //! deduplication, and answer with the base offsets (or nothing for acks=0).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -10,11 +11,12 @@ use tracing::debug;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::log::LogError;
 use crate::producer::SequenceError;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
-use crate::topics::AppendError;
+use crate::topics::{AppendError, Partition};
 
 /// The Kafka error code of a refused append.
 pub fn append_error_code(error: &AppendError) -> ResponseError {
@@ -37,10 +39,21 @@ pub fn append_error_code(error: &AppendError) -> ResponseError {
     }
 }
 
-pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+/// A partition whose acks=-1 answer waits for the high watermark to pass its last offset.
+struct Pending {
+    topic: usize,
+    partition: usize,
+    log: Arc<Partition>,
+    /// High watermark that commits the append.
+    commits_at: i64,
+}
+
+pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
     let request: ProduceRequest = frame.decode()?;
     let acks = request.acks;
+    let cluster = broker.cluster();
     let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut pending: Vec<Pending> = Vec::new();
     let mut appended_any = false;
     for topic_data in &request.topic_data {
         let name = topic_data.name.0.as_str();
@@ -79,19 +92,36 @@ pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, Han
                         Some((ResponseError::CorruptMessage, "no records".to_string()))
                     }
                     (Some(partition), Some(records)) => {
-                        let mut owned = records.to_vec();
-                        match partition.append(&mut owned, 0) {
-                            Ok(appended) => {
-                                appended_any |= !appended.duplicate;
-                                response.base_offset = appended.base_offset;
-                                if frame.version >= 5 {
-                                    response.log_start_offset = partition.log.log_start_offset();
+                        match leader_epoch_for_append(cluster, name, data.index, acks, &partition) {
+                            Err(refused) => Some(refused),
+                            Ok(epoch) => {
+                                let mut owned = records.to_vec();
+                                match partition.append(&mut owned, epoch) {
+                                    Ok(appended) => {
+                                        appended_any |= !appended.duplicate;
+                                        if let Some(cluster) = cluster {
+                                            cluster.after_leader_append(&partition);
+                                        }
+                                        response.base_offset = appended.base_offset;
+                                        if frame.version >= 5 {
+                                            response.log_start_offset =
+                                                partition.log.log_start_offset();
+                                        }
+                                        if acks == -1 && cluster.is_some() {
+                                            pending.push(Pending {
+                                                topic: responses.len(),
+                                                partition: partitions.len(),
+                                                log: Arc::clone(&partition),
+                                                commits_at: appended.last_offset + 1,
+                                            });
+                                        }
+                                        None
+                                    }
+                                    Err(e) => {
+                                        debug!(topic = name, partition = data.index, error = %e, "append refused");
+                                        Some((append_error_code(&e), e.to_string()))
+                                    }
                                 }
-                                None
-                            }
-                            Err(e) => {
-                                debug!(topic = name, partition = data.index, error = %e, "append refused");
-                                Some((append_error_code(&e), e.to_string()))
                             }
                         }
                     }
@@ -114,9 +144,106 @@ pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, Han
     if appended_any {
         broker.appended.notify_waiters();
     }
+    if !pending.is_empty() {
+        let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+        wait_for_commit(broker, &mut pending, timeout).await;
+        for p in pending {
+            // Not committed in time, or leadership moved away meanwhile.
+            let response = &mut responses[p.topic].partition_responses[p.partition];
+            let still_leading = cluster.is_some_and(|c| {
+                c.role(&p.log.topic, p.log.index)
+                    .is_some_and(|r| r.is_leader(c.me))
+            });
+            let (code, message) = if still_leading {
+                (
+                    ResponseError::RequestTimedOut,
+                    "not replicated to the in-sync replicas in time",
+                )
+            } else {
+                (
+                    ResponseError::NotLeaderOrFollower,
+                    "leadership moved before the records were committed",
+                )
+            };
+            response.error_code = code.code();
+            response.base_offset = -1;
+            if frame.version >= 8 {
+                response.error_message = Some(str_bytes(message));
+            }
+        }
+    }
     if acks == 0 {
         return Ok(Outcome::Silent);
     }
     let response = ProduceResponse::default().with_responses(responses);
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
+}
+
+/// The leader epoch to stamp on an append, or why this broker must refuse it: not the
+/// leader, or (acks=-1) fewer in-sync replicas than `min.insync.replicas`.
+fn leader_epoch_for_append(
+    cluster: Option<&Arc<Cluster>>,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    hosted: &Partition,
+) -> Result<i32, (ResponseError, String)> {
+    let Some(cluster) = cluster else {
+        return Ok(0);
+    };
+    let role = cluster.leader_role(topic, partition, -1).map_err(|e| {
+        (
+            e.0,
+            format!("broker {} does not lead {topic}-{partition}", cluster.me),
+        )
+    })?;
+    if acks == -1 {
+        let min_isr = min_insync_replicas(hosted, cluster);
+        let isr = cluster.isr_size(topic, partition);
+        if isr < min_isr {
+            return Err((
+                ResponseError::NotEnoughReplicas,
+                format!("{isr} in-sync replicas, min.insync.replicas is {min_isr}"),
+            ));
+        }
+    }
+    Ok(role.leader_epoch)
+}
+
+fn min_insync_replicas(partition: &Partition, cluster: &Cluster) -> usize {
+    let metadata = cluster.metadata();
+    metadata
+        .topics
+        .get(&partition.topic)
+        .and_then(|t| t.configs.get("min.insync.replicas"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(cluster.config.default_min_insync_replicas)
+}
+
+/// Waits until the high watermark of every pending partition reaches its append, the
+/// partition's leadership moves, or `timeout` passes; committed ones are removed.
+async fn wait_for_commit(broker: &Broker, pending: &mut Vec<Pending>, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let notified = broker.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        pending.retain(|p| p.log.log.high_watermark() < p.commits_at);
+        if pending.is_empty() {
+            return;
+        }
+        let leadership_lost = broker.cluster().is_some_and(|c| {
+            pending.iter().any(|p| {
+                !c.role(&p.log.topic, p.log.index)
+                    .is_some_and(|r| r.is_leader(c.me))
+            })
+        });
+        if leadership_lost {
+            return;
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => return,
+        }
+    }
 }

@@ -1,0 +1,579 @@
+//! A broker as a member of a cluster: it follows the metadata the controller quorum agrees on
+//! ([`crate::controller`]), holds the partitions it replicates, leads some of them and
+//! follows the others.
+//!
+//! - [`roles`]: what this broker should be for each partition (pure);
+//! - [`isr`]: a leader's tracking of its followers, high watermark and ISR changes (pure);
+//! - this module: the running state the request handlers consult ([`Cluster`]) and the
+//!   applier that brings local partitions in line with each new metadata state.
+//!
+//! Invariants kept here:
+//! - only the leader of a partition in its current epoch appends client records and answers
+//!   consumers; a request naming an older epoch is refused with FENCED_LEADER_EPOCH;
+//! - the high watermark on a leader moves only as [`isr::LeaderState`] allows, so consumers
+//!   and acks=-1 producers never see a record some in-sync replica lacks.
+
+pub mod fetcher;
+pub mod isr;
+pub mod roles;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::config::ClusterConfig;
+use crate::controller::metadata::{assign_replicas, ClusterMetadata, Command, CommandError};
+use crate::controller::quorum::{LivenessTiming, MetadataWatch, QuorumClient, QuorumError, Voter};
+use crate::topics::Partition;
+use isr::LeaderState;
+use roles::{desired_roles, PartitionKey, Role};
+
+/// How long an admin request waits for the quorum.
+const ADMIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The cluster side of a running broker.
+pub struct Cluster {
+    pub me: i32,
+    pub config: ClusterConfig,
+    pub quorum: QuorumClient,
+    metadata: MetadataWatch,
+    /// This broker's role per partition it replicates, from the last applied metadata.
+    roles: RwLock<BTreeMap<PartitionKey, Role>>,
+    /// Follower tracking of the partitions this broker leads.
+    leaders: Mutex<HashMap<PartitionKey, LeaderState>>,
+    /// Published whenever the fetch plan (who follows what, in which epoch) changes.
+    roles_changed: watch::Sender<u64>,
+    voter: tokio::sync::Mutex<Option<Voter>>,
+}
+
+/// Why a partition cannot be served by this broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotServable(pub ResponseError);
+
+impl Cluster {
+    /// Joins the cluster: starts the controller voter when this node is one, follows the
+    /// metadata, registers and heartbeats.
+    ///
+    /// # Errors
+    /// The voter could not start (storage, listener).
+    pub async fn start(
+        broker: &Arc<Broker>,
+        config: ClusterConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, QuorumError> {
+        let me = broker.config.node_id;
+        let timing = LivenessTiming {
+            session_timeout: Duration::from_millis(config.session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms),
+        };
+        let voter = match (&config.controller_listen, u64::try_from(me)) {
+            (Some(listen), Ok(id)) if config.is_voter(me) => {
+                let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                    QuorumError::Storage {
+                        dir: listen.into(),
+                        source: e,
+                    }
+                })?;
+                let dir = broker.config.data_dir.join("__tokafka").join("controller");
+                std::fs::create_dir_all(&dir).map_err(|source| QuorumError::Storage {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                info!(node = me, %listen, "starting controller voter");
+                Some(
+                    Voter::start(id, dir, listener, &config.voters, timing, shutdown.clone())
+                        .await?,
+                )
+            }
+            _ => None,
+        };
+        let quorum = QuorumClient::new(config.voters.clone())?;
+        let metadata = quorum.follow(shutdown.clone());
+        let _fenced = quorum.run_broker_session(
+            me,
+            broker.config.advertised_host.clone(),
+            broker.config.advertised_port,
+            config.rack.clone(),
+            timing,
+            shutdown.clone(),
+        );
+        let (roles_changed, _) = watch::channel(0);
+        let cluster = Arc::new(Self {
+            me,
+            config,
+            quorum,
+            metadata,
+            roles: RwLock::new(BTreeMap::new()),
+            leaders: Mutex::new(HashMap::new()),
+            roles_changed,
+            voter: tokio::sync::Mutex::new(voter),
+        });
+        tokio::spawn(apply_metadata(
+            Arc::clone(broker),
+            Arc::clone(&cluster),
+            shutdown.clone(),
+        ));
+        tokio::spawn(shrink_isr_loop(Arc::clone(&cluster), shutdown));
+        Ok(cluster)
+    }
+
+    /// Stops the controller voter, if any (after the broker has stopped serving).
+    pub async fn stop_voter(&self) {
+        if let Some(voter) = self.voter.lock().await.take() {
+            voter.shutdown().await;
+        }
+    }
+
+    /// The latest metadata this broker has applied.
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        Arc::clone(&self.metadata.borrow().1)
+    }
+
+    /// Changes of the roles (for fetchers).
+    pub fn subscribe_roles(&self) -> watch::Receiver<u64> {
+        self.roles_changed.subscribe()
+    }
+
+    /// This broker's current roles.
+    pub fn roles(&self) -> BTreeMap<PartitionKey, Role> {
+        self.roles.read().clone()
+    }
+
+    pub fn role(&self, topic: &str, partition: i32) -> Option<Role> {
+        self.roles
+            .read()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    /// The role of a partition this broker leads, checked against the epoch a client
+    /// believes current (`-1`: not given).
+    ///
+    /// # Errors
+    /// NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH (the client's epoch is older) or
+    /// UNKNOWN_LEADER_EPOCH (newer than this broker knows).
+    pub fn leader_role(
+        &self,
+        topic: &str,
+        partition: i32,
+        client_epoch: i32,
+    ) -> Result<Role, NotServable> {
+        let role = self
+            .role(topic, partition)
+            .filter(|r| r.is_leader(self.me))
+            .ok_or(NotServable(ResponseError::NotLeaderOrFollower))?;
+        check_epoch(&role, client_epoch)?;
+        Ok(role)
+    }
+
+    /// The role of a partition this broker replicates (leader or follower), epoch-checked.
+    ///
+    /// # Errors
+    /// As [`leader_role`](Self::leader_role).
+    pub fn replica_role(
+        &self,
+        topic: &str,
+        partition: i32,
+        client_epoch: i32,
+    ) -> Result<Role, NotServable> {
+        let role = self
+            .role(topic, partition)
+            .ok_or(NotServable(ResponseError::NotLeaderOrFollower))?;
+        check_epoch(&role, client_epoch)?;
+        Ok(role)
+    }
+
+    /// Moves the high watermark of a partition this broker leads after its own append (a
+    /// leader alone in its ISR commits at once).
+    pub fn after_leader_append(&self, partition: &Partition) -> bool {
+        let key = (partition.topic.clone(), partition.index);
+        let leaders = self.leaders.lock();
+        let Some(state) = leaders.get(&key) else {
+            return false;
+        };
+        advance_high_watermark(state, partition)
+    }
+
+    /// Size of the committed ISR of a partition this broker leads.
+    pub fn isr_size(&self, topic: &str, partition: i32) -> usize {
+        self.leaders
+            .lock()
+            .get(&(topic.to_string(), partition))
+            .map_or(0, |s| s.isr.len())
+    }
+
+    /// Records a follower's fetch on a partition this broker leads: its progress, the high
+    /// watermark that follows, and an ISR expansion to propose. Returns whether the high
+    /// watermark moved.
+    pub fn on_follower_fetch(
+        self: &Arc<Self>,
+        partition: &Partition,
+        follower: i32,
+        fetch_offset: i64,
+    ) -> bool {
+        let key = (partition.topic.clone(), partition.index);
+        let mut leaders = self.leaders.lock();
+        let Some(state) = leaders.get_mut(&key) else {
+            return false;
+        };
+        let log = &partition.log;
+        let effect = state.on_follower_fetch(
+            follower,
+            fetch_offset,
+            log.log_end_offset(),
+            log.high_watermark(),
+            now_ms(),
+        );
+        let moved = effect.high_watermark.is_some_and(|hw| {
+            log.set_high_watermark(hw);
+            true
+        });
+        if let Some(isr) = effect.propose_isr {
+            let command = Command::AlterIsr {
+                topic: key.0.clone(),
+                partition: key.1,
+                leader: self.me,
+                leader_epoch: state.leader_epoch,
+                partition_epoch: state.partition_epoch,
+                isr,
+            };
+            drop(leaders);
+            self.send_isr_change(key, command);
+        }
+        moved
+    }
+
+    fn send_isr_change(self: &Arc<Self>, key: PartitionKey, command: Command) {
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = cluster.quorum.write(&command, ADMIN_DEADLINE).await;
+            match result {
+                Ok(Ok(())) => info!(topic = %key.0, partition = key.1, ?command, "ISR changed"),
+                Ok(Err(e)) => {
+                    debug!(topic = %key.0, partition = key.1, error = %e, "ISR change refused");
+                    if let Some(state) = cluster.leaders.lock().get_mut(&key) {
+                        state.clear_pending();
+                    }
+                }
+                Err(e) => {
+                    warn!(topic = %key.0, partition = key.1, error = %e, "ISR change not committed");
+                    if let Some(state) = cluster.leaders.lock().get_mut(&key) {
+                        state.clear_pending();
+                    }
+                }
+            }
+        });
+    }
+
+    /// Creates a topic through the controller, spreading replicas over the live brokers.
+    ///
+    /// # Errors
+    /// The Kafka error and message to answer with.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), (ResponseError, String)> {
+        let metadata = self.metadata();
+        if metadata.topics.contains_key(name) {
+            return Err((
+                ResponseError::TopicAlreadyExists,
+                format!("topic `{name}` already exists"),
+            ));
+        }
+        let live: Vec<i32> = metadata.live_brokers().into_iter().collect();
+        let assignment = assign_replicas(&live, partitions, replication_factor, 0)
+            .map_err(|e| (ResponseError::InvalidReplicationFactor, e.to_string()))?;
+        let command = Command::CreateTopic {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            assignment,
+            configs,
+        };
+        self.write(&command).await
+    }
+
+    /// Deletes a topic through the controller.
+    ///
+    /// # Errors
+    /// The Kafka error and message to answer with.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), (ResponseError, String)> {
+        self.write(&Command::DeleteTopic {
+            name: name.to_string(),
+        })
+        .await
+    }
+
+    /// Commits a command, mapping failures to Kafka errors.
+    ///
+    /// # Errors
+    /// The Kafka error and message to answer with.
+    pub async fn write(&self, command: &Command) -> Result<(), (ResponseError, String)> {
+        match self.quorum.write(command, ADMIN_DEADLINE).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err((command_error_code(&e), e.to_string())),
+            Err(e) => Err((ResponseError::RequestTimedOut, e.to_string())),
+        }
+    }
+
+    /// Waits until this broker's metadata reflects `done` or `deadline` passes.
+    pub async fn wait_for_metadata(
+        &self,
+        deadline: Duration,
+        done: impl Fn(&ClusterMetadata) -> bool,
+    ) -> bool {
+        let mut rx = self.metadata.clone();
+        let reached = {
+            let wait = rx.wait_for(|(_, m)| done(m));
+            matches!(tokio::time::timeout(deadline, wait).await, Ok(Ok(_)))
+        };
+        reached
+    }
+
+    /// Controlled shutdown: asks the controller to move leadership away from this broker and
+    /// waits until this broker leads nothing (or the configured wait passes).
+    pub async fn controlled_shutdown(&self) {
+        let me = self.me;
+        let deadline = Duration::from_millis(self.config.controlled_shutdown_max_wait_ms);
+        match self
+            .quorum
+            .write(&Command::ControlledShutdown { id: me }, deadline)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "controlled shutdown refused"),
+            Err(e) => {
+                warn!(error = %e, "controlled shutdown not committed; stopping anyway");
+                return;
+            }
+        }
+        let moved = self
+            .wait_for_metadata(deadline, |m| {
+                m.topics
+                    .values()
+                    .all(|t| t.partitions.iter().all(|p| p.leader != me))
+            })
+            .await;
+        if moved {
+            info!("controlled shutdown: leadership moved away");
+        } else {
+            warn!("controlled shutdown: some leadership did not move in time");
+        }
+    }
+}
+
+fn check_epoch(role: &Role, client_epoch: i32) -> Result<(), NotServable> {
+    if client_epoch < 0 || client_epoch == role.leader_epoch {
+        Ok(())
+    } else if client_epoch < role.leader_epoch {
+        Err(NotServable(ResponseError::FencedLeaderEpoch))
+    } else {
+        Err(NotServable(ResponseError::UnknownLeaderEpoch))
+    }
+}
+
+/// Sets the leader log's high watermark to what its tracking allows; true when it moved.
+fn advance_high_watermark(state: &LeaderState, partition: &Partition) -> bool {
+    let log = &partition.log;
+    let hw = state.high_watermark(log.log_end_offset());
+    if hw > log.high_watermark() {
+        log.set_high_watermark(hw);
+        true
+    } else {
+        false
+    }
+}
+
+/// The Kafka error for a refused metadata command.
+pub fn command_error_code(error: &CommandError) -> ResponseError {
+    match error {
+        CommandError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        CommandError::UnknownTopic(_) | CommandError::UnknownPartition(..) => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        CommandError::UnknownBroker(_) => ResponseError::BrokerNotAvailable,
+        CommandError::StaleEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        CommandError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
+        CommandError::Invalid(_) => ResponseError::InvalidRequest,
+    }
+}
+
+/// Applies each new metadata state: holds the partitions this broker replicates, drops the
+/// topics the metadata deleted, and sets leader tracking for the partitions it now leads.
+async fn apply_metadata(broker: Arc<Broker>, cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let mut rx = cluster.metadata.clone();
+    // Topics seen in some applied state: only those may be dropped when they disappear (a
+    // lagging voter's first answer must not delete a topic it does not know yet).
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let metadata = Arc::clone(&rx.borrow_and_update().1);
+        let b = Arc::clone(&broker);
+        let c = Arc::clone(&cluster);
+        let seen_before = seen.clone();
+        let applied =
+            tokio::task::spawn_blocking(move || apply_once(&b, &c, &metadata, &seen_before)).await;
+        match applied {
+            Ok(now_seen) => seen = now_seen,
+            Err(e) => warn!(error = %e, "metadata apply task failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// One pass of [`apply_metadata`]; returns the topics seen.
+fn apply_once(
+    broker: &Arc<Broker>,
+    cluster: &Cluster,
+    metadata: &ClusterMetadata,
+    seen: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let me = cluster.me;
+    let desired = desired_roles(metadata, me);
+    for topic in broker.topics.list() {
+        let listed = metadata.topics.get(&topic.name);
+        let gone = match listed {
+            Some(record) => record.id != topic.id,
+            None => seen.contains(&topic.name),
+        };
+        let replicated_here = desired.keys().any(|(name, _)| *name == topic.name);
+        if gone || (listed.is_some() && !replicated_here) {
+            if let Err(e) = broker.topics.remove_replicas(&topic.name) {
+                warn!(topic = %topic.name, error = %e, "cannot drop local replicas");
+            }
+        }
+    }
+    let mut hosted = BTreeMap::new();
+    for ((name, index), role) in &desired {
+        let Some(topic) = metadata.topics.get(name) else {
+            continue;
+        };
+        let replication_factor = i16::try_from(role.replicas.len()).unwrap_or(i16::MAX);
+        match broker.topics.host_replica(
+            name,
+            role.topic_id,
+            i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX),
+            replication_factor,
+            &topic.configs,
+            *index,
+        ) {
+            Ok(partition) => {
+                hosted.insert((name.clone(), *index), partition);
+            }
+            Err(e) => warn!(topic = %name, partition = index, error = %e, "cannot hold replica"),
+        }
+    }
+    let now = now_ms();
+    let mut plan_changed = false;
+    {
+        let mut roles = cluster.roles.write();
+        let mut leaders = cluster.leaders.lock();
+        for (key, role) in &desired {
+            let previous = roles.get(key);
+            plan_changed |= previous.is_none_or(|p| p.epoch_changed(role));
+            if !role.is_leader(me) {
+                leaders.remove(key);
+                continue;
+            }
+            let Some(partition) = hosted.get(key) else {
+                continue;
+            };
+            match leaders.get_mut(key) {
+                Some(state) if state.leader_epoch == role.leader_epoch => {
+                    state.update_membership(role.partition_epoch, &role.replicas, &role.isr);
+                    advance_high_watermark(state, partition);
+                }
+                _ => {
+                    info!(topic = %key.0, partition = key.1, epoch = role.leader_epoch, isr = ?role.isr, "leading partition");
+                    // Record where this epoch starts, so that OffsetForLeaderEpoch answers
+                    // for it before the first append in it.
+                    if let Err(e) = partition.log.begin_leader_epoch(role.leader_epoch) {
+                        warn!(topic = %key.0, partition = key.1, error = %e, "cannot record the leader epoch");
+                    }
+                    let state = LeaderState::new(
+                        me,
+                        role.leader_epoch,
+                        role.partition_epoch,
+                        &role.replicas,
+                        &role.isr,
+                        partition.log.log_end_offset(),
+                        now,
+                    );
+                    advance_high_watermark(&state, partition);
+                    leaders.insert(key.clone(), state);
+                }
+            }
+        }
+        leaders.retain(|key, _| desired.contains_key(key));
+        plan_changed |= roles.keys().any(|k| !desired.contains_key(k));
+        *roles = desired;
+    }
+    if plan_changed {
+        cluster.roles_changed.send_modify(|n| *n += 1);
+    }
+    broker.appended.notify_waiters();
+    metadata
+        .topics
+        .keys()
+        .cloned()
+        .chain(seen.iter().cloned())
+        .collect()
+}
+
+/// Periodically proposes ISR shrinks for followers that stopped keeping up.
+async fn shrink_isr_loop(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let lag_max = i64::try_from(cluster.config.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+    let period =
+        Duration::from_millis((cluster.config.replica_lag_time_max_ms / 2).clamp(100, 5_000));
+    let mut interval = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let now = now_ms();
+        let mut proposals = Vec::new();
+        {
+            let mut leaders = cluster.leaders.lock();
+            for (key, state) in leaders.iter_mut() {
+                if let Some(isr) = state.shrink_candidate(now, lag_max) {
+                    state.set_pending(isr.clone());
+                    proposals.push((
+                        key.clone(),
+                        Command::AlterIsr {
+                            topic: key.0.clone(),
+                            partition: key.1,
+                            leader: cluster.me,
+                            leader_epoch: state.leader_epoch,
+                            partition_epoch: state.partition_epoch,
+                            isr,
+                        },
+                    ));
+                }
+            }
+        }
+        for (key, command) in proposals {
+            info!(topic = %key.0, partition = key.1, ?command, "shrinking ISR");
+            cluster.send_isr_change(key, command);
+        }
+    }
+}
