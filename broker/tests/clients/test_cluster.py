@@ -324,3 +324,48 @@ def test_min_insync_replicas_is_enforced_for_acks_all(cluster):
     assert errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors[0]
     brokers[follower].restart()
     back_in_sync(admin, topic, "the follower back in the ISR")
+
+
+def test_dev_cluster_starts_three_brokers_and_stops_them_on_sigterm(tmp_path):
+    """`tokafka-broker dev-cluster` on its documented ports (19092-19094)."""
+    import os
+    import subprocess
+
+    from conftest import BROKER_BIN
+
+    d = tmp_path / "dev"
+    proc = subprocess.Popen(
+        [str(BROKER_BIN), "dev-cluster", "--brokers", "3", "--dir", str(d)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        announced = ""
+        for _ in range(20):
+            line = proc.stdout.readline()
+            if "bootstrap servers" in line:
+                announced = line
+                break
+        assert "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094" in announced, announced
+        pids = wait_until(
+            lambda: all((d / str(i) / "pid").exists() for i in (1, 2, 3))
+            and [int((d / str(i) / "pid").read_text()) for i in (1, 2, 3)],
+            20,
+            "pid files",
+        )
+        admin = AdminClient({"bootstrap.servers": "127.0.0.1:19092"})
+        wait_until(lambda: len(admin.list_topics(timeout=5).brokers) == 3, 30, "3 brokers")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+
+        def gone(pid):
+            try:
+                os.kill(pid, 0)
+                return False
+            except ProcessLookupError:
+                return True
+
+        assert all(gone(pid) for pid in pids), "every broker stopped with the launcher"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
