@@ -90,12 +90,16 @@ impl LeaderState {
     }
 
     /// Takes a newer committed ISR (and partition epoch) from the metadata.
+    ///
+    /// Any newer committed state ends a pending change: either it is that change, or the
+    /// change lost to another one (an AlterIsr built on the older epoch is refused) and may
+    /// be proposed again.
     pub fn update_membership(&mut self, partition_epoch: i32, replicas: &[i32], isr: &[i32]) {
-        self.partition_epoch = partition_epoch;
-        self.isr = isr.to_vec();
-        if self.pending_isr.as_deref() == Some(isr) {
+        if partition_epoch != self.partition_epoch || self.pending_isr.as_deref() == Some(isr) {
             self.pending_isr = None;
         }
+        self.partition_epoch = partition_epoch;
+        self.isr = isr.to_vec();
         self.replicas = replicas.to_vec();
         for r in replicas {
             if *r != self.me {
@@ -270,6 +274,18 @@ mod tests {
         assert_eq!(state.high_watermark(160), 150);
         let again = state.on_follower_fetch(3, 150, 160, 150, 7);
         assert_eq!(again.propose_isr, None, "proposed once");
+    }
+
+    #[test]
+    fn a_pending_expansion_overtaken_by_another_change_is_proposed_again() {
+        let mut state = LeaderState::new(1, 3, 10, &[1, 2, 3], &[1, 2], 100, 0);
+        let effect = state.on_follower_fetch(3, 100, 100, 100, 1);
+        assert_eq!(effect.propose_isr, Some(vec![1, 2, 3]));
+        // The expansion and a later removal of 3 (it re-registered) arrive together.
+        state.update_membership(12, &[1, 2, 3], &[1, 2]);
+        assert_eq!(state.pending_isr, None);
+        let effect = state.on_follower_fetch(3, 100, 100, 100, 2);
+        assert_eq!(effect.propose_isr, Some(vec![1, 2, 3]));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub fn now_ms() -> i64 {
 /// The cluster side of a running broker.
 pub struct Cluster {
     pub me: i32,
+    /// This process's registration; metadata that does not show it is older than this start.
+    incarnation: u64,
     pub config: ClusterConfig,
     pub quorum: QuorumClient,
     metadata: MetadataWatch,
@@ -104,8 +106,10 @@ impl Cluster {
         };
         let quorum = QuorumClient::new(config.voters.clone())?;
         let metadata = quorum.follow(shutdown.clone());
-        let _fenced = quorum.run_broker_session(
+        let incarnation = crate::controller::quorum::new_incarnation();
+        let _fenced = quorum.run_broker_session_as(
             me,
+            incarnation,
             broker.config.advertised_host.clone(),
             broker.config.advertised_port,
             config.rack.clone(),
@@ -115,6 +119,7 @@ impl Cluster {
         let (roles_changed, _) = watch::channel(0);
         let cluster = Arc::new(Self {
             me,
+            incarnation,
             config,
             quorum,
             metadata,
@@ -448,6 +453,17 @@ fn apply_once(
     seen: &BTreeSet<String>,
 ) -> BTreeSet<String> {
     let me = cluster.me;
+    if metadata
+        .brokers
+        .get(&me)
+        .is_none_or(|b| b.incarnation != cluster.incarnation)
+    {
+        // Metadata from before this process registered (a lagging voter, or this voter's own
+        // log still catching up) may name this broker leader of a partition that has since
+        // moved: take no role from it.
+        debug!("metadata predates this broker's registration; waiting");
+        return seen.clone();
+    }
     let desired = desired_roles(metadata, me);
     for topic in broker.topics.list() {
         let listed = metadata.topics.get(&topic.name);

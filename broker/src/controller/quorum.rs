@@ -83,6 +83,13 @@ fn raft_config() -> Result<Arc<Config>, QuorumError> {
         .map_err(|e| QuorumError::Raft(e.to_string()))
 }
 
+/// A new broker incarnation: distinct for every start of a broker process.
+pub fn new_incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
 /// Longest long-poll of a broker following the metadata.
 const FOLLOW_POLL: Duration = Duration::from_secs(2);
 
@@ -368,12 +375,25 @@ impl QuorumClient {
         timing: LivenessTiming,
         shutdown: CancellationToken,
     ) -> watch::Receiver<bool> {
+        self.run_broker_session_as(id, new_incarnation(), host, port, rack, timing, shutdown)
+    }
+
+    /// [`run_broker_session`](Self::run_broker_session) with a given incarnation (the
+    /// caller can then tell its own registration in the metadata from an older one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_broker_session_as(
+        &self,
+        id: i32,
+        incarnation: u64,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+        timing: LivenessTiming,
+        shutdown: CancellationToken,
+    ) -> watch::Receiver<bool> {
         let (fenced_tx, fenced_rx) = watch::channel(true);
         let client = self.clone();
         tokio::spawn(async move {
-            let incarnation = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
             let register = Command::RegisterBroker {
                 id,
                 host,
