@@ -28,6 +28,10 @@ use crate::topics::Partition;
 /// Pause of a partition whose fetch the leader refused.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
+/// Most OffsetForLeaderEpoch rounds of one truncation (each unsettled round moves to an
+/// older epoch of this log).
+const MAX_TRUNCATION_ROUNDS: usize = 16;
+
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -161,71 +165,75 @@ fn leader_address(cluster: &Cluster, leader: i32) -> Option<String> {
         .map(|b| format!("{}:{}", b.host, b.port))
 }
 
-/// Cuts each followed log where its latest epoch ends on the leader.
+/// Cuts each followed log where it stops agreeing with the leader, with Kafka's rule
+/// ([`PartitionLog::truncation_point`](crate::log::PartitionLog::truncation_point)): ask
+/// where this log's latest epoch ends on the leader, cut, and ask again about the new latest
+/// epoch while the answer is not final.
 async fn truncate_divergent(
     connection: &mut LeaderConnection,
     cluster: &Cluster,
     followed: &mut [Followed],
     stop: &CancellationToken,
 ) -> Result<(), crate::replication::client::ClientError> {
-    let queries: Vec<(usize, EpochQuery)> = followed
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| {
-            f.partition.log.latest_epoch().map(|epoch| {
-                (
-                    i,
-                    EpochQuery {
-                        topic: f.key.0.clone(),
-                        partition: f.key.1,
-                        current_leader_epoch: f.role.leader_epoch,
-                        leader_epoch: epoch,
-                    },
-                )
+    let mut unsettled: Vec<usize> = (0..followed.len()).collect();
+    for _ in 0..MAX_TRUNCATION_ROUNDS {
+        let asked: Vec<EpochQuery> = unsettled
+            .iter()
+            .filter_map(|&i| {
+                let f = &followed[i];
+                f.partition.log.latest_epoch().map(|epoch| EpochQuery {
+                    topic: f.key.0.clone(),
+                    partition: f.key.1,
+                    current_leader_epoch: f.role.leader_epoch,
+                    leader_epoch: epoch,
+                })
             })
-        })
-        .collect();
-    if queries.is_empty() {
-        return Ok(());
-    }
-    let asked: Vec<EpochQuery> = queries.iter().map(|(_, q)| q.clone()).collect();
-    let answers = tokio::select! {
-        () = stop.cancelled() => return Ok(()),
-        a = connection.offset_for_leader_epoch(cluster.me, &asked) => a?,
-    };
-    for answer in answers {
-        let Some(f) = followed
-            .iter_mut()
-            .find(|f| f.key.0 == answer.topic && f.key.1 == answer.partition)
-        else {
-            continue;
-        };
-        if answer.error_code != 0 {
-            debug!(topic = %f.key.0, partition = f.key.1, code = answer.error_code, "leader refused the epoch query");
-            f.pause();
-            continue;
+            .collect();
+        if asked.is_empty() {
+            return Ok(());
         }
-        let log_end = f.partition.log.log_end_offset();
-        // An undefined answer (the leader knows no epoch that old): keep only what is
-        // committed.
-        let cut = if answer.end_offset < 0 {
-            f.partition.log.high_watermark()
-        } else {
-            answer.end_offset
+        let answers = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            a = connection.offset_for_leader_epoch(cluster.me, &asked) => a?,
         };
-        if cut < log_end {
-            let partition = Arc::clone(&f.partition);
-            let key = f.key.clone();
-            let result = tokio::task::spawn_blocking(move || partition.truncate_to(cut)).await;
-            match result {
-                Ok(Ok(new_end)) => {
-                    info!(topic = %key.0, partition = key.1, from = log_end, to = new_end, "truncated divergent tail")
+        unsettled.clear();
+        for answer in answers {
+            let Some(i) = followed
+                .iter()
+                .position(|f| f.key.0 == answer.topic && f.key.1 == answer.partition)
+            else {
+                continue;
+            };
+            let f = &mut followed[i];
+            if answer.error_code != 0 {
+                debug!(topic = %f.key.0, partition = f.key.1, code = answer.error_code, "leader refused the epoch query");
+                f.pause();
+                continue;
+            }
+            // A negative epoch or offset is Kafka's UNDEFINED answer.
+            let leader_answer = (answer.leader_epoch >= 0 && answer.end_offset >= 0)
+                .then_some((answer.leader_epoch, answer.end_offset));
+            let log_end = f.partition.log.log_end_offset();
+            let (cut, settled) = f.partition.log.truncation_point(leader_answer);
+            if cut < log_end {
+                let partition = Arc::clone(&f.partition);
+                match tokio::task::spawn_blocking(move || partition.truncate_to(cut)).await {
+                    Ok(Ok(new_end)) => {
+                        info!(topic = %f.key.0, partition = f.key.1, from = log_end, to = new_end, "truncated divergent tail");
+                    }
+                    Ok(Err(e)) => {
+                        warn!(topic = %f.key.0, partition = f.key.1, error = %e, "truncation failed");
+                        f.pause();
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "truncation task failed");
+                        continue;
+                    }
                 }
-                Ok(Err(e)) => {
-                    warn!(topic = %key.0, partition = key.1, error = %e, "truncation failed");
-                    f.pause();
-                }
-                Err(e) => warn!(error = %e, "truncation task failed"),
+            }
+            if !settled {
+                unsettled.push(i);
             }
         }
     }
