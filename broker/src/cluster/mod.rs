@@ -56,11 +56,40 @@ pub struct Cluster {
     metadata: MetadataWatch,
     /// This broker's role per partition it replicates, from the last applied metadata.
     roles: RwLock<BTreeMap<PartitionKey, Role>>,
-    /// Follower tracking of the partitions this broker leads.
-    leaders: Mutex<HashMap<PartitionKey, LeaderState>>,
+    /// The partitions this broker leads, with their follower tracking.
+    leaders: Mutex<HashMap<ReplicaId, Led>>,
     /// Published whenever the fetch plan (who follows what, in which epoch) changes.
     roles_changed: watch::Sender<u64>,
     voter: tokio::sync::Mutex<Option<Voter>>,
+}
+
+/// A partition by topic id and index: a key that costs no allocation to build.
+type ReplicaId = (Uuid, i32);
+
+fn replica_id(partition: &Partition) -> ReplicaId {
+    (partition.topic_id, partition.index)
+}
+
+/// A partition this broker leads.
+struct Led {
+    topic: String,
+    state: LeaderState,
+    /// The topic's `min.insync.replicas`, from the metadata.
+    min_insync_replicas: usize,
+}
+
+impl Led {
+    /// The AlterIsr command proposing `isr` in the current epochs.
+    fn alter_isr(&self, me: i32, partition: i32, isr: Vec<i32>) -> Command {
+        Command::AlterIsr {
+            topic: self.topic.clone(),
+            partition,
+            leader: me,
+            leader_epoch: self.state.leader_epoch,
+            partition_epoch: self.state.partition_epoch,
+            isr,
+        }
+    }
 }
 
 /// Why a partition cannot be served by this broker.
@@ -159,67 +188,68 @@ impl Cluster {
         self.roles.read().clone()
     }
 
-    pub fn role(&self, topic: &str, partition: i32) -> Option<Role> {
-        self.roles
-            .read()
-            .get(&(topic.to_string(), partition))
-            .cloned()
-    }
-
-    /// The role of a partition this broker leads, checked against the epoch a client
-    /// believes current (`-1`: not given).
+    /// The leader epoch of a partition this broker leads, checked against the epoch a client
+    /// believes current (`-1`: not given). One map lookup, no allocation: this is on every
+    /// produce and fetch.
     ///
     /// # Errors
     /// NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH (the client's epoch is older) or
     /// UNKNOWN_LEADER_EPOCH (newer than this broker knows).
-    pub fn leader_role(
+    pub fn leader_epoch(
         &self,
-        topic: &str,
-        partition: i32,
+        partition: &Partition,
         client_epoch: i32,
-    ) -> Result<Role, NotServable> {
-        let role = self
-            .role(topic, partition)
-            .filter(|r| r.is_leader(self.me))
+    ) -> Result<i32, NotServable> {
+        let leaders = self.leaders.lock();
+        let led = leaders
+            .get(&replica_id(partition))
             .ok_or(NotServable(ResponseError::NotLeaderOrFollower))?;
-        check_epoch(&role, client_epoch)?;
-        Ok(role)
+        check_epoch(led.state.leader_epoch, client_epoch)?;
+        Ok(led.state.leader_epoch)
     }
 
-    /// The role of a partition this broker replicates (leader or follower), epoch-checked.
+    /// Whether this broker leads `partition` now.
+    pub fn is_leading(&self, partition: &Partition) -> bool {
+        self.leaders.lock().contains_key(&replica_id(partition))
+    }
+
+    /// The leader epoch to stamp on a client append, or why this broker refuses it: it does
+    /// not lead, or (acks=-1) the ISR is smaller than `min.insync.replicas`.
     ///
     /// # Errors
-    /// As [`leader_role`](Self::leader_role).
-    pub fn replica_role(
+    /// The Kafka error and message to answer with.
+    pub fn epoch_for_append(
         &self,
-        topic: &str,
-        partition: i32,
-        client_epoch: i32,
-    ) -> Result<Role, NotServable> {
-        let role = self
-            .role(topic, partition)
-            .ok_or(NotServable(ResponseError::NotLeaderOrFollower))?;
-        check_epoch(&role, client_epoch)?;
-        Ok(role)
+        partition: &Partition,
+        acks: i16,
+    ) -> Result<i32, (ResponseError, String)> {
+        let leaders = self.leaders.lock();
+        let Some(led) = leaders.get(&replica_id(partition)) else {
+            return Err((
+                ResponseError::NotLeaderOrFollower,
+                format!("broker {} does not lead {partition:?}", self.me),
+            ));
+        };
+        let isr = led.state.isr.len();
+        if acks == -1 && isr < led.min_insync_replicas {
+            return Err((
+                ResponseError::NotEnoughReplicas,
+                format!(
+                    "{isr} in-sync replicas, min.insync.replicas is {}",
+                    led.min_insync_replicas
+                ),
+            ));
+        }
+        Ok(led.state.leader_epoch)
     }
 
     /// Moves the high watermark of a partition this broker leads after its own append (a
     /// leader alone in its ISR commits at once).
     pub fn after_leader_append(&self, partition: &Partition) -> bool {
-        let key = (partition.topic.clone(), partition.index);
-        let leaders = self.leaders.lock();
-        let Some(state) = leaders.get(&key) else {
-            return false;
-        };
-        advance_high_watermark(state, partition)
-    }
-
-    /// Size of the committed ISR of a partition this broker leads.
-    pub fn isr_size(&self, topic: &str, partition: i32) -> usize {
         self.leaders
             .lock()
-            .get(&(topic.to_string(), partition))
-            .map_or(0, |s| s.isr.len())
+            .get(&replica_id(partition))
+            .is_some_and(|led| advance_high_watermark(&led.state, partition))
     }
 
     /// Records a follower's fetch on a partition this broker leads: its progress, the high
@@ -231,88 +261,69 @@ impl Cluster {
         follower: i32,
         fetch_offset: i64,
     ) -> bool {
-        let key = (partition.topic.clone(), partition.index);
+        let id = replica_id(partition);
         let mut leaders = self.leaders.lock();
-        let Some(state) = leaders.get_mut(&key) else {
+        let Some(led) = leaders.get_mut(&id) else {
             return false;
         };
         let log = &partition.log;
-        let effect = state.on_follower_fetch(
+        let effect = led.state.on_follower_fetch(
             follower,
             fetch_offset,
             log.log_end_offset(),
             log.high_watermark(),
             now_ms(),
         );
-        let moved = effect.high_watermark.is_some_and(|hw| {
+        if let Some(hw) = effect.high_watermark {
             log.set_high_watermark(hw);
-            true
-        });
-        if let Some(isr) = effect.propose_isr {
-            let command = Command::AlterIsr {
-                topic: key.0.clone(),
-                partition: key.1,
-                leader: self.me,
-                leader_epoch: state.leader_epoch,
-                partition_epoch: state.partition_epoch,
-                isr,
-            };
-            drop(leaders);
-            self.send_isr_change(key, command);
         }
-        moved
+        if let Some(isr) = effect.propose_isr {
+            let command = led.alter_isr(self.me, id.1, isr);
+            drop(leaders);
+            self.send_isr_change(id, command);
+        }
+        effect.high_watermark.is_some()
     }
 
-    fn send_isr_change(self: &Arc<Self>, key: PartitionKey, command: Command) {
+    /// Commits an ISR change proposed by this leader; a refused or lost one is forgotten so
+    /// that it can be proposed again.
+    fn send_isr_change(self: &Arc<Self>, id: ReplicaId, command: Command) {
         let cluster = Arc::clone(self);
         tokio::spawn(async move {
-            let result = cluster.quorum.write(&command, ADMIN_DEADLINE).await;
-            match result {
-                Ok(Ok(())) => info!(topic = %key.0, partition = key.1, ?command, "ISR changed"),
-                Ok(Err(e)) => {
-                    debug!(topic = %key.0, partition = key.1, error = %e, "ISR change refused");
-                    if let Some(state) = cluster.leaders.lock().get_mut(&key) {
-                        state.clear_pending();
-                    }
+            let failure = match cluster.quorum.write(&command, ADMIN_DEADLINE).await {
+                Ok(Ok(())) => {
+                    info!(?command, "ISR changed");
+                    return;
                 }
-                Err(e) => {
-                    warn!(topic = %key.0, partition = key.1, error = %e, "ISR change not committed");
-                    if let Some(state) = cluster.leaders.lock().get_mut(&key) {
-                        state.clear_pending();
-                    }
-                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            debug!(?command, error = %failure, "ISR change not made");
+            if let Some(led) = cluster.leaders.lock().get_mut(&id) {
+                led.state.clear_pending();
             }
         });
     }
 
-    /// Creates a topic through the controller, spreading replicas over the live brokers.
+    /// Creates a topic through the controller with `assignment` (see [`spread_replicas`]);
+    /// returns its new id.
     ///
     /// # Errors
     /// The Kafka error and message to answer with.
     pub async fn create_topic(
         &self,
         name: &str,
-        partitions: i32,
-        replication_factor: i16,
+        assignment: Vec<Vec<i32>>,
         configs: BTreeMap<String, String>,
-    ) -> Result<(), (ResponseError, String)> {
-        let metadata = self.metadata();
-        if metadata.topics.contains_key(name) {
-            return Err((
-                ResponseError::TopicAlreadyExists,
-                format!("topic `{name}` already exists"),
-            ));
-        }
-        let live: Vec<i32> = metadata.live_brokers().into_iter().collect();
-        let assignment = assign_replicas(&live, partitions, replication_factor, 0)
-            .map_err(|e| (ResponseError::InvalidReplicationFactor, e.to_string()))?;
+    ) -> Result<Uuid, (ResponseError, String)> {
+        let id = Uuid::new_v4();
         let command = Command::CreateTopic {
             name: name.to_string(),
-            id: Uuid::new_v4(),
+            id,
             assignment,
             configs,
         };
-        self.write(&command).await
+        self.write(&command).await.map(|()| id)
     }
 
     /// Deletes a topic through the controller.
@@ -384,10 +395,10 @@ impl Cluster {
     }
 }
 
-fn check_epoch(role: &Role, client_epoch: i32) -> Result<(), NotServable> {
-    if client_epoch < 0 || client_epoch == role.leader_epoch {
+fn check_epoch(leader_epoch: i32, client_epoch: i32) -> Result<(), NotServable> {
+    if client_epoch < 0 || client_epoch == leader_epoch {
         Ok(())
-    } else if client_epoch < role.leader_epoch {
+    } else if client_epoch < leader_epoch {
         Err(NotServable(ResponseError::FencedLeaderEpoch))
     } else {
         Err(NotServable(ResponseError::UnknownLeaderEpoch))
@@ -404,6 +415,20 @@ fn advance_high_watermark(state: &LeaderState, partition: &Partition) -> bool {
     } else {
         false
     }
+}
+
+/// Replicas for a new topic of `partitions`, spread over the live brokers.
+///
+/// # Errors
+/// INVALID_REPLICATION_FACTOR when there are fewer live brokers than `replication_factor`.
+pub fn spread_replicas(
+    metadata: &ClusterMetadata,
+    partitions: i32,
+    replication_factor: i16,
+) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+    let live: Vec<i32> = metadata.live_brokers().into_iter().collect();
+    assign_replicas(&live, partitions, replication_factor, 0)
+        .map_err(|e| (ResponseError::InvalidReplicationFactor, e.to_string()))
 }
 
 /// The Kafka error for a refused metadata command.
@@ -503,20 +528,27 @@ fn apply_once(
     {
         let mut roles = cluster.roles.write();
         let mut leaders = cluster.leaders.lock();
+        let mut led_now = BTreeSet::new();
         for (key, role) in &desired {
             let previous = roles.get(key);
             plan_changed |= previous.is_none_or(|p| p.epoch_changed(role));
-            if !role.is_leader(me) {
-                leaders.remove(key);
-                continue;
-            }
-            let Some(partition) = hosted.get(key) else {
+            let Some(partition) = hosted.get(key).filter(|_| role.is_leader(me)) else {
                 continue;
             };
-            match leaders.get_mut(key) {
-                Some(state) if state.leader_epoch == role.leader_epoch => {
-                    state.update_membership(role.partition_epoch, &role.replicas, &role.isr);
-                    advance_high_watermark(state, partition);
+            let id = replica_id(partition);
+            led_now.insert(id);
+            let min_insync_replicas = metadata
+                .topics
+                .get(&key.0)
+                .and_then(|t| t.configs.get("min.insync.replicas"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(cluster.config.default_min_insync_replicas);
+            match leaders.get_mut(&id) {
+                Some(led) if led.state.leader_epoch == role.leader_epoch => {
+                    led.state
+                        .update_membership(role.partition_epoch, &role.replicas, &role.isr);
+                    led.min_insync_replicas = min_insync_replicas;
+                    advance_high_watermark(&led.state, partition);
                 }
                 _ => {
                     info!(topic = %key.0, partition = key.1, epoch = role.leader_epoch, isr = ?role.isr, "leading partition");
@@ -535,11 +567,18 @@ fn apply_once(
                         now,
                     );
                     advance_high_watermark(&state, partition);
-                    leaders.insert(key.clone(), state);
+                    leaders.insert(
+                        id,
+                        Led {
+                            topic: key.0.clone(),
+                            state,
+                            min_insync_replicas,
+                        },
+                    );
                 }
             }
         }
-        leaders.retain(|key, _| desired.contains_key(key));
+        leaders.retain(|id, _| led_now.contains(id));
         plan_changed |= roles.keys().any(|k| !desired.contains_key(k));
         *roles = desired;
     }
@@ -570,26 +609,16 @@ async fn shrink_isr_loop(cluster: Arc<Cluster>, shutdown: CancellationToken) {
         let mut proposals = Vec::new();
         {
             let mut leaders = cluster.leaders.lock();
-            for (key, state) in leaders.iter_mut() {
-                if let Some(isr) = state.shrink_candidate(now, lag_max) {
-                    state.set_pending(isr.clone());
-                    proposals.push((
-                        key.clone(),
-                        Command::AlterIsr {
-                            topic: key.0.clone(),
-                            partition: key.1,
-                            leader: cluster.me,
-                            leader_epoch: state.leader_epoch,
-                            partition_epoch: state.partition_epoch,
-                            isr,
-                        },
-                    ));
+            for (id, led) in leaders.iter_mut() {
+                if let Some(isr) = led.state.shrink_candidate(now, lag_max) {
+                    led.state.set_pending(isr.clone());
+                    proposals.push((*id, led.alter_isr(cluster.me, id.1, isr)));
                 }
             }
         }
-        for (key, command) in proposals {
-            info!(topic = %key.0, partition = key.1, ?command, "shrinking ISR");
-            cluster.send_isr_change(key, command);
+        for (id, command) in proposals {
+            info!(?command, "shrinking ISR");
+            cluster.send_isr_change(id, command);
         }
     }
 }

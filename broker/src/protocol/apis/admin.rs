@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::cluster::Cluster;
-use crate::controller::metadata::{assign_replicas, ClusterMetadata, Command};
+use crate::cluster::{spread_replicas, Cluster};
+use crate::controller::metadata::ClusterMetadata;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 use crate::topics::{config as topic_config, TopicError};
@@ -61,12 +61,7 @@ pub async fn create_topics(
             .with_name(wanted.name.clone())
             .with_num_partitions(-1)
             .with_replication_factor(-1);
-        let mut configs = BTreeMap::new();
-        for c in &wanted.configs {
-            if let Some(value) = &c.value {
-                configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
-            }
-        }
+        let configs = requested_configs(wanted);
         let (mut partitions, mut replication_factor) =
             (wanted.num_partitions, wanted.replication_factor);
         let manual = !wanted.assignments.is_empty();
@@ -143,59 +138,72 @@ pub async fn delete_topics(
     frame: &RequestFrame,
 ) -> Result<Outcome, HandlerError> {
     let request: DeleteTopicsRequest = frame.decode()?;
-    if let Some(cluster) = broker.cluster() {
-        let response = delete_topics_in_cluster(cluster, &request, frame.version).await;
-        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
-    }
-    // v0-5 name topics in `topic_names`; v6 uses `topics` with a name or an id.
-    let mut wanted: Vec<(Option<String>, Uuid)> = request
-        .topic_names
-        .iter()
-        .map(|n| (Some(n.0.as_str().to_string()), Uuid::nil()))
-        .collect();
-    wanted.extend(request.topics.iter().map(|t| {
-        (
-            t.name.as_ref().map(|n| n.0.as_str().to_string()),
-            t.topic_id,
-        )
-    }));
-    let mut responses = Vec::with_capacity(wanted.len());
-    for (name, id) in wanted {
-        let topic = match &name {
-            Some(name) => broker.topics.get(name),
-            None => broker.topics.get_by_id(id),
+    let cluster = broker.cluster();
+    // In a cluster the metadata says what exists and the controller deletes; standalone, the
+    // local registry does both.
+    let metadata = cluster.map(|c| c.metadata());
+    let v6 = frame.version >= 6;
+    let mut responses = Vec::new();
+    for (name, id) in topics_to_delete(&request) {
+        let found: Option<(String, Uuid)> = match (&metadata, &name) {
+            (Some(m), Some(name)) => m.topics.get(name).map(|t| (name.clone(), t.id)),
+            (Some(m), None) => m
+                .topics
+                .iter()
+                .find(|(_, t)| t.id == id)
+                .map(|(n, t)| (n.clone(), t.id)),
+            (None, Some(name)) => broker.topics.get(name).map(|t| (t.name.clone(), t.id)),
+            (None, None) => broker.topics.get_by_id(id).map(|t| (t.name.clone(), t.id)),
         };
-        let v6 = frame.version >= 6;
         let mut result = DeletableTopicResult::default()
             .with_name(Some(super::topic_name(name.as_deref().unwrap_or_default())))
             .with_topic_id(if v6 { id } else { Uuid::nil() });
-        match topic {
-            None => {
-                let code = if name.is_some() {
-                    ResponseError::UnknownTopicOrPartition
-                } else {
-                    ResponseError::UnknownTopicId
-                };
-                result.error_code = code.code();
-            }
-            Some(topic) => {
-                result.name = Some(super::topic_name(&topic.name));
-                if v6 {
-                    result.topic_id = topic.id;
-                }
-                if let Err(e) = broker.topics.delete(&topic.name) {
-                    let (code, message) = topic_error(&e);
-                    result.error_code = code.code();
-                    if frame.version >= 5 {
-                        result.error_message = Some(str_bytes(&message));
-                    }
-                }
+        let Some((found_name, found_id)) = found else {
+            result.error_code = if name.is_some() {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else {
+                ResponseError::UnknownTopicId.code()
+            };
+            responses.push(result);
+            continue;
+        };
+        result.name = Some(super::topic_name(&found_name));
+        if v6 {
+            result.topic_id = found_id;
+        }
+        let deleted = match cluster {
+            Some(cluster) => cluster.delete_topic(&found_name).await,
+            None => broker
+                .topics
+                .delete(&found_name)
+                .map_err(|e| topic_error(&e)),
+        };
+        if let Err((code, message)) = deleted {
+            result.error_code = code.code();
+            if frame.version >= 5 {
+                result.error_message = Some(str_bytes(&message));
             }
         }
         responses.push(result);
     }
     let response = DeleteTopicsResponse::default().with_responses(responses);
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
+}
+
+/// The topics a DeleteTopics request names: v0-5 by name in `topic_names`, v6 by name or id
+/// in `topics`.
+fn topics_to_delete(request: &DeleteTopicsRequest) -> Vec<(Option<String>, Uuid)> {
+    request
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.as_str().to_string()), Uuid::nil()))
+        .chain(request.topics.iter().map(|t| {
+            (
+                t.name.as_ref().map(|n| n.0.as_str().to_string()),
+                t.topic_id,
+            )
+        }))
+        .collect()
 }
 
 pub fn create_partitions(
@@ -257,6 +265,21 @@ pub fn describe_cluster(
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
+/// The configs a CreateTopics request sets for one topic (null values are left out).
+fn requested_configs(
+    wanted: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> BTreeMap<String, String> {
+    wanted
+        .configs
+        .iter()
+        .filter_map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
+        })
+        .collect()
+}
+
 /// How long CreateTopics waits for this broker to see the topics it created.
 const SEE_CREATED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -310,9 +333,7 @@ fn plan_creation(
     } else {
         wanted.replication_factor
     };
-    let live: Vec<i32> = metadata.live_brokers().into_iter().collect();
-    assign_replicas(&live, partitions, replication_factor, 0)
-        .map_err(|e| (ResponseError::InvalidReplicationFactor, e.to_string()))
+    spread_replicas(metadata, partitions, replication_factor)
 }
 
 async fn create_topics_in_cluster(
@@ -330,25 +351,14 @@ async fn create_topics_in_cluster(
             .with_name(wanted.name.clone())
             .with_num_partitions(-1)
             .with_replication_factor(-1);
-        let mut configs = BTreeMap::new();
-        for c in &wanted.configs {
-            if let Some(value) = &c.value {
-                configs.insert(c.name.as_str().to_string(), value.as_str().to_string());
-            }
-        }
+        let configs = requested_configs(wanted);
         let outcome = match plan_creation(broker, &metadata, wanted, &configs) {
             Err(e) => Err(e),
             Ok(assignment) if request.validate_only => Ok((assignment, Uuid::nil())),
-            Ok(assignment) => {
-                let id = Uuid::new_v4();
-                let command = Command::CreateTopic {
-                    name: name.clone(),
-                    id,
-                    assignment: assignment.clone(),
-                    configs: configs.clone(),
-                };
-                cluster.write(&command).await.map(|()| (assignment, id))
-            }
+            Ok(assignment) => cluster
+                .create_topic(&name, assignment.clone(), configs.clone())
+                .await
+                .map(|id| (assignment, id)),
         };
         match outcome {
             Ok((assignment, id)) => {
@@ -382,61 +392,4 @@ async fn create_topics_in_cluster(
             .await;
     }
     CreateTopicsResponse::default().with_topics(results)
-}
-
-async fn delete_topics_in_cluster(
-    cluster: &Cluster,
-    request: &DeleteTopicsRequest,
-    version: i16,
-) -> DeleteTopicsResponse {
-    let metadata = cluster.metadata();
-    let mut wanted: Vec<(Option<String>, Uuid)> = request
-        .topic_names
-        .iter()
-        .map(|n| (Some(n.0.as_str().to_string()), Uuid::nil()))
-        .collect();
-    wanted.extend(request.topics.iter().map(|t| {
-        (
-            t.name.as_ref().map(|n| n.0.as_str().to_string()),
-            t.topic_id,
-        )
-    }));
-    let mut responses = Vec::with_capacity(wanted.len());
-    for (name, id) in wanted {
-        let found = match &name {
-            Some(name) => metadata.topics.get(name).map(|t| (name.clone(), t.id)),
-            None => metadata
-                .topics
-                .iter()
-                .find(|(_, t)| t.id == id)
-                .map(|(n, t)| (n.clone(), t.id)),
-        };
-        let v6 = version >= 6;
-        let mut result = DeletableTopicResult::default()
-            .with_name(Some(super::topic_name(name.as_deref().unwrap_or_default())))
-            .with_topic_id(if v6 { id } else { Uuid::nil() });
-        match found {
-            None => {
-                result.error_code = if name.is_some() {
-                    ResponseError::UnknownTopicOrPartition.code()
-                } else {
-                    ResponseError::UnknownTopicId.code()
-                };
-            }
-            Some((found_name, found_id)) => {
-                result.name = Some(super::topic_name(&found_name));
-                if v6 {
-                    result.topic_id = found_id;
-                }
-                if let Err((code, message)) = cluster.delete_topic(&found_name).await {
-                    result.error_code = code.code();
-                    if version >= 5 {
-                        result.error_message = Some(str_bytes(&message));
-                    }
-                }
-            }
-        }
-        responses.push(result);
-    }
-    DeleteTopicsResponse::default().with_responses(responses)
 }

@@ -80,11 +80,7 @@ fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::
             if let Some(cluster) = cluster {
                 // Only the leader serves, consumers and followers alike, in the epoch they
                 // name.
-                if let Err(refused) = cluster.leader_role(
-                    &partition.topic,
-                    partition.index,
-                    fetch.current_leader_epoch,
-                ) {
+                if let Err(refused) = cluster.leader_epoch(&partition, fetch.current_leader_epoch) {
                     data.error_code = refused.0.code();
                     has_error = true;
                     partitions.push(data);

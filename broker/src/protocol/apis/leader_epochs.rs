@@ -40,7 +40,7 @@ pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, Han
                     };
                     if let Some(cluster) = cluster {
                         if let Err(refused) =
-                            cluster.leader_role(name, p.partition, p.current_leader_epoch)
+                            cluster.leader_epoch(&partition, p.current_leader_epoch)
                         {
                             answer.error_code = refused.0.code();
                             return answer;

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
-use crate::cluster::Cluster;
+use crate::cluster::{spread_replicas, Cluster};
 use crate::controller::metadata::{ClusterMetadata, TopicRecord, NO_LEADER};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
@@ -225,16 +225,20 @@ async fn cluster_metadata(
             } else if !allow_create {
                 ResponseError::UnknownTopicOrPartition
             } else {
-                match cluster
-                    .create_topic(
-                        &name,
-                        broker.config.num_partitions,
-                        broker.config.default_replication_factor,
-                        BTreeMap::new(),
-                    )
-                    .await
-                {
-                    Ok(()) | Err((ResponseError::TopicAlreadyExists, _)) => {
+                let created = match spread_replicas(
+                    &metadata,
+                    broker.config.num_partitions,
+                    broker.config.default_replication_factor,
+                ) {
+                    Ok(assignment) => {
+                        cluster
+                            .create_topic(&name, assignment, BTreeMap::new())
+                            .await
+                    }
+                    Err(refused) => Err(refused),
+                };
+                match created {
+                    Ok(_) | Err((ResponseError::TopicAlreadyExists, _)) => {
                         ResponseError::LeaderNotAvailable
                     }
                     Err((code, message)) => {

@@ -11,7 +11,6 @@ use tracing::debug;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::cluster::Cluster;
 use crate::log::LogError;
 use crate::producer::SequenceError;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
@@ -92,7 +91,8 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
                         Some((ResponseError::CorruptMessage, "no records".to_string()))
                     }
                     (Some(partition), Some(records)) => {
-                        match leader_epoch_for_append(cluster, name, data.index, acks, &partition) {
+                        let epoch = cluster.map_or(Ok(0), |c| c.epoch_for_append(&partition, acks));
+                        match epoch {
                             Err(refused) => Some(refused),
                             Ok(epoch) => {
                                 let mut owned = records.to_vec();
@@ -150,10 +150,7 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
         for p in pending {
             // Not committed in time, or leadership moved away meanwhile.
             let response = &mut responses[p.topic].partition_responses[p.partition];
-            let still_leading = cluster.is_some_and(|c| {
-                c.role(&p.log.topic, p.log.index)
-                    .is_some_and(|r| r.is_leader(c.me))
-            });
+            let still_leading = cluster.is_some_and(|c| c.is_leading(&p.log));
             let (code, message) = if still_leading {
                 (
                     ResponseError::RequestTimedOut,
@@ -179,47 +176,6 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
-/// The leader epoch to stamp on an append, or why this broker must refuse it: not the
-/// leader, or (acks=-1) fewer in-sync replicas than `min.insync.replicas`.
-fn leader_epoch_for_append(
-    cluster: Option<&Arc<Cluster>>,
-    topic: &str,
-    partition: i32,
-    acks: i16,
-    hosted: &Partition,
-) -> Result<i32, (ResponseError, String)> {
-    let Some(cluster) = cluster else {
-        return Ok(0);
-    };
-    let role = cluster.leader_role(topic, partition, -1).map_err(|e| {
-        (
-            e.0,
-            format!("broker {} does not lead {topic}-{partition}", cluster.me),
-        )
-    })?;
-    if acks == -1 {
-        let min_isr = min_insync_replicas(hosted, cluster);
-        let isr = cluster.isr_size(topic, partition);
-        if isr < min_isr {
-            return Err((
-                ResponseError::NotEnoughReplicas,
-                format!("{isr} in-sync replicas, min.insync.replicas is {min_isr}"),
-            ));
-        }
-    }
-    Ok(role.leader_epoch)
-}
-
-fn min_insync_replicas(partition: &Partition, cluster: &Cluster) -> usize {
-    let metadata = cluster.metadata();
-    metadata
-        .topics
-        .get(&partition.topic)
-        .and_then(|t| t.configs.get("min.insync.replicas"))
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(cluster.config.default_min_insync_replicas)
-}
-
 /// Waits until the high watermark of every pending partition reaches its append, the
 /// partition's leadership moves, or `timeout` passes; committed ones are removed.
 async fn wait_for_commit(broker: &Broker, pending: &mut Vec<Pending>, timeout: Duration) {
@@ -232,12 +188,9 @@ async fn wait_for_commit(broker: &Broker, pending: &mut Vec<Pending>, timeout: D
         if pending.is_empty() {
             return;
         }
-        let leadership_lost = broker.cluster().is_some_and(|c| {
-            pending.iter().any(|p| {
-                !c.role(&p.log.topic, p.log.index)
-                    .is_some_and(|r| r.is_leader(c.me))
-            })
-        });
+        let leadership_lost = broker
+            .cluster()
+            .is_some_and(|c| pending.iter().any(|p| !c.is_leading(&p.log)));
         if leadership_lost {
             return;
         }
