@@ -337,3 +337,44 @@ fn a_new_leader_that_wrote_nothing_yet_answers_about_newer_epochs() {
     drop(a);
     assert_eq!(open(a_dir.path()).latest_epoch(), Some(0));
 }
+
+/// A follower that took an epoch and lost it before appending keeps an empty epoch at its
+/// log end. Asking the new leader about it must still converge at the true divergence point:
+/// the empty epoch goes with the first truncation (even one that removes no record), and the
+/// follower then asks about its older epoch.
+#[test]
+fn an_empty_epoch_at_the_end_does_not_stall_the_truncation() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(a_dir.path()), open(b_dir.path()));
+    // Both hold 0..24 of epoch 0; B then wrote 24..30 in epoch 0 that A never got.
+    lead(&a, 0, 8, 0);
+    replicate(&a, &b);
+    lead(&b, 0, 2, 300);
+    // B became leader of epoch 3 and lost it before writing anything.
+    b.begin_leader_epoch(3).unwrap();
+    // A led epoch 2 from 24, then epoch 4.
+    a.begin_leader_epoch(2).unwrap();
+    lead(&a, 2, 3, 400);
+    a.begin_leader_epoch(4).unwrap();
+    lead(&a, 4, 1, 500);
+
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(
+            rounds <= 4,
+            "truncation must settle: {:?}",
+            b.epoch_entries()
+        );
+        let asked = b.latest_epoch().expect("B has epochs");
+        let (cut, done) = b.truncation_point(a.end_offset_for_epoch(asked));
+        b.truncate_to(cut).unwrap();
+        if done {
+            break;
+        }
+    }
+    assert_eq!(b.log_end_offset(), 24, "B's own epoch-0 tail is divergent");
+    replicate(&a, &b);
+    assert_eq!(bytes_from(&b, 0), bytes_from(&a, 0));
+    assert_eq!(b.epoch_entries(), a.epoch_entries());
+}

@@ -215,27 +215,32 @@ async fn truncate_divergent(
                 .then_some((answer.leader_epoch, answer.end_offset));
             let log_end = f.partition.log.log_end_offset();
             let (cut, settled) = f.partition.log.truncation_point(leader_answer);
-            if cut < log_end {
-                let partition = Arc::clone(&f.partition);
-                match tokio::task::spawn_blocking(move || partition.truncate_to(cut)).await {
-                    Ok(Ok(new_end)) => {
+            // Called even when no record goes: it also drops an empty epoch begun at the end.
+            let partition = Arc::clone(&f.partition);
+            match tokio::task::spawn_blocking(move || partition.truncate_to(cut)).await {
+                Ok(Ok(new_end)) => {
+                    if new_end < log_end {
                         info!(topic = %f.key.0, partition = f.key.1, from = log_end, to = new_end, "truncated divergent tail");
                     }
-                    Ok(Err(e)) => {
-                        warn!(topic = %f.key.0, partition = f.key.1, error = %e, "truncation failed");
-                        f.pause();
-                        continue;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "truncation task failed");
-                        continue;
-                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(topic = %f.key.0, partition = f.key.1, error = %e, "truncation failed");
+                    f.pause();
+                    continue;
+                }
+                Err(e) => {
+                    warn!(error = %e, "truncation task failed");
+                    continue;
                 }
             }
             if !settled {
                 unsettled.push(i);
             }
         }
+    }
+    for &i in &unsettled {
+        let f = &followed[i];
+        warn!(topic = %f.key.0, partition = f.key.1, rounds = MAX_TRUNCATION_ROUNDS, "truncation did not settle; fetching from where the log ends");
     }
     Ok(())
 }

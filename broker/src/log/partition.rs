@@ -650,6 +650,11 @@ impl PartitionLog {
         }
         let log_end = self.log_end_offset();
         if offset >= log_end {
+            // No record goes, but an epoch begun at the log end with nothing written in it
+            // (a leader that lost leadership before appending) must: a follower that kept it
+            // would ask the leader about an epoch it never had, round after round (Kafka's
+            // truncateTo does the same).
+            self.update_epochs(|epochs| epochs.truncate_from_end(log_end))?;
             return Ok(log_end);
         }
         let log_start = self.log_start_offset();

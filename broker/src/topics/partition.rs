@@ -209,18 +209,21 @@ impl Partition {
     }
 
     /// Removes every batch at or after `offset` (see [`PartitionLog::truncate_to`]) and
-    /// rebuilds the producer state for the shorter log, from the snapshot when it lies within
-    /// the log (a snapshot past the new end is deleted) and the batches after it. Returns the
-    /// new log end offset.
+    /// forgets the producer batches that went with them. Returns the new log end offset.
     ///
     /// # Errors
-    /// Log errors; I/O errors deleting a stale snapshot.
+    /// Log errors.
     pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
         let mut producers = self.producers.lock();
+        let old_end = self.log.log_end_offset();
         let new_end = self.log.truncate_to(offset)?;
-        *producers = load_producers(&self.log, &self.topic, self.index)?;
-        drop(producers);
-        self.snapshot_after_truncation();
+        if new_end < old_end {
+            // Forget the cut batches in memory; the snapshot is rewritten at the new end (one
+            // left past it is deleted at the next open).
+            producers.truncate_to(new_end);
+            drop(producers);
+            self.snapshot_after_truncation();
+        }
         Ok(new_end)
     }
 
