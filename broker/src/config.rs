@@ -249,6 +249,20 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// What this node does when it is the active controller.
+    pub fn controller_policy(&self) -> crate::controller::policy::ControllerPolicy {
+        use crate::controller::policy::{ControllerPolicy, LeaderRebalance};
+        ControllerPolicy {
+            unclean_leader_election: self.unclean_leader_election,
+            leader_rebalance: self.auto_leader_rebalance.then(|| LeaderRebalance {
+                threshold_percent: self.leader_imbalance_percentage,
+                check_interval: std::time::Duration::from_millis(
+                    self.leader_imbalance_check_interval_ms,
+                ),
+            }),
+        }
+    }
+
     fn from_settings(settings: &Settings, node_id: i32) -> Result<Option<Self>, ConfigError> {
         let voters_value = settings.get("controller.quorum.voters");
         if voters_value.is_empty() {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokafka_broker::controller::metadata::{Command, CommandError};
+use tokafka_broker::controller::policy::ControllerPolicy;
 use tokafka_broker::controller::quorum::{LivenessTiming, QuorumClient, QuorumError, Voter};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,7 @@ async fn quorum(size: u64) -> Quorum {
             listener,
             &voters,
             timing(),
+            ControllerPolicy::default(),
             shutdown.child_token(),
         )
         .await
@@ -138,9 +140,17 @@ impl Quorum {
         let node = self.nodes.iter_mut().find(|n| n.id == id).expect("node");
         let listener = TcpListener::bind(&node.address).await.expect("rebind");
         node.voter = Some(
-            Voter::start(id, node.dir.clone(), listener, &voters, timing(), token)
-                .await
-                .expect("restart"),
+            Voter::start(
+                id,
+                node.dir.clone(),
+                listener,
+                &voters,
+                timing(),
+                ControllerPolicy::default(),
+                token,
+            )
+            .await
+            .expect("restart"),
         );
     }
 }

@@ -37,7 +37,7 @@ use isr::LeaderState;
 use roles::{desired_roles, PartitionKey, Role};
 
 /// How long an admin request waits for the quorum.
-const ADMIN_DEADLINE: Duration = Duration::from_secs(10);
+pub const ADMIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -127,8 +127,16 @@ impl Cluster {
                 })?;
                 info!(node = me, %listen, "starting controller voter");
                 Some(
-                    Voter::start(id, dir, listener, &config.voters, timing, shutdown.clone())
-                        .await?,
+                    Voter::start(
+                        id,
+                        dir,
+                        listener,
+                        &config.voters,
+                        timing,
+                        config.controller_policy(),
+                        shutdown.clone(),
+                    )
+                    .await?,
                 )
             }
             _ => None,
@@ -426,7 +434,7 @@ pub fn spread_replicas(
     partitions: i32,
     replication_factor: i16,
 ) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
-    let live: Vec<i32> = metadata.live_brokers().into_iter().collect();
+    let live: Vec<i32> = metadata.placement_brokers().into_iter().collect();
     assign_replicas(&live, partitions, replication_factor, 0)
         .map_err(|e| (ResponseError::InvalidReplicationFactor, e.to_string()))
 }
@@ -442,6 +450,7 @@ pub fn command_error_code(error: &CommandError) -> ResponseError {
         CommandError::StaleEpoch { .. } => ResponseError::FencedLeaderEpoch,
         CommandError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
         CommandError::Invalid(_) => ResponseError::InvalidRequest,
+        CommandError::NoReassignment(..) => ResponseError::NoReassignmentInProgress,
     }
 }
 
@@ -496,10 +505,21 @@ fn apply_once(
             Some(record) => record.id != topic.id,
             None => seen.contains(&topic.name),
         };
-        let replicated_here = desired.keys().any(|(name, _)| *name == topic.name);
-        if gone || (listed.is_some() && !replicated_here) {
+        if gone {
             if let Err(e) = broker.topics.remove_replicas(&topic.name) {
                 warn!(topic = %topic.name, error = %e, "cannot drop local replicas");
+            }
+            continue;
+        }
+        if listed.is_none() {
+            continue;
+        }
+        // Replicas the metadata moved to other brokers (a completed reassignment).
+        for partition in topic.partitions() {
+            if !desired.contains_key(&(topic.name.clone(), partition.index)) {
+                if let Err(e) = broker.topics.remove_replica(&topic.name, partition.index) {
+                    warn!(topic = %topic.name, partition = partition.index, error = %e, "cannot drop a local replica");
+                }
             }
         }
     }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::metadata::{ClusterMetadata, Command};
+use super::policy::{policy_commands, ControllerPolicy};
 
 /// A broker's heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +108,9 @@ impl Liveness {
     }
 }
 
-/// Runs the leader's fencing loop: every `tick`, applies the due liveness commands.
+/// Runs the leader's duties: every `tick`, applies the due liveness commands, then those of
+/// its [`ControllerPolicy`] (the rebalance check at most once per its interval).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_fencing(
     raft: openraft::Raft<super::TypeConfig>,
     state_machine: super::store::StateMachine,
@@ -115,9 +118,11 @@ pub async fn run_fencing(
     self_id: u64,
     session_timeout: Duration,
     tick: Duration,
+    policy: ControllerPolicy,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut interval = tokio::time::interval(tick);
+    let mut last_rebalance_check = Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -128,11 +133,22 @@ pub async fn run_fencing(
         if !leading {
             continue;
         }
-        for command in liveness.due(&state_machine.metadata(), session_timeout) {
+        let rebalance_due = policy
+            .leader_rebalance
+            .is_some_and(|r| last_rebalance_check.elapsed() >= r.check_interval);
+        if rebalance_due {
+            last_rebalance_check = Instant::now();
+        }
+        let metadata = state_machine.metadata();
+        let commands = liveness
+            .due(&metadata, session_timeout)
+            .into_iter()
+            .chain(policy_commands(&metadata, &policy, rebalance_due));
+        for command in commands {
             match raft.client_write(command.clone()).await {
-                Ok(_) => info!(?command, "broker liveness changed"),
+                Ok(_) => info!(?command, "controller applied"),
                 Err(e) => {
-                    warn!(?command, error = %e, "liveness command not committed");
+                    warn!(?command, error = %e, "controller command not committed");
                     break;
                 }
             }

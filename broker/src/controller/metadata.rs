@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::placement::drain_moves;
+
 /// Leader id of a partition without a leader.
 pub const NO_LEADER: i32 = -1;
 
@@ -33,6 +35,9 @@ pub struct BrokerRecord {
     pub shutting_down: bool,
     /// Changes on every registration, to tell a restarted broker from its old session.
     pub incarnation: u64,
+    /// Being drained: its replicas move to other brokers and new ones are not placed on it.
+    #[serde(default)]
+    pub decommissioning: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +51,10 @@ pub struct PartitionRecord {
     pub adding: Vec<i32>,
     /// Replicas to drop once the reassignment completes (still in `replicas`).
     pub removing: Vec<i32>,
+    /// The replicas, in order, before the reassignment in progress (empty when none): a
+    /// cancelled reassignment restores them, preferred leader included.
+    #[serde(default)]
+    pub original: Vec<i32>,
 }
 
 impl PartitionRecord {
@@ -64,6 +73,7 @@ impl PartitionRecord {
             partition_epoch: 0,
             adding: Vec::new(),
             removing: Vec::new(),
+            original: Vec::new(),
         }
     }
 
@@ -152,6 +162,33 @@ pub enum Command {
         partition: i32,
         target: Vec<i32>,
     },
+    /// Stops a partition's reassignment: the replicas it was adding are dropped.
+    CancelReassignment {
+        topic: String,
+        partition: i32,
+    },
+    /// Elects a leader outside the ISR for these partitions where no ISR member is alive.
+    ElectUncleanLeaders {
+        partitions: Vec<(String, i32)>,
+    },
+    /// Drains a broker: every partition it replicates is reassigned to other brokers (see
+    /// [`crate::controller::placement::drain_target`]) and it gets no new replicas.
+    DecommissionBroker {
+        id: i32,
+    },
+    /// Stops draining a broker; the reassignments still moving its replicas away are
+    /// cancelled.
+    RecommissionBroker {
+        id: i32,
+    },
+    /// Forgets a broker that replicates nothing (it was drained and removed).
+    UnregisterBroker {
+        id: i32,
+    },
+    /// The active controller's `unclean.leader.election.enable` (topics may override it).
+    SetUncleanLeaderElection {
+        enabled: bool,
+    },
 }
 
 /// Why a command changed nothing.
@@ -171,6 +208,8 @@ pub enum CommandError {
     NotLeader(i32),
     #[error("invalid request: {0}")]
     Invalid(String),
+    #[error("partition {0}-{1} has no reassignment in progress")]
+    NoReassignment(String, i32),
 }
 
 /// What a committed command did.
@@ -184,6 +223,54 @@ impl ClusterMetadata {
             .filter(|b| !b.fenced && !b.shutting_down)
             .map(|b| b.id)
             .collect()
+    }
+
+    /// Brokers new replicas may be placed on: live and not being drained.
+    pub fn placement_brokers(&self) -> BTreeSet<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced && !b.shutting_down && !b.decommissioning)
+            .map(|b| b.id)
+            .collect()
+    }
+
+    /// Every partition, with its topic name and index.
+    pub fn partitions(&self) -> impl Iterator<Item = (&str, i32, &PartitionRecord)> {
+        self.topics.iter().flat_map(|(name, topic)| {
+            topic
+                .partitions
+                .iter()
+                .enumerate()
+                .map(move |(index, p)| (name.as_str(), i32::try_from(index).unwrap_or(i32::MAX), p))
+        })
+    }
+
+    /// How many partitions list `id` as a replica.
+    pub fn replica_count(&self, id: i32) -> usize {
+        self.partitions()
+            .filter(|(_, _, p)| p.replicas.contains(&id))
+            .count()
+    }
+
+    /// Whether unclean leader election is allowed for `topic`: its own
+    /// `unclean.leader.election.enable`, else the cluster's.
+    pub fn unclean_allowed(&self, topic: &TopicRecord) -> bool {
+        unclean_for(topic, self.unclean_leader_election)
+    }
+
+    /// Checks that every named partition exists, so that a command over several partitions
+    /// changes all of them or none.
+    fn check_partitions(&self, partitions: &[(String, i32)]) -> CommandResult {
+        for (topic, partition) in partitions {
+            if self.partition(topic, *partition).is_none() {
+                return Err(if self.topics.contains_key(topic) {
+                    CommandError::UnknownPartition(topic.clone(), *partition)
+                } else {
+                    CommandError::UnknownTopic(topic.clone())
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionRecord> {
@@ -223,6 +310,7 @@ impl ClusterMetadata {
                 rack,
                 incarnation,
             } => {
+                let decommissioning = self.brokers.get(id).is_some_and(|b| b.decommissioning);
                 let record = BrokerRecord {
                     id: *id,
                     host: host.clone(),
@@ -232,6 +320,8 @@ impl ClusterMetadata {
                     fenced: true,
                     shutting_down: false,
                     incarnation: *incarnation,
+                    // A drain survives restarts of the drained broker.
+                    decommissioning,
                 };
                 self.brokers.insert(*id, record);
                 self.remove_from_leadership(*id);
@@ -346,6 +436,7 @@ impl ClusterMetadata {
                 Ok(())
             }
             Command::ElectPreferredLeaders { partitions } => {
+                self.check_partitions(partitions)?;
                 let live = self.live_brokers();
                 for (topic, partition) in partitions {
                     let record = self.partition_mut(topic, *partition)?;
@@ -374,10 +465,17 @@ impl ClusterMetadata {
                     return Err(CommandError::UnknownBroker(*missing));
                 }
                 let record = self.partition_mut(topic, *partition)?;
+                // A new target for a reassignment in flight is measured against the replicas
+                // before it: a replica still being added is added again, not assumed in sync.
+                let before = if record.original.is_empty() {
+                    &record.replicas
+                } else {
+                    &record.original
+                };
                 let adding: Vec<i32> = target
                     .iter()
                     .copied()
-                    .filter(|b| !record.replicas.contains(b))
+                    .filter(|b| !before.contains(b))
                     .collect();
                 let removing: Vec<i32> = record
                     .replicas
@@ -389,6 +487,9 @@ impl ClusterMetadata {
                 // replicas that will leave.
                 let mut replicas = target.clone();
                 replicas.extend(removing.iter().copied());
+                if record.original.is_empty() {
+                    record.original = record.replicas.clone();
+                }
                 record.replicas = replicas;
                 record.adding = adding;
                 record.removing = removing;
@@ -396,6 +497,112 @@ impl ClusterMetadata {
                 Self::maybe_complete_reassignment(record);
                 Ok(())
             }
+            Command::CancelReassignment { topic, partition } => {
+                let record = self.partition_mut(topic, *partition)?;
+                if record.adding.is_empty() && record.removing.is_empty() {
+                    return Err(CommandError::NoReassignment(topic.clone(), *partition));
+                }
+                Self::cancel_reassignment(record);
+                Ok(())
+            }
+            Command::ElectUncleanLeaders { partitions } => {
+                self.check_partitions(partitions)?;
+                let live = self.live_brokers();
+                for (topic, partition) in partitions {
+                    let record = self.partition_mut(topic, *partition)?;
+                    if record.leader != NO_LEADER {
+                        continue;
+                    }
+                    if let Some(next) = choose_leader(&record.replicas, &record.isr, &live, true) {
+                        if !record.isr.contains(&next) {
+                            record.isr = vec![next];
+                        }
+                        record.set_leader(next);
+                    }
+                }
+                Ok(())
+            }
+            Command::DecommissionBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return Err(CommandError::UnknownBroker(*id));
+                }
+                let mut drained = self.clone();
+                if let Some(broker) = drained.brokers.get_mut(id) {
+                    broker.decommissioning = true;
+                }
+                let moves = drain_moves(&drained, *id)?;
+                for (topic, partition, target) in moves {
+                    drained.apply(&Command::Reassign {
+                        topic,
+                        partition,
+                        target,
+                    })?;
+                }
+                *self = drained;
+                Ok(())
+            }
+            Command::RecommissionBroker { id } => {
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(CommandError::UnknownBroker(*id))?;
+                broker.decommissioning = false;
+                for topic in self.topics.values_mut() {
+                    for record in &mut topic.partitions {
+                        if record.removing.contains(id) {
+                            Self::cancel_reassignment(record);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Command::UnregisterBroker { id } => {
+                if !self.brokers.contains_key(id) {
+                    return Err(CommandError::UnknownBroker(*id));
+                }
+                let held = self.replica_count(*id);
+                if held > 0 {
+                    return Err(CommandError::Invalid(format!(
+                        "broker {id} still replicates {held} partitions; decommission it first"
+                    )));
+                }
+                self.brokers.remove(id);
+                Ok(())
+            }
+            Command::SetUncleanLeaderElection { enabled } => {
+                self.unclean_leader_election = *enabled;
+                if *enabled {
+                    self.elect_leaderless();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Reverts a partition's reassignment: the replicas being added leave again, the ones
+    /// being removed stay. Leadership moves if an added replica led.
+    fn cancel_reassignment(record: &mut PartitionRecord) {
+        let adding = std::mem::take(&mut record.adding);
+        record.removing.clear();
+        let original = std::mem::take(&mut record.original);
+        if original.is_empty() {
+            record.replicas.retain(|r| !adding.contains(r));
+        } else {
+            record.replicas = original;
+        }
+        if record.isr.iter().any(|r| !adding.contains(r)) {
+            record.isr.retain(|r| !adding.contains(r));
+        }
+        if adding.contains(&record.leader) {
+            let next = record
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| record.isr.contains(r))
+                .unwrap_or(NO_LEADER);
+            record.set_leader(next);
+        } else {
+            record.partition_epoch += 1;
         }
     }
 
@@ -403,8 +610,9 @@ impl ClusterMetadata {
     /// it led.
     fn remove_from_leadership(&mut self, id: i32) {
         let live = self.live_brokers();
-        let unclean = self.unclean_leader_election;
+        let cluster_unclean = self.unclean_leader_election;
         for topic in self.topics.values_mut() {
+            let unclean = unclean_for(topic, cluster_unclean);
             for record in &mut topic.partitions {
                 let touched = record.leader == id || record.isr.contains(&id);
                 if !touched {
@@ -431,8 +639,9 @@ impl ClusterMetadata {
     /// Gives a leader to partitions that have none, when an ISR member is alive again.
     fn elect_leaderless(&mut self) {
         let live = self.live_brokers();
-        let unclean = self.unclean_leader_election;
+        let cluster_unclean = self.unclean_leader_election;
         for topic in self.topics.values_mut() {
+            let unclean = unclean_for(topic, cluster_unclean);
             for record in &mut topic.partitions {
                 if record.leader == NO_LEADER {
                     if let Some(next) = choose_leader(&record.replicas, &record.isr, &live, unclean)
@@ -458,6 +667,7 @@ impl ClusterMetadata {
         }
         let removing = std::mem::take(&mut record.removing);
         record.adding.clear();
+        record.original.clear();
         record.replicas.retain(|r| !removing.contains(r));
         if record.isr.len() > removing.iter().filter(|r| record.isr.contains(r)).count() {
             record.isr.retain(|r| !removing.contains(r));
@@ -474,6 +684,14 @@ impl ClusterMetadata {
             record.partition_epoch += 1;
         }
     }
+}
+
+/// A topic's `unclean.leader.election.enable`, else `cluster_default`.
+fn unclean_for(topic: &TopicRecord, cluster_default: bool) -> bool {
+    topic
+        .configs
+        .get("unclean.leader.election.enable")
+        .map_or(cluster_default, |v| v == "true")
 }
 
 /// The new leader: the first replica (in preference order) that is in the ISR and alive; with
@@ -761,5 +979,36 @@ mod tests {
         assert_eq!(p.isr, vec![3, 4]);
         assert_eq!(p.leader, 3);
         assert!(p.adding.is_empty() && p.removing.is_empty());
+    }
+
+    #[test]
+    fn a_new_target_in_flight_still_waits_for_every_replica_it_adds() {
+        let mut metadata = cluster(&[1, 2, 3, 4, 5]);
+        create(&mut metadata, "t", vec![vec![1, 2]]);
+        for target in [vec![3, 4], vec![5, 4]] {
+            metadata
+                .apply(&Command::Reassign {
+                    topic: "t".into(),
+                    partition: 0,
+                    target,
+                })
+                .expect("reassign");
+        }
+        let p = metadata.partition("t", 0).cloned().expect("p");
+        assert_eq!(p.adding, vec![5, 4]);
+        assert_eq!(p.removing, vec![3, 1, 2]);
+        metadata
+            .apply(&Command::AlterIsr {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: vec![1, 2, 5],
+            })
+            .expect("5 caught up");
+        let p = metadata.partition("t", 0).expect("p");
+        assert_eq!(p.adding, vec![5, 4], "4 is not in sync yet");
+        assert_eq!(p.leader, 1);
     }
 }

@@ -6,6 +6,8 @@ use std::io::Cursor;
 
 pub mod liveness;
 pub mod metadata;
+pub mod placement;
+pub mod policy;
 pub mod quorum;
 pub mod store;
 pub mod transport;

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::liveness::{run_fencing, Heartbeat, HeartbeatReply, Liveness};
 use super::metadata::{ClusterMetadata, Command, CommandResult};
+use super::policy::ControllerPolicy;
 use super::store::{LogStore, NodeId, StateMachine};
 use super::transport::{
     router, HttpNetwork, MetadataReply, ServerState, WriteReply, METADATA_POLL_MAX,
@@ -131,6 +132,7 @@ impl Voter {
         listener: TcpListener,
         voters: &BTreeMap<NodeId, String>,
         timing: LivenessTiming,
+        policy: ControllerPolicy,
         shutdown: CancellationToken,
     ) -> Result<Self, QuorumError> {
         let storage = |source| QuorumError::Storage {
@@ -158,6 +160,7 @@ impl Voter {
             id,
             timing.session_timeout,
             (timing.heartbeat_interval / 2).max(Duration::from_millis(50)),
+            policy,
             stop.clone(),
         ));
         let server_stop = stop.clone();

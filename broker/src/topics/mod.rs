@@ -423,12 +423,13 @@ impl TopicRegistry {
         let mut added = Vec::new();
         for index in current..total {
             let dir = partition_dir(&self.data_dir, name, index);
-            added.push(Some(Arc::new(Partition::open(
+            added.push(Some(Arc::new(Partition::open_as(
                 name,
                 topic.id,
                 index,
                 &dir,
                 log_config.clone(),
+                self.mode_for(name),
             )?)));
         }
         topic.partitions.write().extend(added);
@@ -576,6 +577,41 @@ impl TopicRegistry {
     pub fn remove_replicas(&self, name: &str) -> Result<(), TopicError> {
         let _changes = self.changes.lock();
         self.remove_locked(name)
+    }
+
+    /// Drops partition `index` of topic `name` held here and its data (the metadata moved
+    /// the replica to other brokers); the topic goes too when it was the last one held.
+    ///
+    /// # Errors
+    /// I/O errors persisting the topic list.
+    pub fn remove_replica(&self, name: &str, index: i32) -> Result<(), TopicError> {
+        let _changes = self.changes.lock();
+        let Some(topic) = self.get(name) else {
+            return Ok(());
+        };
+        let removed = {
+            let mut partitions = topic.partitions.write();
+            usize::try_from(index)
+                .ok()
+                .and_then(|slot| partitions.get_mut(slot))
+                .and_then(Option::take)
+        };
+        let Some(partition) = removed else {
+            return Ok(());
+        };
+        if topic.partitions.read().iter().all(Option::is_none) {
+            self.topics.write().remove(name);
+        }
+        self.persist()?;
+        if let Err(e) = partition.close() {
+            warn!(topic = name, partition = index, error = %e, "close failed");
+        }
+        let dir = partition.log.dir().to_path_buf();
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            warn!(dir = %dir.display(), error = %e, "cannot remove a dropped partition");
+        }
+        info!(topic = name, partition = index, "dropped local replica");
+        Ok(())
     }
 
     fn remove_locked(&self, name: &str) -> Result<(), TopicError> {

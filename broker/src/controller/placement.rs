@@ -1,0 +1,435 @@
+//! Pure placement decisions over the cluster metadata: where a drained broker's replicas go,
+//! which leader elections are possible, and when leadership is out of balance.
+//!
+//! Each function reads a [`ClusterMetadata`] and returns a decision; applying it is the
+//! caller's business (a command through the quorum), so these are tested without a network.
+
+use std::collections::BTreeMap;
+
+use super::metadata::{ClusterMetadata, CommandError, PartitionRecord, NO_LEADER};
+
+/// A partition move: topic, partition and its target replicas.
+pub type Move = (String, i32, Vec<i32>);
+
+/// The reassignments that take every replica off broker `id`.
+///
+/// Each partition keeps its replica order, with `id` replaced by the placement broker
+/// (live, not draining) that does not replicate it yet and holds the fewest replicas,
+/// counting the moves planned before it (lowest id on a tie). Partitions already moving away
+/// from `id` are left as they are.
+///
+/// # Errors
+/// Some partition has no broker left to take its replica (fewer placement brokers than its
+/// replication factor): the broker cannot be drained, and nothing should change.
+pub fn drain_moves(metadata: &ClusterMetadata, id: i32) -> Result<Vec<Move>, CommandError> {
+    let candidates = metadata.placement_brokers();
+    let mut load: BTreeMap<i32, usize> = candidates
+        .iter()
+        .map(|&b| (b, metadata.replica_count(b)))
+        .collect();
+    let mut moves = Vec::new();
+    for (topic, partition, record) in metadata.partitions() {
+        if !record.replicas.contains(&id) || record.removing.contains(&id) {
+            continue;
+        }
+        let current: Vec<i32> = record
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !record.removing.contains(r))
+            .collect();
+        let Some(&replacement) = load
+            .iter()
+            .filter(|(b, _)| !current.contains(b))
+            .min_by_key(|(b, count)| (**count, **b))
+            .map(|(b, _)| b)
+        else {
+            return Err(CommandError::Invalid(format!(
+                "cannot drain broker {id}: partition {topic}-{partition} has {} replicas and no \
+                 other live broker can take one",
+                current.len()
+            )));
+        };
+        *load.entry(replacement).or_default() += 1;
+        let target = current
+            .iter()
+            .map(|&r| if r == id { replacement } else { r })
+            .collect();
+        moves.push((topic.to_string(), partition, target));
+    }
+    Ok(moves)
+}
+
+/// Whether a leader election on one partition would change anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Election {
+    /// The election would move leadership.
+    Possible,
+    /// The partition already has the leader the election would give it.
+    NotNeeded,
+    /// No replica is eligible (the preferred one is not alive and in sync; or, unclean, no
+    /// replica is alive).
+    NotAvailable,
+}
+
+/// Whether a preferred-leader election can move `record`'s leadership to its first replica.
+pub fn preferred_election(metadata: &ClusterMetadata, record: &PartitionRecord) -> Election {
+    let preferred = record.preferred_leader();
+    if record.leader == preferred {
+        Election::NotNeeded
+    } else if record.isr.contains(&preferred) && metadata.live_brokers().contains(&preferred) {
+        Election::Possible
+    } else {
+        Election::NotAvailable
+    }
+}
+
+/// Whether an unclean election can give leaderless `record` a leader.
+pub fn unclean_election(metadata: &ClusterMetadata, record: &PartitionRecord) -> Election {
+    if record.leader != NO_LEADER {
+        Election::NotNeeded
+    } else if record
+        .replicas
+        .iter()
+        .any(|r| metadata.live_brokers().contains(r))
+    {
+        Election::Possible
+    } else {
+        Election::NotAvailable
+    }
+}
+
+/// Kafka's leader imbalance of each broker, in percent: of the partitions it is the
+/// preferred leader of, the share it does not lead.
+pub fn leader_imbalance(metadata: &ClusterMetadata) -> BTreeMap<i32, u32> {
+    let mut preferred: BTreeMap<i32, (usize, usize)> = BTreeMap::new();
+    for (_, _, record) in metadata.partitions() {
+        let entry = preferred.entry(record.preferred_leader()).or_default();
+        entry.0 += 1;
+        if record.leader != record.preferred_leader() {
+            entry.1 += 1;
+        }
+    }
+    preferred
+        .into_iter()
+        .filter(|(broker, _)| *broker != NO_LEADER)
+        .map(|(broker, (total, off))| {
+            let percent = off * 100 / total.max(1);
+            (broker, u32::try_from(percent).unwrap_or(100))
+        })
+        .collect()
+}
+
+/// The preferred-leader elections an automatic rebalance makes: for every broker whose
+/// imbalance is above `threshold_percent`, the partitions it prefers to lead where it is
+/// alive and in sync but does not lead. Partitions being reassigned are left to their
+/// reassignment.
+pub fn rebalance_elections(
+    metadata: &ClusterMetadata,
+    threshold_percent: u32,
+) -> Vec<(String, i32)> {
+    let imbalance = leader_imbalance(metadata);
+    metadata
+        .partitions()
+        .filter(|(_, _, record)| {
+            record.adding.is_empty()
+                && record.removing.is_empty()
+                && imbalance
+                    .get(&record.preferred_leader())
+                    .is_some_and(|&p| p > threshold_percent)
+                && preferred_election(metadata, record) == Election::Possible
+        })
+        .map(|(topic, partition, _)| (topic.to_string(), partition))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::controller::metadata::Command;
+
+    fn cluster(brokers: &[i32]) -> ClusterMetadata {
+        let mut metadata = ClusterMetadata::default();
+        for &id in brokers {
+            metadata
+                .apply(&Command::RegisterBroker {
+                    id,
+                    host: "127.0.0.1".into(),
+                    port: 9000 + id,
+                    rack: None,
+                    incarnation: 1,
+                })
+                .expect("register");
+            metadata
+                .apply(&Command::UnfenceBroker { id })
+                .expect("unfence");
+        }
+        metadata
+    }
+
+    fn create(metadata: &mut ClusterMetadata, name: &str, assignment: Vec<Vec<i32>>) {
+        metadata
+            .apply(&Command::CreateTopic {
+                name: name.into(),
+                id: Uuid::new_v4(),
+                assignment,
+                configs: BTreeMap::new(),
+            })
+            .expect("create");
+    }
+
+    /// Marks every replica in sync, as leaders would once their followers caught up.
+    fn all_caught_up(metadata: &mut ClusterMetadata) {
+        let changes: Vec<Command> = metadata
+            .partitions()
+            .map(|(topic, partition, p)| Command::AlterIsr {
+                topic: topic.to_string(),
+                partition,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: p.replicas.clone(),
+            })
+            .collect();
+        for change in changes {
+            metadata.apply(&change).expect("isr");
+        }
+    }
+
+    #[test]
+    fn a_drain_replaces_the_broker_in_place_and_spreads_the_load() {
+        let mut m = cluster(&[1, 2, 3, 4, 5]);
+        create(
+            &mut m,
+            "t",
+            vec![vec![1, 2], vec![2, 1], vec![1, 3], vec![3, 4]],
+        );
+        let moves = drain_moves(&m, 1).expect("drainable");
+        assert_eq!(moves.len(), 3, "{moves:?}");
+        for (_, partition, target) in &moves {
+            assert!(!target.contains(&1), "{target:?}");
+            let before = &m.partition("t", *partition).expect("p").replicas;
+            let kept: Vec<i32> = before.iter().copied().filter(|r| *r != 1).collect();
+            assert!(
+                kept.iter().all(|r| target.contains(r)),
+                "keeps {kept:?}: {target:?}"
+            );
+            let slot = before.iter().position(|r| *r == 1).expect("slot");
+            assert_ne!(target[slot], 1, "same slot, new broker");
+        }
+        // Broker 5 held nothing and 4 held one: they take the first two moves.
+        let newcomers: Vec<i32> = moves
+            .iter()
+            .map(|(_, p, target)| {
+                let before = &m.partition("t", *p).expect("p").replicas;
+                target[before.iter().position(|r| *r == 1).expect("slot")]
+            })
+            .collect();
+        assert_eq!(newcomers, vec![5, 4, 5]);
+    }
+
+    #[test]
+    fn decommission_moves_every_replica_away_and_refuses_what_it_cannot_drain() {
+        let mut m = cluster(&[1, 2, 3]);
+        create(&mut m, "t", vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
+        let before = m.clone();
+        create(&mut m, "wide", vec![vec![1, 2, 3]]);
+        let refused = m.apply(&Command::DecommissionBroker { id: 1 });
+        assert!(
+            matches!(refused, Err(CommandError::Invalid(_))),
+            "{refused:?}"
+        );
+        let mut m = before;
+        m.apply(&Command::DecommissionBroker { id: 1 })
+            .expect("drain");
+        assert!(m.brokers[&1].decommissioning);
+        assert!(!m.placement_brokers().contains(&1));
+        all_caught_up(&mut m);
+        assert_eq!(m.replica_count(1), 0, "{:?}", m.topics);
+        for (_, _, p) in m.partitions() {
+            assert!(p.adding.is_empty() && p.removing.is_empty(), "{p:?}");
+            assert_ne!(p.leader, 1);
+        }
+        m.apply(&Command::UnregisterBroker { id: 1 })
+            .expect("a drained broker can go");
+        assert!(!m.brokers.contains_key(&1));
+    }
+
+    #[test]
+    fn recommission_cancels_the_moves_still_in_flight() {
+        let mut m = cluster(&[1, 2, 3]);
+        create(&mut m, "t", vec![vec![1, 2]]);
+        let original = m.partition("t", 0).cloned().expect("p");
+        m.apply(&Command::DecommissionBroker { id: 1 })
+            .expect("drain");
+        assert_eq!(m.partition("t", 0).map(|p| p.adding.clone()), Some(vec![3]));
+        assert!(matches!(
+            m.apply(&Command::UnregisterBroker { id: 1 }),
+            Err(CommandError::Invalid(_))
+        ));
+        m.apply(&Command::RecommissionBroker { id: 1 })
+            .expect("recommission");
+        let p = m.partition("t", 0).expect("p");
+        assert_eq!(p.replicas, original.replicas);
+        assert_eq!(p.isr, original.isr);
+        assert_eq!(p.leader, 1);
+        assert!(p.adding.is_empty() && p.removing.is_empty());
+        assert!(!m.brokers[&1].decommissioning);
+    }
+
+    #[test]
+    fn a_drain_survives_the_broker_registering_again() {
+        let mut m = cluster(&[1, 2, 3]);
+        m.apply(&Command::DecommissionBroker { id: 3 })
+            .expect("drain");
+        m.apply(&Command::RegisterBroker {
+            id: 3,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            incarnation: 2,
+        })
+        .expect("register");
+        assert!(m.brokers[&3].decommissioning);
+    }
+
+    #[test]
+    fn cancelling_a_reassignment_keeps_the_original_replicas() {
+        let mut m = cluster(&[1, 2, 3, 4]);
+        create(&mut m, "t", vec![vec![1, 2]]);
+        assert!(matches!(
+            m.apply(&Command::CancelReassignment {
+                topic: "t".into(),
+                partition: 0
+            }),
+            Err(CommandError::NoReassignment(..))
+        ));
+        m.apply(&Command::Reassign {
+            topic: "t".into(),
+            partition: 0,
+            target: vec![3, 4],
+        })
+        .expect("reassign");
+        m.apply(&Command::CancelReassignment {
+            topic: "t".into(),
+            partition: 0,
+        })
+        .expect("cancel");
+        let p = m.partition("t", 0).expect("p");
+        assert_eq!((p.replicas.clone(), p.leader), (vec![1, 2], 1));
+    }
+
+    #[test]
+    fn elections_say_when_they_are_not_needed_or_not_possible() {
+        let mut m = cluster(&[1, 2, 3]);
+        create(&mut m, "t", vec![vec![1, 2, 3]]);
+        let p = m.partition("t", 0).cloned().expect("p");
+        assert_eq!(preferred_election(&m, &p), Election::NotNeeded);
+        assert_eq!(unclean_election(&m, &p), Election::NotNeeded);
+        m.apply(&Command::FenceBroker { id: 1 }).expect("fence");
+        let p = m.partition("t", 0).cloned().expect("p");
+        assert_eq!(preferred_election(&m, &p), Election::NotAvailable);
+        m.apply(&Command::UnfenceBroker { id: 1 }).expect("back");
+        let p = m.partition("t", 0).cloned().expect("p");
+        assert_eq!(
+            preferred_election(&m, &p),
+            Election::NotAvailable,
+            "out of the ISR until it catches up"
+        );
+        all_caught_up(&mut m);
+        let p = m.partition("t", 0).cloned().expect("p");
+        assert_eq!(preferred_election(&m, &p), Election::Possible);
+    }
+
+    #[test]
+    fn an_unknown_partition_in_an_election_changes_nothing() {
+        let mut m = cluster(&[1, 2]);
+        create(&mut m, "t", vec![vec![1, 2]]);
+        m.apply(&Command::ControlledShutdown { id: 1 })
+            .expect("move");
+        m.apply(&Command::UnfenceBroker { id: 1 }).expect("back");
+        all_caught_up(&mut m);
+        let before = m.clone();
+        let refused = m.apply(&Command::ElectPreferredLeaders {
+            partitions: vec![("t".into(), 0), ("t".into(), 7)],
+        });
+        assert!(matches!(refused, Err(CommandError::UnknownPartition(..))));
+        assert_eq!(m, before);
+    }
+
+    #[test]
+    fn unclean_election_follows_the_cluster_setting_and_the_topic_override() {
+        let mut m = cluster(&[1, 2]);
+        create(&mut m, "t", vec![vec![1, 2]]);
+        let p = m.partition("t", 0).cloned().expect("p");
+        m.apply(&Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1],
+        })
+        .expect("shrink");
+        m.apply(&Command::FenceBroker { id: 1 }).expect("fence");
+        assert_eq!(m.partition("t", 0).map(|p| p.leader), Some(NO_LEADER));
+        let p = m.partition("t", 0).cloned().expect("p");
+        assert_eq!(unclean_election(&m, &p), Election::Possible);
+        let mut by_topic = m.clone();
+        by_topic
+            .apply(&Command::AlterConfigs {
+                name: "t".into(),
+                configs: [("unclean.leader.election.enable".into(), "true".into())].into(),
+            })
+            .expect("configs");
+        by_topic
+            .apply(&Command::FenceBroker { id: 1 })
+            .expect("fence again");
+        // Fencing a fenced broker elects nothing new; an explicit unclean election does.
+        by_topic
+            .apply(&Command::ElectUncleanLeaders {
+                partitions: vec![("t".into(), 0)],
+            })
+            .expect("unclean");
+        assert_eq!(by_topic.partition("t", 0).map(|p| p.leader), Some(2));
+        m.apply(&Command::SetUncleanLeaderElection { enabled: true })
+            .expect("cluster setting");
+        let p = m.partition("t", 0).expect("p");
+        assert_eq!((p.leader, p.isr.clone()), (2, vec![2]));
+    }
+
+    #[test]
+    fn rebalance_elects_only_past_the_threshold() {
+        let mut m = cluster(&[1, 2]);
+        create(
+            &mut m,
+            "t",
+            (0..10)
+                .map(|i| if i % 2 == 0 { vec![1, 2] } else { vec![2, 1] })
+                .collect(),
+        );
+        m.apply(&Command::ControlledShutdown { id: 1 })
+            .expect("move");
+        m.apply(&Command::UnfenceBroker { id: 1 }).expect("back");
+        assert!(
+            rebalance_elections(&m, 10).is_empty(),
+            "broker 1 is not in sync yet"
+        );
+        all_caught_up(&mut m);
+        assert_eq!(leader_imbalance(&m).get(&1), Some(&100));
+        assert_eq!(leader_imbalance(&m).get(&2), Some(&0));
+        let elections = rebalance_elections(&m, 10);
+        assert_eq!(elections.len(), 5);
+        assert!(rebalance_elections(&m, 100).is_empty());
+        m.apply(&Command::ElectPreferredLeaders {
+            partitions: elections,
+        })
+        .expect("elect");
+        assert!(leader_imbalance(&m).values().all(|&p| p == 0));
+        assert!(rebalance_elections(&m, 0).is_empty());
+    }
+}

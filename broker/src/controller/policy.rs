@@ -1,0 +1,132 @@
+//! What the active controller does beyond liveness: it publishes its unclean-election
+//! setting into the metadata and, when enabled, moves leadership back to preferred replicas
+//! once some broker's leader imbalance passes the threshold (Kafka's
+//! `auto.leader.rebalance.enable`, `leader.imbalance.per.broker.percentage`,
+//! `leader.imbalance.check.interval.seconds`).
+//!
+//! [`policy_commands`] is pure; the leader's loop in [`super::liveness`] calls it.
+
+use std::time::Duration;
+
+use super::metadata::{ClusterMetadata, Command};
+use super::placement::rebalance_elections;
+
+/// The automatic preferred-leader rebalance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderRebalance {
+    /// A broker's imbalance (percent) above which its preferred leaderships are restored.
+    pub threshold_percent: u32,
+    pub check_interval: Duration,
+}
+
+/// The active controller's own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ControllerPolicy {
+    pub unclean_leader_election: bool,
+    /// `None`: no automatic rebalance.
+    pub leader_rebalance: Option<LeaderRebalance>,
+}
+
+/// The commands that bring the metadata in line with `policy`; `rebalance_due` says whether
+/// the rebalance check interval has passed.
+pub fn policy_commands(
+    metadata: &ClusterMetadata,
+    policy: &ControllerPolicy,
+    rebalance_due: bool,
+) -> Vec<Command> {
+    let mut commands = Vec::new();
+    if metadata.unclean_leader_election != policy.unclean_leader_election {
+        commands.push(Command::SetUncleanLeaderElection {
+            enabled: policy.unclean_leader_election,
+        });
+    }
+    if let (Some(rebalance), true) = (policy.leader_rebalance, rebalance_due) {
+        let partitions = rebalance_elections(metadata, rebalance.threshold_percent);
+        if !partitions.is_empty() {
+            commands.push(Command::ElectPreferredLeaders { partitions });
+        }
+    }
+    commands
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn imbalanced() -> ClusterMetadata {
+        let mut m = ClusterMetadata::default();
+        for id in [1, 2] {
+            m.apply(&Command::RegisterBroker {
+                id,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                incarnation: 1,
+            })
+            .expect("register");
+            m.apply(&Command::UnfenceBroker { id }).expect("unfence");
+        }
+        m.apply(&Command::CreateTopic {
+            name: "t".into(),
+            id: Uuid::new_v4(),
+            assignment: vec![vec![1, 2], vec![2, 1]],
+            configs: BTreeMap::new(),
+        })
+        .expect("create");
+        m.apply(&Command::ControlledShutdown { id: 1 })
+            .expect("move");
+        m.apply(&Command::UnfenceBroker { id: 1 }).expect("back");
+        let p = m.partition("t", 0).cloned().expect("p");
+        m.apply(&Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: vec![2, 1],
+        })
+        .expect("in sync");
+        m
+    }
+
+    #[test]
+    fn the_controller_publishes_its_unclean_setting_once() {
+        let m = ClusterMetadata::default();
+        let policy = ControllerPolicy {
+            unclean_leader_election: true,
+            leader_rebalance: None,
+        };
+        let commands = policy_commands(&m, &policy, true);
+        assert_eq!(
+            commands,
+            vec![Command::SetUncleanLeaderElection { enabled: true }]
+        );
+        let mut m = m;
+        m.apply(&commands[0]).expect("apply");
+        assert!(policy_commands(&m, &policy, true).is_empty());
+    }
+
+    #[test]
+    fn rebalance_runs_only_when_enabled_and_due() {
+        let m = imbalanced();
+        let enabled = ControllerPolicy {
+            unclean_leader_election: false,
+            leader_rebalance: Some(LeaderRebalance {
+                threshold_percent: 10,
+                check_interval: Duration::from_secs(1),
+            }),
+        };
+        assert!(policy_commands(&m, &ControllerPolicy::default(), true).is_empty());
+        assert!(policy_commands(&m, &enabled, false).is_empty());
+        assert_eq!(
+            policy_commands(&m, &enabled, true),
+            vec![Command::ElectPreferredLeaders {
+                partitions: vec![("t".into(), 0)]
+            }]
+        );
+    }
+}
