@@ -3,7 +3,8 @@
 Each test gets a `tokafka-broker` release binary (built beforehand by `scripts/test-all`; the
 fixtures build nothing) running as a subprocess on free loopback ports with its own data
 directory. The broker is ready when its /readyz answers 200; every wait polls a condition
-until a deadline, and every broker is killed when its test ends.
+until a deadline, and every broker is killed when its test ends. A broker may instead run in
+a network namespace of a `netns.Network` (the `network` fixture), on that namespace's address.
 """
 
 import os
@@ -16,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from netns import Network
 
 REPO = Path(__file__).resolve().parents[3]
 BROKER_BIN = Path(os.environ.get("TOKAFKA_BROKER_BIN", REPO / "target/release/tokafka-broker"))
@@ -44,10 +47,17 @@ def wait_until(condition, deadline_s, what, interval_s=0.02):
 
 
 class Broker:
-    """One tokafka-broker process. Restartable on the same data directory and ports."""
+    """One tokafka-broker process. Restartable on the same data directory and ports.
 
-    def __init__(self, data_dir, settings=None, advertised=None):
+    It listens (Kafka protocol and HTTP) on `host`; with `netns` it runs in that network
+    namespace through `ip netns exec`, which execs the broker: the process this object
+    signals is the broker itself, not a wrapper.
+    """
+
+    def __init__(self, data_dir, settings=None, advertised=None, netns=None, host="127.0.0.1"):
         self.data_dir = Path(data_dir)
+        self.netns = netns
+        self.host = host
         self.port = free_port()
         self.http_port = free_port()
         self.settings = dict(settings or {})
@@ -58,18 +68,19 @@ class Broker:
 
     @property
     def bootstrap(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self):
         assert BROKER_BIN.exists(), (
             f"{BROKER_BIN} is missing: build it with `cargo build --release -p tokafka-broker`"
         )
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        cmd = [
+        cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
+        cmd += [
             str(BROKER_BIN),
             "--data-dir", str(self.data_dir),
             "--listen", self.bootstrap,
-            "--http-listen", f"127.0.0.1:{self.http_port}",
+            "--http-listen", f"{self.host}:{self.http_port}",
         ]
         if self.advertised:
             cmd += ["--advertised-listener", self.advertised]
@@ -81,6 +92,8 @@ class Broker:
         env = dict(os.environ, RUST_BACKTRACE="0", NO_COLOR="1")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         wait_until(self._ready, START_DEADLINE_S, f"broker /readyz on {self.http_port}")
+        comm = Path(f"/proc/{self.proc.pid}/comm").read_text().strip()
+        assert comm == BROKER_BIN.name[:15], f"pid {self.proc.pid} is {comm!r}, not the broker"
         return self
 
     def _ready(self):
@@ -90,7 +103,7 @@ class Broker:
             )
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.http_port}/readyz", timeout=1
+                f"http://{self.host}:{self.http_port}/readyz", timeout=1
             ) as response:
                 return response.status == 200
         except (urllib.error.URLError, ConnectionError, socket.timeout):
@@ -131,7 +144,7 @@ class Broker:
 
     def metrics(self):
         with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.http_port}/metrics", timeout=5
+            f"http://{self.host}:{self.http_port}/metrics", timeout=5
         ) as response:
             return response.read().decode()
 
@@ -189,6 +202,24 @@ def shared_broker(tmp_path_factory):
     b.stop()
 
 
+@pytest.fixture
+def network():
+    """A `netns.Network` of 3 hosts, deleted at the end of the test whatever its outcome.
+    Skips the test only where this process may not create network namespaces."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root (CAP_NET_ADMIN)")
+    try:
+        net = Network(3)
+    except RuntimeError as e:
+        if "Operation not permitted" not in str(e):
+            raise
+        pytest.skip(f"network namespaces are not permitted here: {e}")
+    try:
+        yield net
+    finally:
+        net.close()
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On failure, attach the tail of every broker log the test used."""
@@ -196,7 +227,11 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
-    for name in ("broker", "shared_broker"):
-        b = item.funcargs.get(name)
-        if isinstance(b, Broker):
-            report.sections.append((f"{name} log", b.log_tail(80)))
+    for name, value in item.funcargs.items():
+        if isinstance(value, Broker):
+            report.sections.append((f"{name} log", value.log_tail(80)))
+        elif isinstance(value, tuple) and value and isinstance(value[0], dict):
+            # a cluster fixture: ({node id: Broker}, ...)
+            for node_id, b in value[0].items():
+                if isinstance(b, Broker):
+                    report.sections.append((f"{name} broker {node_id} log", b.log_tail(80)))

@@ -1,35 +1,48 @@
 """A replicated cluster of three broker processes under faults, with a real idempotent
 acks=all producer (librdkafka via confluent-kafka) writing all the time.
 
-Each scenario kills -9 or freezes brokers, or restarts them by controlled shutdown, while the
-producer runs. Afterwards a checker reads every partition to its end and compares it with
-what the producer was told was acknowledged: acknowledged records lost, duplicated and
-reordered must all be 0. It prints those figures with the time to a new leader and the
-longest stretch without an acknowledgement.
-
-Faults not covered here yet: cutting one broker off from the others (network partition).
+Each scenario takes brokers out while the producer runs: kill -9, freeze (SIGSTOP), restart
+by controlled shutdown, or cut one broker off from the others (network partition: each broker
+runs in its own network namespace, see netns.py). Afterwards a checker reads every partition
+to its end and compares it with what the producer was told was acknowledged: acknowledged
+records lost, duplicated and reordered must all be 0. It prints those figures with the time
+to a new leader and the longest stretch without an acknowledgement.
 """
 
+import contextlib
+import json
 import random
 import signal
+import statistics
 import threading
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+import kwire
 from conftest import Broker, free_port, wait_until
 
 PARTITIONS = 3
 SESSION_TIMEOUT_MS = 3000
+NODE_IDS = (1, 2, 3)
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    """Three brokers, all controller voters, with a short session timeout."""
-    ids = [1, 2, 3]
-    voters = ",".join(f"{i}@127.0.0.1:{free_port()}" for i in ids)
+@contextlib.contextmanager
+def running_cluster(tmp_path, network=None):
+    """Three brokers, all controller voters, with a short session timeout; on 127.0.0.1, or
+    each in its namespace of `network` (broker i on host i). Yields (brokers by node id,
+    bootstrap, admin client) and kills the brokers however the block ends."""
+
+    def place(i):
+        return (network.netns(i), network.address(i)) if network else (None, "127.0.0.1")
+
+    voters = ",".join(f"{i}@{place(i)[1]}:{free_port()}" for i in NODE_IDS)
     brokers = {
         i: Broker(
             tmp_path / f"broker{i}",
@@ -44,17 +57,36 @@ def cluster(tmp_path):
                 "min.insync.replicas": 2,
                 "controlled.shutdown.max.wait.ms": 15000,
             },
+            netns=place(i)[0],
+            host=place(i)[1],
         )
-        for i in ids
+        for i in NODE_IDS
     }
-    for b in brokers.values():
-        b.start()
-    bootstrap = ",".join(b.bootstrap for b in brokers.values())
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    wait_until(lambda: broker_count(admin) == 3, 30, "3 registered brokers")
-    yield brokers, bootstrap, admin
-    for b in brokers.values():
-        b.stop()
+    try:
+        for b in brokers.values():
+            b.start()
+        bootstrap = ",".join(b.bootstrap for b in brokers.values())
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        wait_until(lambda: broker_count(admin) == 3, 30, "3 registered brokers")
+        yield brokers, bootstrap, admin
+    finally:
+        for b in brokers.values():
+            b.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Three brokers on 127.0.0.1: yields (brokers by node id, bootstrap, admin)."""
+    with running_cluster(tmp_path) as c:
+        yield c
+
+
+@pytest.fixture
+def partitionable_cluster(tmp_path, network):
+    """Three brokers, broker i in namespace i of `network` (the clients stay in the root
+    namespace): yields (brokers by node id, bootstrap, admin, network)."""
+    with running_cluster(tmp_path, network) as c:
+        yield (*c, network)
 
 
 def broker_count(admin):
@@ -75,6 +107,39 @@ def partition_state(admin, topic):
     if t is None or t.error is not None:
         return {}
     return {p.id: (p.leader, sorted(p.isrs)) for p in t.partitions.values()}
+
+
+def partition_state_at(broker, topic):
+    """{partition: (leader, isr)} as `broker` itself answers Metadata v1 (on a raw
+    connection: a client library asks whichever broker it likes, and a broker back from an
+    outage may answer from metadata older than its outage); {} when it does not answer."""
+    try:
+        conn = kwire.Conn(broker.bootstrap, timeout_s=5)
+    except OSError:
+        return {}
+    try:
+        _, r = conn.request(kwire.API_METADATA, 1, kwire.array([kwire.string(topic)]))
+        r.array(lambda r: (r.i32(), r.string(), r.i32(), r.string()))  # brokers
+        r.i32()  # controller id
+        topics = r.array(
+            lambda r: (
+                r.i16(), r.string(), r.i8(),  # error, name, internal
+                r.array(lambda r: (
+                    r.i16(), r.i32(), r.i32(),  # error, partition, leader
+                    r.array(kwire.Reader.i32), r.array(kwire.Reader.i32),  # replicas, isr
+                )),
+            )
+        )
+    except (OSError, kwire.Closed):
+        return {}
+    finally:
+        conn.close()
+    return {
+        index: (leader, sorted(isr))
+        for error, name, _, partitions in topics
+        if error == 0 and name == topic
+        for _, index, leader, _, isr in partitions
+    }
 
 
 def create(admin, topic):
@@ -204,23 +269,112 @@ def check(bootstrap, topic, load):
     return lost, duplicated, reordered
 
 
-def new_leader_time(admin, topic, partition, old_leader, started):
+def agreed_state(brokers, topic, leaving_out=None):
+    """{partition: (leader, isr)} when every broker but `leaving_out` answers the same, else
+    {} (one does not answer, or one still answers from older metadata)."""
+    views = [partition_state_at(b, topic) for i, b in brokers.items() if i != leaving_out]
+    return views[0] if all(v and v == views[0] for v in views) else {}
+
+
+def full_isr(state):
+    return bool(state) and all(len(isr) == 3 for _, isr in state.values())
+
+
+def back_in_sync(admin, topic, what, brokers=None):
+    """Waits until every partition of `topic` has a full ISR: in the admin client's Metadata
+    answer, or, given `brokers` (by node id), in the same answer of each of them."""
+    if brokers is None:
+        wait_until(lambda: full_isr(partition_state(admin, topic)), 60, what, interval_s=0.1)
+    else:
+        wait_until(lambda: full_isr(agreed_state(brokers, topic)), 60, what, interval_s=0.1)
+
+
+def leader_of(brokers, topic, partition):
+    """The leader of `topic`-`partition` every broker agrees on, once there is one."""
+
+    def leader():
+        node_id = agreed_state(brokers, topic).get(partition, (-1, []))[0]
+        return node_id if node_id >= 0 else None
+
+    return wait_until(leader, 30, f"a leader of {topic}-{partition}")
+
+
+@dataclass
+class Fault:
+    """Takes broker `i` out with `down(i)` and brings it back with `up(i)`; `what` says what
+    it is meanwhile."""
+
+    what: str
+    down: Callable[[int], None]
+    up: Callable[[int], None]
+
+
+def killed(brokers):
+    return Fault("killed", lambda i: brokers[i].kill9(), lambda i: brokers[i].restart())
+
+
+def frozen(brokers):
+    return Fault(
+        "frozen",
+        lambda i: brokers[i].signal(signal.SIGSTOP),
+        lambda i: brokers[i].signal(signal.SIGCONT),
+    )
+
+
+def cut_off(network):
+    return Fault("cut off", network.cut, network.heal)
+
+
+def outage(brokers, topic, load, victim, fault):
+    """Takes broker `victim` out with `fault` while `load` runs and requires, each within a
+    deadline and as the other brokers all answer: every partition it led has another leader,
+    it is in no ISR, and more records are acknowledged without it. Then brings it back and
+    waits until every broker answers that it is in every ISR again.
+
+    Returns the seconds from the fault until it led no partition, or None when it led none.
+    """
+    state = wait_until(lambda: agreed_state(brokers, topic), 30, f"{topic} metadata")
+    led = [p for p, (leader, _) in state.items() if leader == victim]
+    started = time.monotonic()
+    fault.down(victim)
     wait_until(
-        lambda: (s := partition_state(admin, topic)).get(partition, (-1, []))[0] not in (-1, old_leader),
+        lambda: (s := agreed_state(brokers, topic, leaving_out=victim))
+        and all(s[p][0] not in (-1, victim) for p in led),
         60,
-        f"a new leader for {topic}-{partition}",
+        f"new leaders of partitions {led} broker {victim} led before it was {fault.what}",
         interval_s=0.05,
     )
-    return time.monotonic() - started
-
-
-def back_in_sync(admin, topic, what):
+    leader_time_s = time.monotonic() - started if led else None
     wait_until(
-        lambda: (s := partition_state(admin, topic))
-        and all(len(isr) == 3 for _, isr in s.values()),
+        lambda: (s := agreed_state(brokers, topic, leaving_out=victim))
+        and all(victim not in isr for _, isr in s.values()),
         60,
-        what,
+        f"broker {victim} out of every ISR while it is {fault.what}",
+        interval_s=0.05,
+    )
+    load.wait_for_progress(1000, 60, f"records acknowledged while broker {victim} is {fault.what}")
+    fault.up(victim)
+    wait_until(
+        lambda: full_isr(agreed_state(brokers, topic)),
+        60,
+        f"broker {victim} back in every ISR after it was {fault.what}",
         interval_s=0.1,
+    )
+    return leader_time_s
+
+
+def report(name, load, started, leader_times_s, lost, duplicated, reordered):
+    """Prints the scenario's figures on one line."""
+    leader = (
+        f"time to new leader p50 {statistics.median(leader_times_s):.2f}s "
+        f"max {max(leader_times_s):.2f}s; "
+        if leader_times_s
+        else ""
+    )
+    print(
+        f"\n{name}: acknowledged {load.acked_count()}, lost {lost}, duplicated {duplicated}, "
+        f"reordered {reordered}; {leader}longest unavailability "
+        f"{load.longest_gap_s(started):.2f}s; delivery errors {len(load.errors)}"
     )
 
 
@@ -233,41 +387,74 @@ def test_no_acknowledged_record_is_lost_through_kills_and_freezes(cluster, seed)
     load = Load(bootstrap, topic).start()
     started = time.monotonic()
     load.wait_for_progress(2000, 60, "records acknowledged before the faults")
-    leader_times = []
-    # kill -9 the leader of a random partition, then bring it back.
     partition = rng.randrange(PARTITIONS)
-    victim = partition_state(admin, topic)[partition][0]
-    killed_at = time.monotonic()
-    brokers[victim].kill9()
-    leader_times.append(new_leader_time(admin, topic, partition, victim, killed_at))
-    load.wait_for_progress(1000, 60, "records acknowledged after the leader died")
-    brokers[victim].restart()
-    back_in_sync(admin, topic, f"broker {victim} back in every ISR")
-    # Freeze a follower past the session timeout, then thaw it.
-    state = partition_state(admin, topic)
-    follower = next(r for r in brokers if r != state[partition][0])
-    brokers[follower].signal(signal.SIGSTOP)
-    load.wait_for_progress(1000, 60, "records acknowledged while a follower is frozen")
-    brokers[follower].signal(signal.SIGCONT)
-    back_in_sync(admin, topic, f"broker {follower} back in every ISR after the freeze")
+    # kill -9 the leader of a random partition, then bring it back.
+    victim = leader_of(brokers, topic, partition)
+    times = [outage(brokers, topic, load, victim, killed(brokers))]
+    # Freeze a follower of that partition past the session timeout, then thaw it.
+    leader = leader_of(brokers, topic, partition)
+    follower = next(i for i in brokers if i != leader)
+    times.append(outage(brokers, topic, load, follower, frozen(brokers)))
     # Kill the leader again, this time of another partition.
     partition = (partition + 1) % PARTITIONS
-    victim = partition_state(admin, topic)[partition][0]
-    killed_at = time.monotonic()
-    brokers[victim].kill9()
-    leader_times.append(new_leader_time(admin, topic, partition, victim, killed_at))
-    load.wait_for_progress(1000, 60, "records acknowledged after the second kill")
-    brokers[victim].restart()
-    back_in_sync(admin, topic, f"broker {victim} back after the second kill")
+    victim = leader_of(brokers, topic, partition)
+    times.append(outage(brokers, topic, load, victim, killed(brokers)))
     load.finish()
     lost, duplicated, reordered = check(bootstrap, topic, load)
-    gap = load.longest_gap_s(started)
-    leader_times.sort()
-    print(
-        f"\nseed {seed}: acknowledged {load.acked_count()}, lost {lost}, duplicated {duplicated}, "
-        f"reordered {reordered}; time to new leader p50 {leader_times[len(leader_times) // 2]:.2f}s "
-        f"max {leader_times[-1]:.2f}s; longest unavailability {gap:.2f}s; "
-        f"delivery errors {len(load.errors)}"
+    times = [t for t in times if t is not None]
+    report(f"seed {seed}", load, started, times, lost, duplicated, reordered)
+    assert (lost, duplicated, reordered) == (0, 0, 0)
+    assert load.errors == []
+
+
+def quorum_leader(brokers):
+    """The node id of the controller quorum's leader, or None if no voter says it leads.
+
+    There is no client API for it, so each voter's controller listener is sent a heartbeat
+    of a broker id no broker has (-1): the leader records it (harmlessly) and answers
+    `Recorded`, the others answer `NotLeader`. Only the leader's own answer counts: another
+    voter may name a leader that has since lost its term.
+    """
+    any_broker = next(iter(brokers.values()))
+    voters = dict(v.split("@") for v in any_broker.settings["controller.quorum.voters"].split(","))
+    for node_id in brokers:
+        request = urllib.request.Request(
+            f"http://{voters[str(node_id)]}/controller/heartbeat",
+            data=json.dumps({"broker_id": -1, "incarnation": 0}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if "Recorded" in json.loads(response.read()):
+                    return node_id
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+            continue
+    return None
+
+
+@pytest.mark.parametrize("seed", [1, 7])  # their first cut: the leader of partition 0, of 1
+def test_no_acknowledged_record_is_lost_when_a_broker_is_cut_off(partitionable_cluster, seed):
+    """Cuts one broker off from the others, and from the clients too (they run in the root
+    namespace, behind the same bridge): its connections neither close nor answer until the
+    cut heals. First the leader of a random partition, then the controller quorum's leader."""
+    brokers, bootstrap, admin, network = partitionable_cluster
+    rng = random.Random(seed)
+    topic = f"partitioned-{seed}"
+    create(admin, topic)
+    load = Load(bootstrap, topic).start()
+    started = time.monotonic()
+    load.wait_for_progress(2000, 60, "records acknowledged before the faults")
+    partition = rng.randrange(PARTITIONS)
+    victim = leader_of(brokers, topic, partition)
+    times = [outage(brokers, topic, load, victim, cut_off(network))]
+    controller = wait_until(lambda: quorum_leader(brokers), 30, "the controller quorum leader")
+    times.append(outage(brokers, topic, load, controller, cut_off(network)))
+    load.finish()
+    lost, duplicated, reordered = check(bootstrap, topic, load)
+    times = [t for t in times if t is not None]
+    report(
+        f"cut off, seed {seed} (partition leader {victim}, then controller {controller})",
+        load, started, times, lost, duplicated, reordered,
     )
     assert (lost, duplicated, reordered) == (0, 0, 0)
     assert load.errors == []
@@ -288,14 +475,10 @@ def test_rolling_restart_by_controlled_shutdown_loses_nothing(cluster):
         )
         load.wait_for_progress(500, 60, f"records acknowledged while broker {broker_id} is down")
         b.restart()
-        back_in_sync(admin, topic, f"broker {broker_id} back in every ISR")
+        back_in_sync(admin, topic, f"broker {broker_id} back in every ISR", brokers)
     load.finish()
     lost, duplicated, reordered = check(bootstrap, topic, load)
-    print(
-        f"\nrolling restart: acknowledged {load.acked_count()}, lost {lost}, "
-        f"duplicated {duplicated}, reordered {reordered}, longest unavailability "
-        f"{load.longest_gap_s(started):.2f}s, delivery errors {len(load.errors)}"
-    )
+    report("rolling restart", load, started, [], lost, duplicated, reordered)
     assert (lost, duplicated, reordered) == (0, 0, 0)
     assert load.errors == [], "the application saw non-retriable errors"
 
@@ -334,7 +517,7 @@ def test_min_insync_replicas_is_enforced_for_acks_all(cluster):
     assert len(errors) == 1 and errors[0] is not None, errors
     assert errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors[0]
     brokers[follower].restart()
-    back_in_sync(admin, topic, "the follower back in the ISR")
+    back_in_sync(admin, topic, "the follower back in the ISR", brokers)
 
 
 def test_dev_cluster_starts_three_brokers_and_stops_them_on_sigterm(tmp_path):
