@@ -91,7 +91,7 @@ impl ProducerIdAllocator {
         })
     }
 
-    /// The next unused producer id.
+    /// The next unused producer id of a standalone broker.
     ///
     /// # Errors
     /// I/O errors reserving a new block.
@@ -195,10 +195,18 @@ impl Broker {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
+
+    /// The cluster id clients see: the one the controller quorum agreed on in a cluster
+    /// (every broker answers the same), else this broker's own.
+    pub fn cluster_id(&self) -> String {
+        self.cluster()
+            .and_then(|c| c.metadata().cluster_id.clone())
+            .unwrap_or_else(|| self.cluster_id.clone())
+    }
 }
 
 /// A Kafka-style cluster id: 16 random bytes in URL-safe base64 without padding.
-fn new_cluster_id() -> String {
+pub fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = uuid::Uuid::new_v4().into_bytes();
     let mut bits: u128 = u128::from_be_bytes(bytes);

@@ -30,7 +30,9 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::config::ClusterConfig;
-use crate::controller::metadata::{assign_replicas, ClusterMetadata, Command, CommandError};
+use crate::controller::metadata::{
+    assign_replicas, ClusterMetadata, Command, CommandError, PRODUCER_ID_BLOCK,
+};
 use crate::controller::quorum::{LivenessTiming, MetadataWatch, QuorumClient, QuorumError, Voter};
 use crate::topics::Partition;
 use isr::LeaderState;
@@ -61,6 +63,8 @@ pub struct Cluster {
     /// Published whenever the fetch plan (who follows what, in which epoch) changes.
     roles_changed: watch::Sender<u64>,
     voter: tokio::sync::Mutex<Option<Voter>>,
+    /// The producer id block this broker hands out from: (next id, end of the block).
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
 
 /// A partition by topic id and index: a key that costs no allocation to build.
@@ -164,6 +168,7 @@ impl Cluster {
             leaders: Mutex::new(HashMap::new()),
             roles_changed,
             voter: tokio::sync::Mutex::new(voter),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
         });
         tokio::spawn(apply_metadata(
             Arc::clone(broker),
@@ -343,6 +348,43 @@ impl Cluster {
             name: name.to_string(),
         })
         .await
+    }
+
+    /// A producer id no broker of the cluster has handed out, from a block the quorum gave
+    /// this broker (a new block is asked for when one runs out; a restart forgets the rest of
+    /// its block).
+    ///
+    /// # Errors
+    /// The quorum did not answer in time.
+    pub async fn allocate_producer_id(&self) -> Result<i64, (ResponseError, String)> {
+        let mut block = self.producer_ids.lock().await;
+        if block.0 >= block.1 {
+            let nonce = crate::controller::quorum::new_incarnation();
+            let me = self.me;
+            self.write(&Command::AllocateProducerIds { broker: me, nonce })
+                .await?;
+            let mut first = None;
+            let seen = self
+                .wait_for_metadata(ADMIN_DEADLINE, |m| {
+                    m.producer_id_blocks
+                        .get(&me)
+                        .is_some_and(|(n, _)| *n == nonce)
+                })
+                .await;
+            if seen {
+                first = self.metadata().producer_id_blocks.get(&me).map(|(_, f)| *f);
+            }
+            let first = first.ok_or_else(|| {
+                (
+                    ResponseError::CoordinatorNotAvailable,
+                    "the producer id block was committed but not seen in time".to_string(),
+                )
+            })?;
+            *block = (first, first + PRODUCER_ID_BLOCK);
+        }
+        let id = block.0;
+        block.0 += 1;
+        Ok(id)
     }
 
     /// Commits a command, mapping failures to Kafka errors.

@@ -143,7 +143,12 @@ pub async fn run_fencing(
         let commands = liveness
             .due(&metadata, session_timeout)
             .into_iter()
-            .chain(policy_commands(&metadata, &policy, rebalance_due));
+            .chain(policy_commands(
+                &metadata,
+                &policy,
+                rebalance_due,
+                crate::broker::new_cluster_id,
+            ));
         for command in commands {
             match raft.client_write(command.clone()).await {
                 Ok(_) => info!(?command, "controller applied"),

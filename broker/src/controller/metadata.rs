@@ -105,7 +105,19 @@ pub struct ClusterMetadata {
     pub topics: BTreeMap<String, TopicRecord>,
     /// Allow electing a leader outside the ISR when no ISR member is alive.
     pub unclean_leader_election: bool,
+    /// The cluster's id, chosen once by the first active controller.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// The first producer id no broker has been given yet.
+    #[serde(default)]
+    pub next_producer_id: i64,
+    /// Each broker's latest producer id block: the request's nonce and the block's first id.
+    #[serde(default)]
+    pub producer_id_blocks: BTreeMap<i32, (u64, i64)>,
 }
+
+/// Producer ids per block a broker takes from the quorum.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// A change to the metadata, as written to the quorum's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +200,16 @@ pub enum Command {
     /// The active controller's `unclean.leader.election.enable` (topics may override it).
     SetUncleanLeaderElection {
         enabled: bool,
+    },
+    /// Names the cluster; only the first one counts.
+    SetClusterId {
+        id: String,
+    },
+    /// Gives `broker` the next [`PRODUCER_ID_BLOCK`] producer ids, so that no two brokers
+    /// ever hand out the same one. `nonce` tells the broker which allocation it sees.
+    AllocateProducerIds {
+        broker: i32,
+        nonce: u64,
     },
 }
 
@@ -567,6 +589,20 @@ impl ClusterMetadata {
                     )));
                 }
                 self.brokers.remove(id);
+                Ok(())
+            }
+            Command::AllocateProducerIds { broker, nonce } => {
+                let first = self.next_producer_id;
+                self.next_producer_id = first
+                    .checked_add(PRODUCER_ID_BLOCK)
+                    .ok_or_else(|| CommandError::Invalid("producer ids exhausted".into()))?;
+                self.producer_id_blocks.insert(*broker, (*nonce, first));
+                Ok(())
+            }
+            Command::SetClusterId { id } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(id.clone());
+                }
                 Ok(())
             }
             Command::SetUncleanLeaderElection { enabled } => {
@@ -979,6 +1015,21 @@ mod tests {
         assert_eq!(p.isr, vec![3, 4]);
         assert_eq!(p.leader, 3);
         assert!(p.adding.is_empty() && p.removing.is_empty());
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut metadata = cluster(&[1, 2]);
+        let mut firsts = Vec::new();
+        for (broker, nonce) in [(1, 10), (2, 20), (1, 11)] {
+            metadata
+                .apply(&Command::AllocateProducerIds { broker, nonce })
+                .expect("allocate");
+            let (seen, first) = metadata.producer_id_blocks[&broker];
+            assert_eq!(seen, nonce);
+            firsts.push(first);
+        }
+        assert_eq!(firsts, vec![0, PRODUCER_ID_BLOCK, 2 * PRODUCER_ID_BLOCK]);
     }
 
     #[test]

@@ -28,13 +28,19 @@ pub struct ControllerPolicy {
 }
 
 /// The commands that bring the metadata in line with `policy`; `rebalance_due` says whether
-/// the rebalance check interval has passed.
+/// the rebalance check interval has passed. A cluster without an id gets `fresh_cluster_id`.
 pub fn policy_commands(
     metadata: &ClusterMetadata,
     policy: &ControllerPolicy,
     rebalance_due: bool,
+    fresh_cluster_id: impl FnOnce() -> String,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
+    if metadata.cluster_id.is_none() {
+        commands.push(Command::SetClusterId {
+            id: fresh_cluster_id(),
+        });
+    }
     if metadata.unclean_leader_election != policy.unclean_leader_election {
         commands.push(Command::SetUncleanLeaderElection {
             enabled: policy.unclean_leader_election,
@@ -57,8 +63,28 @@ mod tests {
 
     use super::*;
 
-    fn imbalanced() -> ClusterMetadata {
+    fn fresh() -> String {
+        "fresh".into()
+    }
+
+    #[test]
+    fn the_first_controller_names_the_cluster_and_the_name_sticks() {
         let mut m = ClusterMetadata::default();
+        let policy = ControllerPolicy::default();
+        let commands = policy_commands(&m, &policy, false, fresh);
+        assert_eq!(commands, vec![Command::SetClusterId { id: "fresh".into() }]);
+        m.apply(&commands[0]).expect("apply");
+        m.apply(&Command::SetClusterId { id: "other".into() })
+            .expect("apply");
+        assert_eq!(m.cluster_id.as_deref(), Some("fresh"));
+        assert!(policy_commands(&m, &policy, false, fresh).is_empty());
+    }
+
+    fn imbalanced() -> ClusterMetadata {
+        let mut m = ClusterMetadata {
+            cluster_id: Some("named".into()),
+            ..ClusterMetadata::default()
+        };
         for id in [1, 2] {
             m.apply(&Command::RegisterBroker {
                 id,
@@ -95,19 +121,21 @@ mod tests {
 
     #[test]
     fn the_controller_publishes_its_unclean_setting_once() {
-        let m = ClusterMetadata::default();
+        let mut m = ClusterMetadata {
+            cluster_id: Some("named".into()),
+            ..ClusterMetadata::default()
+        };
         let policy = ControllerPolicy {
             unclean_leader_election: true,
             leader_rebalance: None,
         };
-        let commands = policy_commands(&m, &policy, true);
+        let commands = policy_commands(&m, &policy, true, fresh);
         assert_eq!(
             commands,
             vec![Command::SetUncleanLeaderElection { enabled: true }]
         );
-        let mut m = m;
         m.apply(&commands[0]).expect("apply");
-        assert!(policy_commands(&m, &policy, true).is_empty());
+        assert!(policy_commands(&m, &policy, true, fresh).is_empty());
     }
 
     #[test]
@@ -120,10 +148,10 @@ mod tests {
                 check_interval: Duration::from_secs(1),
             }),
         };
-        assert!(policy_commands(&m, &ControllerPolicy::default(), true).is_empty());
-        assert!(policy_commands(&m, &enabled, false).is_empty());
+        assert!(policy_commands(&m, &ControllerPolicy::default(), true, fresh).is_empty());
+        assert!(policy_commands(&m, &enabled, false, fresh).is_empty());
         assert_eq!(
-            policy_commands(&m, &enabled, true),
+            policy_commands(&m, &enabled, true, fresh),
             vec![Command::ElectPreferredLeaders {
                 partitions: vec![("t".into(), 0)]
             }]

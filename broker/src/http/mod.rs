@@ -1,5 +1,8 @@
-//! The HTTP side port: `/metrics` (Prometheus text), `/healthz` (the process serves) and
-//! `/readyz` (the broker has opened its logs and listens for clients).
+//! The HTTP side port: `/metrics` (Prometheus text), `/healthz` (the process serves),
+//! `/readyz` (the broker has opened its logs and listens for clients) and the cluster admin
+//! API ([`admin`]).
+
+pub mod admin;
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(admin::routes())
         .with_state(broker)
 }
 

@@ -116,11 +116,11 @@ async fn route(
         ApiKey::ListOffsets => apis::list_offsets::handle(broker, frame),
         ApiKey::CreateTopics => apis::admin::create_topics(broker, frame).await,
         ApiKey::DeleteTopics => apis::admin::delete_topics(broker, frame).await,
-        ApiKey::CreatePartitions => apis::admin::create_partitions(broker, frame),
+        ApiKey::CreatePartitions => apis::admin::create_partitions(broker, frame).await,
         ApiKey::DescribeConfigs => apis::configs::describe_configs(broker, frame),
         ApiKey::IncrementalAlterConfigs => apis::configs::incremental_alter_configs(broker, frame),
         ApiKey::DescribeCluster => apis::admin::describe_cluster(broker, frame),
-        ApiKey::InitProducerId => apis::init_producer_id::handle(broker, frame),
+        ApiKey::InitProducerId => apis::init_producer_id::handle(broker, frame).await,
         ApiKey::FindCoordinator => apis::groups::find_coordinator(broker, frame),
         ApiKey::JoinGroup => apis::groups::join_group(broker, frame).await,
         ApiKey::SyncGroup => apis::groups::sync_group(broker, frame).await,
@@ -133,6 +133,13 @@ async fn route(
         ApiKey::OffsetFetch => apis::offsets::offset_fetch(broker, frame),
         ApiKey::OffsetDelete => apis::offsets::offset_delete(broker, frame),
         ApiKey::OffsetForLeaderEpoch => apis::leader_epochs::handle(broker, frame),
+        ApiKey::ElectLeaders => apis::reassignments::elect_leaders(broker, frame).await,
+        ApiKey::AlterPartitionReassignments => {
+            apis::reassignments::alter_partition_reassignments(broker, frame).await
+        }
+        ApiKey::ListPartitionReassignments => {
+            apis::reassignments::list_partition_reassignments(broker, frame)
+        }
         other => Err(HandlerError::Frame(FrameError::UnknownApiKey(other as i16))),
     };
     match result {
@@ -177,6 +184,9 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::OffsetFetch => "OffsetFetch",
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::ElectLeaders => "ElectLeaders",
+        ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         _ => "Other",
     }
 }

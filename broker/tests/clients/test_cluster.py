@@ -34,10 +34,11 @@ NODE_IDS = (1, 2, 3)
 
 
 @contextlib.contextmanager
-def running_cluster(tmp_path, network=None):
-    """Three brokers, all controller voters, with a short session timeout; on 127.0.0.1, or
-    each in its namespace of `network` (broker i on host i). Yields (brokers by node id,
-    bootstrap, admin client) and kills the brokers however the block ends."""
+def running_cluster(tmp_path, network=None, settings=None):
+    """Three brokers, all controller voters, with a short session timeout (and `settings` on
+    top); on 127.0.0.1, or each in its namespace of `network` (broker i on host i). Yields
+    (brokers by node id, bootstrap, admin client) and kills the brokers however the block
+    ends."""
 
     def place(i):
         return (network.netns(i), network.address(i)) if network else (None, "127.0.0.1")
@@ -56,6 +57,7 @@ def running_cluster(tmp_path, network=None):
                 "default.replication.factor": 3,
                 "min.insync.replicas": 2,
                 "controlled.shutdown.max.wait.ms": 15000,
+                **(settings or {}),
             },
             netns=place(i)[0],
             host=place(i)[1],
@@ -518,6 +520,50 @@ def test_min_insync_replicas_is_enforced_for_acks_all(cluster):
     assert errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors[0]
     brokers[follower].restart()
     back_in_sync(admin, topic, "the follower back in the ISR", brokers)
+
+
+def test_producers_through_different_brokers_get_distinct_ids_and_one_cluster_id(cluster):
+    """Producer ids come from blocks the quorum hands out: two idempotent producers that
+    bootstrap through different brokers must not be taken for one (the second one's records
+    would be dropped as duplicates while acknowledged). Every broker names the same cluster."""
+    brokers, bootstrap, admin = cluster
+    topic = "two-producers"
+    admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(timeout=30)
+    wait_until(
+        lambda: (s := partition_state(admin, topic)) and s.get(0, (-1,))[0] >= 0,
+        30,
+        f"{topic} has a leader",
+    )
+    acked = []
+    for i in (1, 2):
+        p = Producer({"bootstrap.servers": brokers[i].bootstrap, "enable.idempotence": True,
+                      "acks": "all"})
+        for n in range(5):
+            p.produce(topic, value=f"{i}-{n}".encode(), partition=0,
+                      on_delivery=lambda err, msg: acked.append((err, msg.value())))
+        assert p.flush(30) == 0
+    assert [err for err, _ in acked] == [None] * 10
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "two-producers",
+                         "auto.offset.reset": "earliest", "enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        stored = []
+        deadline = time.monotonic() + 30
+        while len(stored) < 10 and time.monotonic() < deadline:
+            stored += [m.value() for m in consumer.consume(20, timeout=1) if not m.error()]
+    finally:
+        consumer.close()
+    assert sorted(stored) == sorted(v for _, v in acked), stored
+    ids = set()
+    for b in brokers.values():
+        conn = kwire.Conn(b.bootstrap, timeout_s=5)
+        try:
+            _, r = conn.request(kwire.API_METADATA, 2, kwire.array([]))
+            r.array(lambda r: (r.i32(), r.string(), r.i32(), r.string()))  # brokers
+            ids.add(r.string())  # cluster id
+        finally:
+            conn.close()
+    assert len(ids) == 1 and None not in ids, ids
 
 
 def test_dev_cluster_starts_three_brokers_and_stops_them_on_sigterm(tmp_path):

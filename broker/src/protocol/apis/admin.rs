@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
@@ -21,7 +22,7 @@ use uuid::Uuid;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::cluster::{spread_replicas, Cluster};
-use crate::controller::metadata::ClusterMetadata;
+use crate::controller::metadata::{ClusterMetadata, Command};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 use crate::topics::{config as topic_config, TopicError};
@@ -206,30 +207,20 @@ fn topics_to_delete(request: &DeleteTopicsRequest) -> Vec<(Option<String>, Uuid)
         .collect()
 }
 
-pub fn create_partitions(
+pub async fn create_partitions(
     broker: &Arc<Broker>,
     frame: &RequestFrame,
 ) -> Result<Outcome, HandlerError> {
     let request: CreatePartitionsRequest = frame.decode()?;
+    let cluster = broker.cluster();
     let mut results = Vec::with_capacity(request.topics.len());
     for wanted in &request.topics {
-        let name = wanted.name.0.as_str();
         let mut result = CreatePartitionsTopicResult::default().with_name(wanted.name.clone());
-        let misassigned = wanted
-            .assignments
-            .iter()
-            .flatten()
-            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id));
-        let outcome = if misassigned {
-            Err((
-                ResponseError::InvalidReplicaAssignment,
-                "replicas must be on the one broker".to_string(),
-            ))
-        } else {
-            broker
-                .topics
-                .create_partitions(name, wanted.count, request.validate_only)
-                .map_err(|e| topic_error(&e))
+        let outcome = match cluster {
+            Some(cluster) => {
+                add_partitions_in_cluster(cluster, wanted, request.validate_only).await
+            }
+            None => add_partitions_standalone(broker, wanted, request.validate_only),
         };
         if let Err((code, message)) = outcome {
             result.error_code = code.code();
@@ -241,6 +232,128 @@ pub fn create_partitions(
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
+fn add_partitions_standalone(
+    broker: &Broker,
+    wanted: &CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let misassigned = wanted
+        .assignments
+        .iter()
+        .flatten()
+        .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id));
+    if misassigned {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "replicas must be on the one broker".to_string(),
+        ));
+    }
+    broker
+        .topics
+        .create_partitions(wanted.name.0.as_str(), wanted.count, validate_only)
+        .map_err(|e| topic_error(&e))
+}
+
+/// The replicas of the partitions a CreatePartitions request adds to a cluster topic: the
+/// request's assignment, or placed like the topic's first partitions.
+fn plan_new_partitions(
+    metadata: &ClusterMetadata,
+    wanted: &CreatePartitionsTopic,
+) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+    let name = wanted.name.0.as_str();
+    let topic = metadata.topics.get(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic `{name}` does not exist"),
+        )
+    })?;
+    let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+    if wanted.count <= current || wanted.count > 100_000 {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!(
+                "topic has {current} partitions; {} must be more, and at most 100000",
+                wanted.count
+            ),
+        ));
+    }
+    let adding = wanted.count - current;
+    let replication_factor = topic.partitions.first().map_or(1, |p| {
+        if p.original.is_empty() {
+            p.replicas.len()
+        } else {
+            p.original.len()
+        }
+    });
+    if let Some(assignments) = &wanted.assignments {
+        if assignments.len() != usize::try_from(adding).unwrap_or(0) {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "{} assignments for {adding} new partitions",
+                    assignments.len()
+                ),
+            ));
+        }
+        let assignment: Vec<Vec<i32>> = assignments
+            .iter()
+            .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+            .collect();
+        for replicas in &assignment {
+            let distinct: std::collections::BTreeSet<&i32> = replicas.iter().collect();
+            if replicas.len() != replication_factor || distinct.len() != replicas.len() {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("replicas {replicas:?} must be {replication_factor} distinct brokers"),
+                ));
+            }
+            if let Some(unknown) = replicas.iter().find(|r| !metadata.brokers.contains_key(r)) {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("broker {unknown} is not registered"),
+                ));
+            }
+        }
+        return Ok(assignment);
+    }
+    let live: Vec<i32> = metadata.placement_brokers().into_iter().collect();
+    crate::controller::metadata::assign_replicas(
+        &live,
+        adding,
+        i16::try_from(replication_factor).unwrap_or(i16::MAX),
+        current,
+    )
+    .map_err(|e| (ResponseError::InvalidReplicationFactor, e.to_string()))
+}
+
+async fn add_partitions_in_cluster(
+    cluster: &Cluster,
+    wanted: &CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let metadata = cluster.metadata();
+    let assignment = plan_new_partitions(&metadata, wanted)?;
+    if validate_only {
+        return Ok(());
+    }
+    let name = wanted.name.0.to_string();
+    cluster
+        .write(&Command::CreatePartitions {
+            name: name.clone(),
+            assignment,
+        })
+        .await?;
+    let count = usize::try_from(wanted.count).unwrap_or(usize::MAX);
+    cluster
+        .wait_for_metadata(SEE_CREATED_WITHIN, |m| {
+            m.topics
+                .get(&name)
+                .is_some_and(|t| t.partitions.len() >= count)
+        })
+        .await;
+    Ok(())
+}
+
 /// DescribeCluster endpoint type for brokers (controllers are not exposed separately).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
@@ -250,12 +363,27 @@ pub fn describe_cluster(
 ) -> Result<Outcome, HandlerError> {
     let request: DescribeClusterRequest = frame.decode()?;
     let mut response = DescribeClusterResponse::default()
-        .with_cluster_id(str_bytes(&broker.cluster_id))
+        .with_cluster_id(str_bytes(&broker.cluster_id()))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_endpoint_type(request.endpoint_type);
     if frame.version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         response.error_code = ResponseError::UnsupportedEndpointType.code();
         response.error_message = Some(str_bytes("only the broker endpoint type is served"));
+    } else if let Some(cluster) = broker.cluster() {
+        // Every broker that serves: registered and unfenced, as Kafka lists them.
+        response.brokers = cluster
+            .metadata()
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id))
+                    .with_host(str_bytes(&b.host))
+                    .with_port(b.port)
+                    .with_rack(b.rack.as_deref().map(str_bytes))
+            })
+            .collect();
     } else {
         response.brokers = vec![DescribeClusterBroker::default()
             .with_broker_id(BrokerId(broker.config.node_id))

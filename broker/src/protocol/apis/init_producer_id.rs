@@ -1,5 +1,8 @@
 //! InitProducerId for idempotent producers: a fresh producer id, or the next epoch of the
 //! producer id the client already holds (KIP-360). Transactions are not supported yet.
+//!
+//! Invariant: no two producers get the same id, also across the brokers of a cluster (whose
+//! ids come from blocks the controller quorum hands out).
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use crate::broker::Broker;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 
-pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
     let request: InitProducerIdRequest = frame.decode()?;
     let mut response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
@@ -25,7 +28,15 @@ pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, Han
         response.producer_id = request.producer_id;
         response.producer_epoch = request.producer_epoch + 1;
     } else {
-        match broker.producer_ids.allocate() {
+        // In a cluster the quorum hands out blocks, so that ids are unique across brokers.
+        let allocated = match broker.cluster() {
+            Some(cluster) => cluster
+                .allocate_producer_id()
+                .await
+                .map_err(|(_, message)| message),
+            None => broker.producer_ids.allocate().map_err(|e| e.to_string()),
+        };
+        match allocated {
             Ok(id) => {
                 response.producer_id = ProducerId(id);
                 response.producer_epoch = 0;

@@ -88,7 +88,7 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
         .with_port(broker.config.advertised_port);
     let response = MetadataResponse::default()
         .with_brokers(vec![node])
-        .with_cluster_id((v >= 2).then(|| str_bytes(&broker.cluster_id)))
+        .with_cluster_id((v >= 2).then(|| str_bytes(&broker.cluster_id())))
         .with_controller_id(BrokerId(if v >= 1 { broker.config.node_id } else { -1 }))
         .with_topics(topics);
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
@@ -264,7 +264,7 @@ async fn cluster_metadata(
         .collect();
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id((v >= 2).then(|| str_bytes(&broker.cluster_id)))
+        .with_cluster_id((v >= 2).then(|| str_bytes(&broker.cluster_id())))
         .with_controller_id(BrokerId(if v >= 1 { cluster.me } else { -1 }))
         .with_topics(topics)
 }

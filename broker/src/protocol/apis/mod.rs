@@ -12,6 +12,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod reassignments;
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
