@@ -168,7 +168,13 @@ impl Broker {
         }
         let producer_ids = ProducerIdAllocator::open(config.data_dir.join(PRODUCER_IDS_FILE))?;
         let topics = TopicRegistry::open(Arc::clone(&config))?;
-        let offsets = OffsetStore::open(&topics, config.offsets_topic_partitions)?;
+        // In a cluster the offsets topic is the controller's, loaded partition by partition
+        // as this broker comes to lead it.
+        let offsets = if config.cluster.is_some() {
+            OffsetStore::replicated(config.offsets_topic_partitions)
+        } else {
+            OffsetStore::open(&topics, config.offsets_topic_partitions)?
+        };
         let groups = Arc::new(GroupCoordinator::new(offsets, config.group_limits));
         Ok(Arc::new(Self {
             groups,

@@ -34,6 +34,7 @@ use crate::controller::metadata::{
     assign_replicas, ClusterMetadata, Command, CommandError, PRODUCER_ID_BLOCK,
 };
 use crate::controller::quorum::{LivenessTiming, MetadataWatch, QuorumClient, QuorumError, Voter};
+use crate::group::offsets::OFFSETS_TOPIC;
 use crate::topics::Partition;
 use isr::LeaderState;
 use roles::{desired_roles, PartitionKey, Role};
@@ -170,6 +171,18 @@ impl Cluster {
             voter: tokio::sync::Mutex::new(voter),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
         });
+        let (weak_broker, weak_cluster) = (Arc::downgrade(broker), Arc::downgrade(&cluster));
+        broker
+            .groups
+            .offsets
+            .set_after_append(Box::new(move |partition| {
+                if let Some(cluster) = weak_cluster.upgrade() {
+                    cluster.after_leader_append(partition);
+                }
+                if let Some(broker) = weak_broker.upgrade() {
+                    broker.appended.notify_waiters();
+                }
+            }));
         tokio::spawn(apply_metadata(
             Arc::clone(broker),
             Arc::clone(&cluster),
@@ -647,6 +660,7 @@ fn apply_once(
     if plan_changed {
         cluster.roles_changed.send_modify(|n| *n += 1);
     }
+    coordinate_led_offsets_partitions(broker, cluster, &hosted);
     broker.appended.notify_waiters();
     metadata
         .topics
@@ -654,6 +668,34 @@ fn apply_once(
         .cloned()
         .chain(seen.iter().cloned())
         .collect()
+}
+
+/// Loads the offsets partitions this broker now leads (it coordinates their groups) and
+/// unloads those it no longer leads.
+fn coordinate_led_offsets_partitions(
+    broker: &Broker,
+    cluster: &Cluster,
+    hosted: &BTreeMap<PartitionKey, Arc<Partition>>,
+) {
+    let groups = &broker.groups;
+    let mut led = BTreeSet::new();
+    for ((name, index), partition) in hosted {
+        if name != OFFSETS_TOPIC {
+            continue;
+        }
+        let Ok(epoch) = cluster.leader_epoch(partition, -1) else {
+            continue;
+        };
+        led.insert(*index);
+        if let Err(e) = groups.load_partition(Arc::clone(partition), epoch) {
+            warn!(partition = index, error = %e, "cannot load an offsets partition");
+        }
+    }
+    for index in groups.offsets.loaded_partitions() {
+        if !led.contains(&index) {
+            groups.unload_partition(index);
+        }
+    }
 }
 
 /// Periodically proposes ISR shrinks for followers that stopped keeping up.

@@ -27,7 +27,7 @@ use super::membership::{
     codes, Durable, Effect, Group, GroupLimits, GroupSnapshot, GroupState, JoinOutcome,
     JoinRequest, JoinResult, SyncOutcome, SyncResult,
 };
-use super::offsets::{CommittedOffset, OffsetStore, OffsetStoreError};
+use super::offsets::{CommitPoint, CommittedOffset, OffsetStore, OffsetStoreError};
 
 /// How often the group timers run.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -86,6 +86,27 @@ impl Slot {
     }
 }
 
+/// Group slots for restored stable groups; their members have a full session timeout from
+/// now to show up.
+fn restored(
+    snapshots: HashMap<String, GroupSnapshot>,
+    limits: GroupLimits,
+) -> HashMap<String, Slot> {
+    let now = now_ms();
+    snapshots
+        .into_iter()
+        .map(|(id, snapshot)| {
+            let group = Group::restore(&id, snapshot, limits, now);
+            let slot = Slot {
+                durable: group.durable(),
+                group: Some(group),
+                ..Slot::default()
+            };
+            (id, slot)
+        })
+        .collect()
+}
+
 /// A summary of a group for ListGroups/DescribeGroups.
 #[derive(Debug, Clone)]
 pub struct GroupSummary {
@@ -116,26 +137,44 @@ impl GroupCoordinator {
     /// A coordinator that resumes the stable groups found in `offsets`; their members have a
     /// full session timeout from now to show up.
     pub fn new(offsets: OffsetStore, limits: GroupLimits) -> Self {
-        let now = now_ms();
-        let groups = offsets
-            .take_replayed_groups()
-            .into_iter()
-            .map(|(id, snapshot)| {
-                let group = Group::restore(&id, snapshot, limits, now);
-                let slot = Slot {
-                    durable: group.durable(),
-                    group: Some(group),
-                    ..Slot::default()
-                };
-                (id, slot)
-            })
-            .collect();
+        let groups = restored(offsets.take_replayed_groups(), limits);
         Self {
             groups: Mutex::new(groups),
             limits,
             offsets,
             snapshot_seq: AtomicU64::new(0),
         }
+    }
+
+    /// Starts coordinating the groups of offsets partition `partition` (this broker became
+    /// its leader in `leader_epoch`): loads their offsets and resumes their stable
+    /// generations, as a restarted coordinator does.
+    ///
+    /// # Errors
+    /// Reading the partition failed; its groups stay uncoordinated here.
+    pub fn load_partition(
+        &self,
+        partition: Arc<crate::topics::Partition>,
+        leader_epoch: i32,
+    ) -> Result<(), OffsetStoreError> {
+        let snapshots = self.offsets.load(partition, leader_epoch)?;
+        let restored = restored(snapshots, self.limits);
+        let mut groups = self.groups.lock();
+        for (id, slot) in restored {
+            groups.entry(id).or_insert(slot);
+        }
+        Ok(())
+    }
+
+    /// Stops coordinating the groups of offsets partition `index` (leadership moved): their
+    /// state leaves memory and waiting members are told to rejoin (they then find the new
+    /// coordinator).
+    pub fn unload_partition(&self, index: i32) {
+        let count = self.offsets.partition_count();
+        self.groups
+            .lock()
+            .retain(|id, _| super::offsets::partition_for(id, count) != index);
+        self.offsets.unload(index);
     }
 
     /// Writes group snapshots taken under the lock (after it is released). A failed write
@@ -334,7 +373,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         entries: Vec<((String, i32), CommittedOffset)>,
-    ) -> Result<(), OffsetStoreError> {
+    ) -> Result<Option<CommitPoint>, OffsetStoreError> {
         let entries: Vec<_> = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
         self.offsets.write(group_id, &entries, now_ms())
     }
@@ -347,7 +386,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         partitions: &[(String, i32)],
-    ) -> Result<(), OffsetStoreError> {
+    ) -> Result<Option<CommitPoint>, OffsetStoreError> {
         let entries: Vec<_> = partitions.iter().map(|k| (k.clone(), None)).collect();
         self.offsets.write(group_id, &entries, now_ms())
     }
@@ -421,7 +460,7 @@ impl GroupCoordinator {
         let partitions: Vec<(String, i32)> =
             self.offsets.group_offsets(group_id).into_keys().collect();
         match self.delete_offsets(group_id, &partitions) {
-            Ok(()) => codes::NONE,
+            Ok(_) => codes::NONE,
             Err(_) => 15, // COORDINATOR_NOT_AVAILABLE: retriable
         }
     }

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::compaction::{self, LatestRecords};
 use super::membership::{GroupSnapshot, MemberSnapshot};
 use crate::log::{LogError, PartitionLog};
-use crate::topics::{AppendError, Partition, Topic, TopicError, TopicRegistry};
+use crate::topics::{AppendError, Partition, TopicError, TopicRegistry};
 
 /// Name of the internal offsets topic.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -53,7 +53,28 @@ pub enum OffsetStoreError {
     Log(#[from] LogError),
     #[error("cannot encode offset records: {0}")]
     Encode(String),
+    /// This broker does not (or no longer) coordinate the groups of this offsets partition.
+    #[error("offsets partition {0} is not loaded here")]
+    NotLoaded(i32),
 }
+
+/// Where a write landed: it is committed once the partition's high watermark reaches `end`.
+#[derive(Debug, Clone)]
+pub struct CommitPoint {
+    pub partition: Arc<Partition>,
+    pub end: i64,
+}
+
+/// An offsets partition whose groups this broker coordinates.
+struct Loaded {
+    partition: Arc<Partition>,
+    /// The leader epoch its appends are stamped with (0 on a standalone broker).
+    leader_epoch: i32,
+}
+
+/// Called after every append to an offsets partition (a cluster moves its high watermark
+/// and wakes waiting fetches).
+pub type AfterAppend = Box<dyn Fn(&Partition) + Send + Sync>;
 
 /// Java's `String.hashCode`, so groups map to the same offsets partition as in Kafka.
 pub fn java_string_hash(s: &str) -> i32 {
@@ -420,9 +441,18 @@ pub struct Compaction {
 
 type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 
-/// The committed offsets of every group, backed by `__consumer_offsets`.
+/// The committed offsets of the groups this broker coordinates, backed by
+/// `__consumer_offsets`.
+///
+/// Standalone, every offsets partition is loaded at open. In a cluster, a partition is
+/// loaded when this broker becomes its leader ([`load`](Self::load)) and unloaded when it
+/// stops leading; memory then holds exactly the groups of loaded partitions.
 pub struct OffsetStore {
-    topic: Arc<Topic>,
+    partition_count: i32,
+    loaded: RwLock<HashMap<i32, Loaded>>,
+    /// Replicated partitions are compacted by no one yet (see [`compact_all`]).
+    replicated: bool,
+    after_append: std::sync::OnceLock<AfterAppend>,
     offsets: RwLock<HashMap<String, GroupOffsets>>,
     /// One per offsets partition, held from append to in-memory update, so that memory
     /// applies a partition's writes in log order (what a restart replays).
@@ -453,19 +483,22 @@ impl OffsetStore {
                 topics.create(OFFSETS_TOPIC, partitions, 1, configs)?
             }
         };
-        let write_order = (0..topic.partition_count())
-            .map(|_| Mutex::new(()))
+        let store = Self::empty(topic.partition_count(), false);
+        *store.loaded.write() = topic
+            .partitions()
+            .into_iter()
+            .map(|partition| {
+                (
+                    partition.index,
+                    Loaded {
+                        partition,
+                        leader_epoch: 0,
+                    },
+                )
+            })
             .collect();
-        let store = Self {
-            topic,
-            offsets: RwLock::new(HashMap::new()),
-            write_order,
-            replayed_groups: Mutex::new(HashMap::new()),
-            group_seq: Mutex::new(HashMap::new()),
-            compaction: Mutex::new(HashMap::new()),
-        };
         let mut records = 0usize;
-        for partition in store.topic.partitions() {
+        for partition in topic.partitions() {
             records += store.replay(&partition)?;
         }
         info!(
@@ -475,6 +508,113 @@ impl OffsetStore {
             "loaded committed offsets and group metadata"
         );
         Ok(store)
+    }
+
+    /// A store for a broker in a cluster: `partitions` offsets partitions (the cluster's
+    /// topic), none loaded yet.
+    pub fn replicated(partitions: i32) -> Self {
+        Self::empty(partitions, true)
+    }
+
+    fn empty(partitions: i32, replicated: bool) -> Self {
+        let write_order = (0..partitions.max(1)).map(|_| Mutex::new(())).collect();
+        Self {
+            partition_count: partitions.max(1),
+            loaded: RwLock::new(HashMap::new()),
+            replicated,
+            after_append: std::sync::OnceLock::new(),
+            offsets: RwLock::new(HashMap::new()),
+            write_order,
+            replayed_groups: Mutex::new(HashMap::new()),
+            group_seq: Mutex::new(HashMap::new()),
+            compaction: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets what runs after every append (once).
+    pub fn set_after_append(&self, hook: AfterAppend) {
+        if self.after_append.set(hook).is_err() {
+            warn!("the offsets append hook was already set");
+        }
+    }
+
+    /// Loads `partition` as its leader in `leader_epoch`: replays it into memory and returns
+    /// the stable groups found, for the coordinator to restore. Already loaded: only the
+    /// epoch changes, and no group is returned.
+    ///
+    /// # Errors
+    /// Reading the log failed; the partition is then not loaded.
+    pub fn load(
+        &self,
+        partition: Arc<Partition>,
+        leader_epoch: i32,
+    ) -> Result<HashMap<String, GroupSnapshot>, OffsetStoreError> {
+        let index = partition.index;
+        let _in_log_order = self.lock_partition(index);
+        if let Some(loaded) = self.loaded.write().get_mut(&index) {
+            loaded.leader_epoch = leader_epoch;
+            return Ok(HashMap::new());
+        }
+        self.forget_groups_of(index);
+        let records = self.replay(&partition)?;
+        let count = self.partition_count;
+        let groups: HashMap<String, GroupSnapshot> = {
+            let mut replayed = self.replayed_groups.lock();
+            let ids: Vec<String> = replayed
+                .keys()
+                .filter(|g| partition_for(g, count) == index)
+                .cloned()
+                .collect();
+            ids.into_iter()
+                .filter_map(|g| replayed.remove(&g).map(|s| (g, s)))
+                .collect()
+        };
+        self.loaded.write().insert(
+            index,
+            Loaded {
+                partition,
+                leader_epoch,
+            },
+        );
+        info!(
+            partition = index,
+            records,
+            stable_groups = groups.len(),
+            "loaded offsets partition"
+        );
+        Ok(groups)
+    }
+
+    /// Stops coordinating the groups of offsets partition `index`: their offsets leave
+    /// memory (the log keeps them for the next leader).
+    pub fn unload(&self, index: i32) {
+        let _in_log_order = self.lock_partition(index);
+        if self.loaded.write().remove(&index).is_some() {
+            self.forget_groups_of(index);
+            info!(partition = index, "unloaded offsets partition");
+        }
+    }
+
+    fn forget_groups_of(&self, index: i32) {
+        let count = self.partition_count;
+        self.offsets
+            .write()
+            .retain(|g, _| partition_for(g, count) != index);
+        self.group_seq
+            .lock()
+            .retain(|g, _| partition_for(g, count) != index);
+        self.replayed_groups
+            .lock()
+            .retain(|g, _| partition_for(g, count) != index);
+    }
+
+    /// The offsets partitions loaded here.
+    pub fn loaded_partitions(&self) -> Vec<i32> {
+        self.loaded.read().keys().copied().collect()
+    }
+
+    pub fn is_loaded(&self, index: i32) -> bool {
+        self.loaded.read().contains_key(&index)
     }
 
     /// Applies every record of `partition` in log order.
@@ -530,7 +670,7 @@ impl OffsetStore {
     }
 
     pub fn partition_count(&self) -> i32 {
-        self.topic.partition_count()
+        self.partition_count
     }
 
     /// Durably records `entries` (None = delete) for `group`, then makes them visible.
@@ -544,9 +684,9 @@ impl OffsetStore {
         group: &str,
         entries: &[((String, i32), Option<CommittedOffset>)],
         now_ms: i64,
-    ) -> Result<(), OffsetStoreError> {
+    ) -> Result<Option<CommitPoint>, OffsetStoreError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let records = entries
             .iter()
@@ -557,7 +697,7 @@ impl OffsetStore {
                 )
             })
             .collect();
-        let _in_log_order = self.append(group, records, now_ms)?;
+        let (_in_log_order, point) = self.append(group, records, now_ms)?;
         let mut offsets = self.offsets.write();
         for ((topic, p), value) in entries {
             match value {
@@ -577,7 +717,7 @@ impl OffsetStore {
         if offsets.get(group).is_some_and(BTreeMap::is_empty) {
             offsets.remove(group);
         }
-        Ok(())
+        Ok(Some(point))
     }
 
     /// Durably records a group's metadata (`None`: it has no members; a tombstone).
@@ -626,11 +766,11 @@ impl OffsetStore {
         group: &str,
         records: Vec<(Bytes, Option<Bytes>)>,
         now_ms: i64,
-    ) -> Result<Option<parking_lot::MutexGuard<'_, ()>>, OffsetStoreError> {
+    ) -> Result<(Option<parking_lot::MutexGuard<'_, ()>>, CommitPoint), OffsetStoreError> {
         let index = partition_for(group, self.partition_count());
         let guard = self.lock_partition(index);
-        self.append_locked(index, records, now_ms)?;
-        Ok(guard)
+        let point = self.append_locked(index, records, now_ms)?;
+        Ok((guard, point))
     }
 
     fn append_locked(
@@ -638,14 +778,23 @@ impl OffsetStore {
         index: i32,
         records: Vec<(Bytes, Option<Bytes>)>,
         now_ms: i64,
-    ) -> Result<(), OffsetStoreError> {
-        let partition = self.topic.partition(index).ok_or_else(|| {
-            OffsetStoreError::Encode(format!("offsets partition {index} is missing"))
-        })?;
+    ) -> Result<CommitPoint, OffsetStoreError> {
+        let (partition, leader_epoch) = self
+            .loaded
+            .read()
+            .get(&index)
+            .map(|l| (Arc::clone(&l.partition), l.leader_epoch))
+            .ok_or(OffsetStoreError::NotLoaded(index))?;
         let mut buf = encode_batch(records.into_iter().map(|(key, value)| (key, value, now_ms)))?;
-        partition.append(&mut buf, 0)?;
+        let appended = partition.append(&mut buf, leader_epoch)?;
         partition.log.flush()?;
-        Ok(())
+        if let Some(hook) = self.after_append.get() {
+            hook(&partition);
+        }
+        Ok(CommitPoint {
+            partition,
+            end: appended.last_offset + 1,
+        })
     }
 
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
@@ -673,8 +822,13 @@ impl OffsetStore {
     /// [`compact`](Self::compact)); a failure is logged and leaves that partition as it was.
     /// Returns the number of segments deleted.
     pub fn compact_all(&self) -> usize {
+        if self.replicated {
+            // Leader and followers would need the same cut; not done for replicated
+            // partitions yet.
+            return 0;
+        }
         let mut deleted = 0;
-        for index in self.topic.partitions().iter().map(|p| p.index) {
+        for index in self.loaded_partitions() {
             match self.compact(index) {
                 Ok(Some(done)) => {
                     info!(
@@ -727,9 +881,11 @@ impl OffsetStore {
     }
 
     fn offsets_partition(&self, index: i32) -> Result<Arc<Partition>, OffsetStoreError> {
-        self.topic.partition(index).ok_or_else(|| {
-            OffsetStoreError::Encode(format!("offsets partition {index} is missing"))
-        })
+        self.loaded
+            .read()
+            .get(&index)
+            .map(|l| Arc::clone(&l.partition))
+            .ok_or(OffsetStoreError::NotLoaded(index))
     }
 
     fn write_snapshot_locked(

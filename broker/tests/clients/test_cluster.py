@@ -609,3 +609,101 @@ def test_dev_cluster_starts_three_brokers_and_stops_them_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def java_hash(s):
+    """Java's String.hashCode (what maps a group to its __consumer_offsets partition)."""
+    h = 0
+    for unit in s.encode("utf-16-be").hex(" ", 2).split():
+        h = (31 * h + int(unit, 16)) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def coordinator_of(admin, group):
+    """The leader of `group`'s __consumer_offsets partition (-1 while there is none)."""
+    try:
+        topics = admin.list_topics(timeout=5).topics  # all topics: naming one may create it
+    except KafkaException:
+        return -1
+    offsets = topics.get("__consumer_offsets")
+    if offsets is None or not offsets.partitions:
+        return -1
+    index = (java_hash(group) & 0x7FFFFFFF) % len(offsets.partitions)
+    return offsets.partitions[index].leader
+
+
+def test_a_consumer_group_keeps_its_offsets_when_its_coordinator_dies(cluster):
+    """Group offsets ride on replication: every broker names the same coordinator (the leader
+    of the group's __consumer_offsets partition), members that bootstrap through different
+    brokers form one group, and after the coordinator is killed the next leader of that
+    partition serves the offsets committed before."""
+    brokers, bootstrap, admin = cluster
+    topic, group = "consumed", "survivors"
+    create(admin, topic)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for n in range(3000):
+        producer.produce(topic, value=str(n).encode(), partition=n % PARTITIONS)
+    assert producer.flush(30) == 0
+
+    def member(via):
+        return Consumer({"bootstrap.servers": brokers[via].bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+
+    # Two members through different brokers share the partitions: one group, one coordinator.
+    first, second = member(1), member(2)
+    try:
+        first.subscribe([topic])
+        second.subscribe([topic])
+        wait_until(
+            lambda: (first.consume(10, timeout=0.2) is not None)
+            and (second.consume(10, timeout=0.2) is not None)
+            and len(first.assignment()) + len(second.assignment()) == PARTITIONS
+            and not {p.partition for p in first.assignment()}
+            & {p.partition for p in second.assignment()},
+            60,
+            "the two members split the partitions",
+        )
+    finally:
+        second.close()
+    # The remaining member commits a position in every partition.
+    wait_until(
+        lambda: first.consume(50, timeout=0.2) is not None
+        and len(first.assignment()) == PARTITIONS,
+        60,
+        "the first member owns every partition",
+    )
+    committed = [TopicPartition(topic, p, 100 + 10 * p) for p in range(PARTITIONS)]
+    first.commit(offsets=committed, asynchronous=False)
+    first.close()
+    victim = wait_until(lambda: (c := coordinator_of(admin, group)) > 0 and c, 30,
+                        "the group's coordinator")
+    killed_at = time.monotonic()
+    brokers[victim].kill9()
+    survivor = next(i for i in brokers if i != victim)
+    after = member(survivor)
+
+    def committed_now():
+        try:
+            c = after.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=5)
+        except KafkaException:  # the old coordinator is gone: ask again
+            return None
+        return c if all(tp.offset >= 0 for tp in c) else None
+
+    try:
+        got = wait_until(
+            committed_now,
+            60,
+            "committed offsets from the new coordinator",
+            interval_s=0.2,
+        )
+    finally:
+        after.close()
+    moved_in = time.monotonic() - killed_at
+    new_coordinator = coordinator_of(admin, group)
+    print(f"\ngroup coordinator {victim} killed; offsets served by {new_coordinator} after "
+          f"{moved_in:.2f}s")
+    assert new_coordinator not in (-1, victim)
+    assert [(tp.partition, tp.offset) for tp in got] == [
+        (tp.partition, tp.offset) for tp in committed
+    ]

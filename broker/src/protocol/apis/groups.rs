@@ -18,9 +18,16 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use std::collections::BTreeMap;
+
+use tracing::{debug, info, warn};
+
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::cluster::{spread_replicas, Cluster};
+use crate::controller::metadata::{ClusterMetadata, NO_LEADER};
 use crate::group::membership::{codes, JoinRequest};
+use crate::group::offsets::{partition_for, OFFSETS_TOPIC};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 
@@ -31,46 +38,67 @@ fn opt_str(s: Option<String>) -> Option<StrBytes> {
     s.map(|s| str_bytes(&s))
 }
 
-pub fn find_coordinator(
+pub async fn find_coordinator(
     broker: &Arc<Broker>,
     frame: &RequestFrame,
 ) -> Result<Outcome, HandlerError> {
     let request: FindCoordinatorRequest = frame.decode()?;
-    let config = &broker.config;
-    let served = request.key_type == KEY_TYPE_GROUP;
-    let (code, message) = if served {
-        (0, None)
-    } else {
-        (
-            ResponseError::CoordinatorNotAvailable.code(),
-            Some(str_bytes("only group coordinators are served")),
-        )
-    };
-    let (node, host, port) = if served {
-        (
-            config.node_id,
-            str_bytes(&config.advertised_host),
-            config.advertised_port,
-        )
-    } else {
-        (-1, StrBytes::default(), -1)
-    };
-    let mut response = FindCoordinatorResponse::default();
-    if frame.version >= 4 {
-        response.coordinators = request
+    let keys: Vec<String> = if frame.version >= 4 {
+        request
             .coordinator_keys
             .iter()
-            .map(|key| {
+            .map(|k| k.as_str().to_string())
+            .collect()
+    } else {
+        vec![request.key.as_str().to_string()]
+    };
+    let mut answers = Vec::with_capacity(keys.len());
+    for key in &keys {
+        let answer = if request.key_type != KEY_TYPE_GROUP {
+            Err((
+                ResponseError::CoordinatorNotAvailable,
+                "only group coordinators are served".to_string(),
+            ))
+        } else {
+            match broker.cluster() {
+                Some(cluster) => coordinator_in_cluster(broker, cluster, key).await,
+                None => Ok((
+                    broker.config.node_id,
+                    broker.config.advertised_host.clone(),
+                    broker.config.advertised_port,
+                )),
+            }
+        };
+        answers.push(answer);
+    }
+    let mut response = FindCoordinatorResponse::default();
+    let unpack = |answer: &CoordinatorAnswer| match answer {
+        Ok((node, host, port)) => (0, None, *node, str_bytes(host), *port),
+        Err((code, message)) => (
+            code.code(),
+            Some(str_bytes(message)),
+            -1,
+            StrBytes::default(),
+            -1,
+        ),
+    };
+    if frame.version >= 4 {
+        response.coordinators = keys
+            .iter()
+            .zip(&answers)
+            .map(|(key, answer)| {
+                let (code, message, node, host, port) = unpack(answer);
                 Coordinator::default()
-                    .with_key(key.clone())
+                    .with_key(str_bytes(key))
                     .with_node_id(BrokerId(node))
-                    .with_host(host.clone())
+                    .with_host(host)
                     .with_port(port)
                     .with_error_code(code)
-                    .with_error_message(message.clone())
+                    .with_error_message(message)
             })
             .collect();
-    } else {
+    } else if let Some(answer) = answers.first() {
+        let (code, message, node, host, port) = unpack(answer);
         response.error_code = code;
         if frame.version >= 1 {
             response.error_message = message;
@@ -80,6 +108,88 @@ pub fn find_coordinator(
         response.port = port;
     }
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
+}
+
+/// A coordinator's (node id, host, port), or the error to answer.
+type CoordinatorAnswer = Result<(i32, String, i32), (ResponseError, String)>;
+
+/// The coordinator of `group` in a cluster: the leader of its `__consumer_offsets`
+/// partition. The topic is created through the controller on first use (clients retry
+/// COORDINATOR_NOT_AVAILABLE meanwhile).
+async fn coordinator_in_cluster(
+    broker: &Broker,
+    cluster: &Cluster,
+    group: &str,
+) -> CoordinatorAnswer {
+    let metadata = cluster.metadata();
+    let not_available = |why: String| Err((ResponseError::CoordinatorNotAvailable, why));
+    let Some(topic) = metadata.topics.get(OFFSETS_TOPIC) else {
+        create_offsets_topic(broker, cluster, &metadata).await;
+        return not_available(format!("{OFFSETS_TOPIC} is being created"));
+    };
+    let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+    let index = partition_for(group, count);
+    let leader = metadata
+        .partition(OFFSETS_TOPIC, index)
+        .map_or(NO_LEADER, |p| p.leader);
+    match metadata.brokers.get(&leader) {
+        Some(b) => Ok((b.id, b.host.clone(), b.port)),
+        None => not_available(format!("{OFFSETS_TOPIC}-{index} has no leader")),
+    }
+}
+
+/// Creates `__consumer_offsets` through the controller: `offsets.topic.num.partitions`
+/// partitions, compacted, with `offsets.topic.replication.factor` replicas or as many as
+/// there are brokers. A failure (another broker created it first) is only logged.
+async fn create_offsets_topic(broker: &Broker, cluster: &Cluster, metadata: &ClusterMetadata) {
+    let brokers = i16::try_from(metadata.placement_brokers().len()).unwrap_or(i16::MAX);
+    let replication_factor = cluster.config.offsets_topic_replication_factor.min(brokers);
+    let assignment = match spread_replicas(
+        metadata,
+        broker.config.offsets_topic_partitions,
+        replication_factor,
+    ) {
+        Ok(assignment) => assignment,
+        Err((_, message)) => {
+            warn!(error = %message, "cannot place {OFFSETS_TOPIC} yet");
+            return;
+        }
+    };
+    let mut configs = BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert(
+        "segment.bytes".to_string(),
+        broker.config.offsets_topic_segment_bytes.to_string(),
+    );
+    match cluster
+        .create_topic(OFFSETS_TOPIC, assignment, configs)
+        .await
+    {
+        Ok(_) => info!(replication_factor, "created {OFFSETS_TOPIC}"),
+        Err((_, message)) => debug!(error = %message, "{OFFSETS_TOPIC} not created here"),
+    }
+}
+
+/// Why this broker cannot serve `group` now: NOT_COORDINATOR when it does not lead the
+/// group's offsets partition, COORDINATOR_LOAD_IN_PROGRESS while it loads it. A standalone
+/// broker coordinates every group.
+pub fn coordinator_error(broker: &Broker, group: &str) -> Option<ResponseError> {
+    let cluster = broker.cluster()?;
+    let offsets = &broker.groups.offsets;
+    let index = partition_for(group, offsets.partition_count());
+    if offsets.is_loaded(index) {
+        return None;
+    }
+    let leading = broker
+        .topics
+        .get(OFFSETS_TOPIC)
+        .and_then(|t| t.partition(index))
+        .is_some_and(|p| cluster.is_leading(&p));
+    Some(if leading {
+        ResponseError::CoordinatorLoadInProgress
+    } else {
+        ResponseError::NotCoordinator
+    })
 }
 
 pub async fn join_group(
@@ -92,6 +202,13 @@ pub async fn join_group(
     let mut response = JoinGroupResponse::default().with_generation_id(-1);
     if group_id.is_empty() {
         response.error_code = ResponseError::InvalidGroupId.code();
+        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
+    }
+    if let Some(error) = coordinator_error(broker, &group_id) {
+        response.error_code = error.code();
+        if v < 7 {
+            response.protocol_name = Some(StrBytes::default());
+        }
         return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
     }
     let join = JoinRequest {
@@ -158,6 +275,14 @@ pub async fn sync_group(
     frame: &RequestFrame,
 ) -> Result<Outcome, HandlerError> {
     let request: SyncGroupRequest = frame.decode()?;
+    if let Some(error) = coordinator_error(broker, request.group_id.0.as_str()) {
+        let mut response = SyncGroupResponse::default().with_error_code(error.code());
+        if frame.version >= 5 {
+            response.protocol_type = None;
+            response.protocol_name = None;
+        }
+        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
+    }
     let assignments = request
         .assignments
         .iter()
@@ -184,6 +309,10 @@ pub async fn sync_group(
 
 pub fn heartbeat(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
     let request: HeartbeatRequest = frame.decode()?;
+    if let Some(error) = coordinator_error(broker, request.group_id.0.as_str()) {
+        let response = HeartbeatResponse::default().with_error_code(error.code());
+        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
+    }
     let code = broker.groups.heartbeat(
         request.group_id.0.as_str(),
         request.member_id.as_str(),
@@ -198,6 +327,10 @@ pub fn leave_group(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome
     let request: LeaveGroupRequest = frame.decode()?;
     let group_id = request.group_id.0.as_str();
     let mut response = LeaveGroupResponse::default();
+    if let Some(error) = coordinator_error(broker, group_id) {
+        response.error_code = error.code();
+        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
+    }
     if frame.version >= 3 {
         let members: Vec<(String, Option<String>)> = request
             .members
@@ -276,6 +409,9 @@ pub fn describe_groups(
         .iter()
         .map(|id| {
             let described = DescribedGroup::default().with_group_id(id.clone());
+            if let Some(error) = coordinator_error(broker, id.0.as_str()) {
+                return described.with_error_code(error.code());
+            }
             match broker.groups.describe(id.0.as_str()) {
                 Some(g) => described
                     .with_group_state(str_bytes(g.state))
@@ -316,9 +452,13 @@ pub fn delete_groups(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outco
         .groups_names
         .iter()
         .map(|id| {
+            let code = match coordinator_error(broker, id.0.as_str()) {
+                Some(error) => error.code(),
+                None => broker.groups.delete_group(id.0.as_str()),
+            };
             DeletableGroupResult::default()
                 .with_group_id(id.clone())
-                .with_error_code(broker.groups.delete_group(id.0.as_str()))
+                .with_error_code(code)
         })
         .collect();
     let response = DeleteGroupsResponse::default().with_results(results);

@@ -22,35 +22,80 @@ use tracing::warn;
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::group::coordinator::{now_ms, CommitCheck};
-use crate::group::offsets::CommittedOffset;
+use std::time::Duration;
+
+use super::groups::coordinator_error;
+use crate::group::offsets::{CommitPoint, CommittedOffset, OffsetStoreError};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 
 /// GROUP_SUBSCRIBED_TO_TOPIC: offsets of a topic the group consumes cannot be deleted.
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 
-pub fn offset_commit(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+/// How long a commit on a cluster waits for the offsets partition's in-sync replicas
+/// (Kafka's `offsets.commit.timeout.ms`).
+const COMMIT_REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether `topic`-`partition` exists: in the cluster's metadata, or on a standalone broker.
+fn partition_exists(broker: &Broker, topic: &str, partition: i32) -> bool {
+    match broker.cluster() {
+        Some(cluster) => cluster.metadata().partition(topic, partition).is_some(),
+        None => broker
+            .topics
+            .get(topic)
+            .and_then(|t| t.partition(partition))
+            .is_some(),
+    }
+}
+
+/// Waits until `point` is replicated to the in-sync replicas of its offsets partition (at
+/// once on a standalone broker); the error to answer otherwise.
+async fn replicated(broker: &Broker, point: &CommitPoint) -> Result<(), ResponseError> {
+    let Some(cluster) = broker.cluster() else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + COMMIT_REPLICATION_TIMEOUT;
+    loop {
+        let notified = broker.appended.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if point.partition.log.high_watermark() >= point.end {
+            return Ok(());
+        }
+        if !cluster.is_leading(&point.partition) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => return Err(ResponseError::RequestTimedOut),
+        }
+    }
+}
+
+pub async fn offset_commit(
+    broker: &Arc<Broker>,
+    frame: &RequestFrame,
+) -> Result<Outcome, HandlerError> {
     let request: OffsetCommitRequest = frame.decode()?;
     let group_id = request.group_id.0.as_str();
-    let check = broker.groups.check_commit(
-        group_id,
-        request.member_id.as_str(),
-        request.group_instance_id.as_ref().map(|s| s.as_str()),
-        request.generation_id_or_member_epoch,
-    );
+    let check = match coordinator_error(broker, group_id) {
+        Some(error) => CommitCheck::Error(error.code()),
+        None => broker.groups.check_commit(
+            group_id,
+            request.member_id.as_str(),
+            request.group_instance_id.as_ref().map(|s| s.as_str()),
+            request.generation_id_or_member_epoch,
+        ),
+    };
     let mut entries = Vec::new();
     // (topic index, partition index, error)
     let mut codes: Vec<Vec<i16>> = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let name = topic.name.0.as_str();
-        let hosted = broker.topics.get(name);
         let mut topic_codes = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             // As in Kafka, an unknown topic or partition is reported before the group's verdict.
-            let known = hosted
-                .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
-                .is_some();
+            let known = partition_exists(broker, name, p.partition_index);
             let code = match check {
                 _ if !known => ResponseError::UnknownTopicOrPartition.code(),
                 CommitCheck::Error(code) => code,
@@ -81,11 +126,19 @@ pub fn offset_commit(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outco
         codes.push(topic_codes);
     }
     if !entries.is_empty() {
-        if let Err(e) = broker.groups.commit(group_id, entries) {
-            warn!(group = group_id, error = %e, "offset commit failed");
+        let failure = match broker.groups.commit(group_id, entries) {
+            Ok(None) => None,
+            Ok(Some(point)) => replicated(broker, &point).await.err(),
+            Err(OffsetStoreError::NotLoaded(_)) => Some(ResponseError::NotCoordinator),
+            Err(e) => {
+                warn!(group = group_id, error = %e, "offset commit failed");
+                Some(ResponseError::CoordinatorNotAvailable)
+            }
+        };
+        if let Some(error) = failure {
             for topic_codes in &mut codes {
                 for code in topic_codes.iter_mut().filter(|c| **c == 0) {
-                    *code = ResponseError::CoordinatorNotAvailable.code();
+                    *code = error.code();
                 }
             }
         }
@@ -157,6 +210,11 @@ pub fn offset_fetch(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
             .iter()
             .map(|g| {
                 let group = g.group_id.0.as_str();
+                if let Some(error) = coordinator_error(broker, group) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(error.code());
+                }
                 let topics = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes.clone()))
@@ -188,6 +246,8 @@ pub fn offset_fetch(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
                     .with_topics(topics)
             })
             .collect();
+    } else if let Some(error) = coordinator_error(broker, request.group_id.0.as_str()) {
+        response.error_code = error.code();
     } else {
         let group = request.group_id.0.as_str();
         let topics = request.topics.as_ref().map(|ts| {
@@ -219,10 +279,17 @@ pub fn offset_fetch(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
-pub fn offset_delete(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
+pub async fn offset_delete(
+    broker: &Arc<Broker>,
+    frame: &RequestFrame,
+) -> Result<Outcome, HandlerError> {
     let request: OffsetDeleteRequest = frame.decode()?;
     let group = request.group_id.0.as_str();
     let mut response = OffsetDeleteResponse::default();
+    if let Some(error) = coordinator_error(broker, group) {
+        response.error_code = error.code();
+        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
+    }
     if broker.groups.describe(group).is_none() {
         response.error_code = ResponseError::GroupIdNotFound.code();
         return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
@@ -238,12 +305,7 @@ pub fn offset_delete(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outco
             .map(|p| {
                 let code = if subscribed.iter().any(|t| t == name) {
                     GROUP_SUBSCRIBED_TO_TOPIC
-                } else if broker
-                    .topics
-                    .get(name)
-                    .and_then(|t| t.partition(p.partition_index))
-                    .is_none()
-                {
+                } else if !partition_exists(broker, name, p.partition_index) {
                     ResponseError::UnknownTopicOrPartition.code()
                 } else {
                     to_delete.push((name.to_string(), p.partition_index));
@@ -260,9 +322,17 @@ pub fn offset_delete(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outco
                 .with_partitions(partitions),
         );
     }
-    if let Err(e) = broker.groups.delete_offsets(group, &to_delete) {
-        warn!(group, error = %e, "offset delete failed");
-        response.error_code = ResponseError::CoordinatorNotAvailable.code();
+    match broker.groups.delete_offsets(group, &to_delete) {
+        Ok(Some(point)) => {
+            if let Err(error) = replicated(broker, &point).await {
+                response.error_code = error.code();
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(group, error = %e, "offset delete failed");
+            response.error_code = ResponseError::CoordinatorNotAvailable.code();
+        }
     }
     response.topics = topics;
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
