@@ -356,6 +356,18 @@ async fn apply_fetched(
         }
     }
     let log = &f.partition.log;
+    if fetched.log_start_offset > log.log_start_offset() {
+        // The leader deleted (retention, compaction) below its log start: drop the whole
+        // segments below it here too, so that no replica keeps what the leader superseded
+        // without what superseded it.
+        let partition = Arc::clone(&f.partition);
+        let start = fetched.log_start_offset;
+        let deleted =
+            tokio::task::spawn_blocking(move || partition.log.delete_segments_below(start)).await;
+        if let Ok(Err(e)) = deleted {
+            debug!(topic = %f.key.0, partition = f.key.1, error = %e, "cannot follow the leader's log start");
+        }
+    }
     let hw = fetched.high_watermark.min(log.log_end_offset());
     if hw > log.high_watermark() {
         log.set_high_watermark(hw);

@@ -435,6 +435,9 @@ pub struct Compaction {
     pub snapshot_records: usize,
     /// The sealed segments below this offset are superseded by the snapshot.
     pub superseded_below: i64,
+    /// The log end after the snapshot: it must be committed before anything it supersedes
+    /// goes on a replicated partition.
+    pub snapshot_end: i64,
     /// Sealed segments deleted (0 until [`OffsetStore::compact`] deletes them).
     pub segments_deleted: usize,
 }
@@ -450,8 +453,12 @@ type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 pub struct OffsetStore {
     partition_count: i32,
     loaded: RwLock<HashMap<i32, Loaded>>,
-    /// Replicated partitions are compacted by no one yet (see [`compact_all`]).
+    /// Replicated partitions (a cluster's) delete superseded segments only once the snapshot
+    /// is committed: see [`compact`](Self::compact).
     replicated: bool,
+    /// Replicated partitions whose snapshot is written but maybe not committed yet: the
+    /// snapshot's end and the offset below which its segments are superseded.
+    awaiting_commit: Mutex<HashMap<i32, (i64, i64)>>,
     after_append: std::sync::OnceLock<AfterAppend>,
     offsets: RwLock<HashMap<String, GroupOffsets>>,
     /// One per offsets partition, held from append to in-memory update, so that memory
@@ -522,6 +529,7 @@ impl OffsetStore {
             partition_count: partitions.max(1),
             loaded: RwLock::new(HashMap::new()),
             replicated,
+            awaiting_commit: Mutex::new(HashMap::new()),
             after_append: std::sync::OnceLock::new(),
             offsets: RwLock::new(HashMap::new()),
             write_order,
@@ -591,6 +599,7 @@ impl OffsetStore {
         let _in_log_order = self.lock_partition(index);
         if self.loaded.write().remove(&index).is_some() {
             self.forget_groups_of(index);
+            self.awaiting_commit.lock().remove(&index);
             info!(partition = index, "unloaded offsets partition");
         }
     }
@@ -822,11 +831,6 @@ impl OffsetStore {
     /// [`compact`](Self::compact)); a failure is logged and leaves that partition as it was.
     /// Returns the number of segments deleted.
     pub fn compact_all(&self) -> usize {
-        if self.replicated {
-            // Leader and followers would need the same cut; not done for replicated
-            // partitions yet.
-            return 0;
-        }
         let mut deleted = 0;
         for index in self.loaded_partitions() {
             match self.compact(index) {
@@ -857,14 +861,42 @@ impl OffsetStore {
     /// leaves a log that replays to the same state. Commits wait only while the pass holds
     /// the append lock: to read the keys appended since it started and append the snapshot.
     ///
+    /// A replicated partition (on its leader) deletes in a later pass, once the snapshot is
+    /// below the high watermark: a new leader elected before that still has the superseded
+    /// segments, and no replica ever lacks both. Followers copy the leader's bytes, snapshot
+    /// included, and drop the segments below the leader's log start as they fetch.
+    ///
     /// # Errors
     /// Reading, appending or deleting failed; the log then still replays to the same state.
     pub fn compact(&self, index: i32) -> Result<Option<Compaction>, OffsetStoreError> {
         let mut skipped = self.compaction.lock();
+        let partition = self.offsets_partition(index)?;
+        if self.replicated {
+            let waiting = self.awaiting_commit.lock().get(&index).copied();
+            if let Some((snapshot_end, superseded_below)) = waiting {
+                if partition.log.high_watermark() < snapshot_end {
+                    return Ok(None);
+                }
+                self.awaiting_commit.lock().remove(&index);
+                let deleted = partition.log.delete_segments_below(superseded_below)?;
+                return Ok(Some(Compaction {
+                    sealed_records: 0,
+                    snapshot_records: 0,
+                    superseded_below,
+                    snapshot_end,
+                    segments_deleted: deleted,
+                }));
+            }
+        }
         let Some(mut done) = self.write_snapshot_locked(index, &mut skipped)? else {
             return Ok(None);
         };
-        let partition = self.offsets_partition(index)?;
+        if self.replicated && partition.log.high_watermark() < done.snapshot_end {
+            self.awaiting_commit
+                .lock()
+                .insert(index, (done.snapshot_end, done.superseded_below));
+            return Ok(Some(done));
+        }
         done.segments_deleted = partition.log.delete_segments_below(done.superseded_below)?;
         Ok(Some(done))
     }
@@ -933,6 +965,12 @@ impl OffsetStore {
         }
         // 3. Under the append lock: keys written since step 2, then the snapshot.
         let batch_bytes_max = SNAPSHOT_BATCH_BYTES_MAX.min(log.config().max_message_bytes / 2);
+        let leader_epoch = self
+            .loaded
+            .read()
+            .get(&index)
+            .map(|l| l.leader_epoch)
+            .ok_or(OffsetStoreError::NotLoaded(index))?;
         let mut appends = partition.lock_appends();
         let end = appends.log().log_end_offset();
         for_each_record(appends.log(), seen_end, end, keys_into(&mut written_since))?;
@@ -946,9 +984,13 @@ impl OffsetStore {
                 .into_iter()
                 .map(|(_, c)| (c.key, Some(c.value), c.timestamp));
             let mut buf = encode_batch(records)?;
-            appends.append(&mut buf, 0)?;
+            appends.append(&mut buf, leader_epoch)?;
         }
+        let snapshot_end = appends.log().log_end_offset();
         drop(appends);
+        if let Some(hook) = self.after_append.get() {
+            hook(&partition);
+        }
         // 4. Durable before anything it supersedes may go.
         log.flush()?;
         skipped.remove(&index);
@@ -956,6 +998,7 @@ impl OffsetStore {
             sealed_records,
             snapshot_records,
             superseded_below: sealed_end,
+            snapshot_end,
             segments_deleted: 0,
         }))
     }

@@ -707,3 +707,68 @@ def test_a_consumer_group_keeps_its_offsets_when_its_coordinator_dies(cluster):
     assert [(tp.partition, tp.offset) for tp in got] == [
         (tp.partition, tp.offset) for tp in committed
     ]
+
+
+def test_replicated_offsets_are_compacted_on_every_replica_and_survive_failover(tmp_path):
+    """A cluster compacts __consumer_offsets too: the leader snapshots the live keys and,
+    once the snapshot is committed, deletes the superseded segments; followers drop them as
+    the leader's log start passes. After thousands of commits every replica holds a few
+    segments, and the coordinator's successor serves the last committed offsets."""
+    settings = {
+        "offsets.topic.num.partitions": 1,
+        "offsets.topic.segment.bytes": 16384,
+        "log.retention.check.interval.ms": 200,
+    }
+    with running_cluster(tmp_path, settings=settings) as (brokers, bootstrap, admin):
+        topic, group = "committed-often", "busy"
+        create(admin, topic)
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                             "enable.auto.commit": False})
+        last = None
+        started = time.monotonic()
+        try:
+            for n in range(2000):
+                last = [TopicPartition(topic, p, n * 10 + p) for p in range(PARTITIONS)]
+                consumer.commit(offsets=last, asynchronous=False)
+        finally:
+            consumer.close()
+        committed_in = time.monotonic() - started
+
+        def files(i):
+            logs = list((brokers[i].data_dir / "__consumer_offsets-0").glob("*.log"))
+            return len(logs), sum(f.stat().st_size for f in logs if f.exists())
+
+        peak = {i: files(i) for i in brokers}
+        wait_until(
+            lambda: all(files(i)[0] <= 3 for i in brokers),
+            60,
+            "every replica of __consumer_offsets-0 compacted to a few segments",
+            interval_s=0.2,
+        )
+        after = {i: files(i) for i in brokers}
+        victim = coordinator_of(admin, group)
+        assert victim > 0
+        brokers[victim].kill9()
+        survivor = next(i for i in brokers if i != victim)
+        reader = Consumer({"bootstrap.servers": brokers[survivor].bootstrap, "group.id": group,
+                           "enable.auto.commit": False})
+
+        def committed_now():
+            try:
+                c = reader.committed([TopicPartition(topic, p) for p in range(PARTITIONS)],
+                                     timeout=5)
+            except KafkaException:
+                return None
+            return c if all(tp.offset >= 0 for tp in c) else None
+
+        try:
+            got = wait_until(committed_now, 60, "offsets from the next coordinator",
+                             interval_s=0.2)
+        finally:
+            reader.close()
+        print(f"\nreplicated offsets compaction: 2000 commits in {committed_in:.1f}s; "
+              f"(segments, bytes) per broker at the end of the commits {peak}, "
+              f"after compaction {after}")
+        assert [(tp.partition, tp.offset) for tp in got] == [
+            (tp.partition, tp.offset) for tp in last
+        ]
