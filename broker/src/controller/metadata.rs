@@ -626,20 +626,7 @@ impl ClusterMetadata {
         } else {
             record.replicas = original;
         }
-        if record.isr.iter().any(|r| !adding.contains(r)) {
-            record.isr.retain(|r| !adding.contains(r));
-        }
-        if adding.contains(&record.leader) {
-            let next = record
-                .replicas
-                .iter()
-                .copied()
-                .find(|r| record.isr.contains(r))
-                .unwrap_or(NO_LEADER);
-            record.set_leader(next);
-        } else {
-            record.partition_epoch += 1;
-        }
+        Self::without(record, &adding);
     }
 
     /// Drops `id` from every ISR (unless it is the last member) and elects new leaders where
@@ -705,10 +692,16 @@ impl ClusterMetadata {
         record.adding.clear();
         record.original.clear();
         record.replicas.retain(|r| !removing.contains(r));
-        if record.isr.len() > removing.iter().filter(|r| record.isr.contains(r)).count() {
-            record.isr.retain(|r| !removing.contains(r));
+        Self::without(record, &removing);
+    }
+
+    /// Takes `leaving` replicas (already gone from `replicas`) out of the ISR, unless that
+    /// would empty it, and moves leadership to the first in-sync replica if the leader left.
+    fn without(record: &mut PartitionRecord, leaving: &[i32]) {
+        if record.isr.iter().any(|r| !leaving.contains(r)) {
+            record.isr.retain(|r| !leaving.contains(r));
         }
-        if removing.contains(&record.leader) || !record.isr.contains(&record.leader) {
+        if leaving.contains(&record.leader) || !record.isr.contains(&record.leader) {
             let next = record
                 .replicas
                 .iter()
@@ -804,11 +797,13 @@ pub fn assign_replicas(
         .collect())
 }
 
+/// Metadata builders shared by the unit tests of the controller and its users.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
-    fn cluster(brokers: &[i32]) -> ClusterMetadata {
+    /// Brokers `brokers` registered (on 127.0.0.1, port 9000 + id) and unfenced.
+    pub fn cluster(brokers: &[i32]) -> ClusterMetadata {
         let mut metadata = ClusterMetadata::default();
         for &id in brokers {
             metadata
@@ -827,7 +822,8 @@ mod tests {
         metadata
     }
 
-    fn create(metadata: &mut ClusterMetadata, name: &str, assignment: Vec<Vec<i32>>) {
+    /// Creates topic `name` with `assignment`.
+    pub fn create(metadata: &mut ClusterMetadata, name: &str, assignment: Vec<Vec<i32>>) {
         metadata
             .apply(&Command::CreateTopic {
                 name: name.into(),
@@ -837,6 +833,12 @@ mod tests {
             })
             .expect("create");
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{cluster, create};
+    use super::*;
 
     #[test]
     fn placement_spreads_replicas_and_leaders_evenly() {

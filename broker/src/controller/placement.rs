@@ -145,42 +145,9 @@ pub fn rebalance_elections(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use uuid::Uuid;
-
     use super::*;
+    use crate::controller::metadata::testing::{cluster, create};
     use crate::controller::metadata::Command;
-
-    fn cluster(brokers: &[i32]) -> ClusterMetadata {
-        let mut metadata = ClusterMetadata::default();
-        for &id in brokers {
-            metadata
-                .apply(&Command::RegisterBroker {
-                    id,
-                    host: "127.0.0.1".into(),
-                    port: 9000 + id,
-                    rack: None,
-                    incarnation: 1,
-                })
-                .expect("register");
-            metadata
-                .apply(&Command::UnfenceBroker { id })
-                .expect("unfence");
-        }
-        metadata
-    }
-
-    fn create(metadata: &mut ClusterMetadata, name: &str, assignment: Vec<Vec<i32>>) {
-        metadata
-            .apply(&Command::CreateTopic {
-                name: name.into(),
-                id: Uuid::new_v4(),
-                assignment,
-                configs: BTreeMap::new(),
-            })
-            .expect("create");
-    }
 
     /// Marks every replica in sync, as leaders would once their followers caught up.
     fn all_caught_up(metadata: &mut ClusterMetadata) {

@@ -57,11 +57,8 @@ pub fn policy_commands(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use uuid::Uuid;
-
     use super::*;
+    use crate::controller::metadata::testing::{cluster, create};
 
     fn fresh() -> String {
         "fresh".into()
@@ -81,28 +78,9 @@ mod tests {
     }
 
     fn imbalanced() -> ClusterMetadata {
-        let mut m = ClusterMetadata {
-            cluster_id: Some("named".into()),
-            ..ClusterMetadata::default()
-        };
-        for id in [1, 2] {
-            m.apply(&Command::RegisterBroker {
-                id,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-                incarnation: 1,
-            })
-            .expect("register");
-            m.apply(&Command::UnfenceBroker { id }).expect("unfence");
-        }
-        m.apply(&Command::CreateTopic {
-            name: "t".into(),
-            id: Uuid::new_v4(),
-            assignment: vec![vec![1, 2], vec![2, 1]],
-            configs: BTreeMap::new(),
-        })
-        .expect("create");
+        let mut m = cluster(&[1, 2]);
+        m.cluster_id = Some("named".into());
+        create(&mut m, "t", vec![vec![1, 2], vec![2, 1]]);
         m.apply(&Command::ControlledShutdown { id: 1 })
             .expect("move");
         m.apply(&Command::UnfenceBroker { id: 1 }).expect("back");

@@ -197,31 +197,13 @@ async fn elect_preferred(State(broker): State<Arc<Broker>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
+    use crate::controller::metadata::testing::{cluster, create};
 
     #[test]
     fn the_summary_counts_load_and_trouble() {
-        let mut m = ClusterMetadata::default();
-        for id in [1, 2, 3] {
-            m.apply(&Command::RegisterBroker {
-                id,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-                incarnation: 1,
-            })
-            .expect("register");
-            m.apply(&Command::UnfenceBroker { id }).expect("unfence");
-        }
-        m.apply(&Command::CreateTopic {
-            name: "t".into(),
-            id: Uuid::new_v4(),
-            assignment: vec![vec![1, 2], vec![2, 3], vec![3, 1]],
-            configs: BTreeMap::new(),
-        })
-        .expect("create");
+        let mut m = cluster(&[1, 2, 3]);
+        create(&mut m, "t", vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
         m.apply(&Command::FenceBroker { id: 3 }).expect("fence");
         let summary = ClusterSummary::of(&m);
         assert_eq!(summary.partitions, 3);

@@ -460,32 +460,12 @@ pub fn list_partition_reassignments(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use uuid::Uuid;
-
     use super::*;
+    use crate::controller::metadata::testing::{cluster, create};
 
     fn metadata() -> ClusterMetadata {
-        let mut m = ClusterMetadata::default();
-        for id in [1, 2, 3] {
-            m.apply(&Command::RegisterBroker {
-                id,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-                incarnation: 1,
-            })
-            .expect("register");
-            m.apply(&Command::UnfenceBroker { id }).expect("unfence");
-        }
-        m.apply(&Command::CreateTopic {
-            name: "t".into(),
-            id: Uuid::new_v4(),
-            assignment: vec![vec![1, 2]],
-            configs: BTreeMap::new(),
-        })
-        .expect("create");
+        let mut m = cluster(&[1, 2, 3]);
+        create(&mut m, "t", vec![vec![1, 2]]);
         m
     }
 
