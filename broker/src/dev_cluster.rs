@@ -105,6 +105,29 @@ pub async fn run(
         source,
     })?;
     let mut children: Vec<(u16, Child)> = Vec::new();
+    if let Err(e) = start_all(&exe, plan, dir, &mut children) {
+        // No broker outlives a start that failed half-way.
+        stop_all(&mut children);
+        return Err(e);
+    }
+    println!(
+        "tokafka dev cluster of {brokers} brokers; bootstrap servers: {}",
+        bootstrap(brokers)
+    );
+    println!("logs and data in {}", dir.display());
+    stop.await;
+    stop_all(&mut children);
+    Ok(())
+}
+
+/// Starts one broker process per `(node id, arguments)` with its log and pid file under
+/// `dir/<node id>`; the started ones are in `children` even when a later one fails.
+fn start_all(
+    exe: &Path,
+    plan: Vec<(u16, Vec<String>)>,
+    dir: &Path,
+    children: &mut Vec<(u16, Child)>,
+) -> Result<(), DevClusterError> {
     for (id, args) in plan {
         let node_dir = dir.join(id.to_string());
         let io = |source| DevClusterError::Io {
@@ -114,32 +137,20 @@ pub async fn run(
         std::fs::create_dir_all(&node_dir).map_err(io)?;
         let log = std::fs::File::create(node_dir.join("broker.log")).map_err(io)?;
         let err = log.try_clone().map_err(io)?;
-        let child = match Command::new(&exe)
+        let child = Command::new(exe)
             .args(&args)
             .stdout(log)
             .stderr(err)
             .spawn()
-        {
-            Ok(child) => child,
-            Err(source) => {
-                stop_all(&mut children);
-                return Err(DevClusterError::Io {
-                    path: exe.clone(),
-                    source,
-                });
-            }
-        };
-        std::fs::write(node_dir.join("pid"), format!("{}\n", child.id())).map_err(io)?;
-        info!(node = id, pid = child.id(), "started broker");
+            .map_err(|source| DevClusterError::Io {
+                path: exe.to_path_buf(),
+                source,
+            })?;
+        let pid = child.id();
         children.push((id, child));
+        std::fs::write(node_dir.join("pid"), format!("{pid}\n")).map_err(io)?;
+        info!(node = id, pid, "started broker");
     }
-    println!(
-        "tokafka dev cluster of {brokers} brokers; bootstrap servers: {}",
-        bootstrap(brokers)
-    );
-    println!("logs and data in {}", dir.display());
-    stop.await;
-    stop_all(&mut children);
     Ok(())
 }
 

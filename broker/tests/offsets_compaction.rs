@@ -192,14 +192,19 @@ fn a_crash_after_the_snapshot_before_any_deletion_replays_to_the_same_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let before = history(dir.path());
     let broker = open(dir.path());
-    let segments = broker.partition_log(0).log.segment_count();
+    let log = &broker.partition_log(0).log;
+    let (start, end) = (log.log_start_offset(), log.log_end_offset());
     let done = broker
         .store
         .write_snapshot(0)
         .expect("snapshot")
         .expect("worth compacting");
     assert!(done.snapshot_records > 0);
-    assert!(broker.partition_log(0).log.segment_count() >= segments);
+    // The snapshot was appended and nothing was deleted.
+    let log = &broker.partition_log(0).log;
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.log_end_offset(), end + done.snapshot_records as i64);
+    assert_eq!(done.snapshot_end, log.log_end_offset());
     drop(broker); // no clean close: as a crash after the flushed snapshot
     let broker = open(dir.path());
     assert_eq!(broker.state(), before);

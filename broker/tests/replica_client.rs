@@ -185,44 +185,37 @@ async fn negotiation_picks_the_highest_version_both_sides_speak() {
 }
 
 #[tokio::test]
-async fn offset_for_leader_epoch_is_refused_clearly_while_the_broker_lacks_it() {
-    let leader = leader_with_batches(&[2]).await;
+async fn the_broker_answers_offset_for_leader_epoch_at_v4_with_the_epoch_end() {
+    // (A leader without the API is refused locally: see the fake-leader test below.)
+    let leader = leader_with_batches(&[2, 3]).await;
     let mut connection = leader.connect().await;
+    assert_eq!(
+        connection.versions().offset_for_leader_epoch.chosen,
+        Some(4),
+        "the broker's highest OffsetForLeaderEpoch version"
+    );
     let query = EpochQuery {
         topic: TOPIC.to_string(),
         partition: 0,
-        current_leader_epoch: 0,
+        current_leader_epoch: -1,
         leader_epoch: 0,
     };
-    let result = connection.offset_for_leader_epoch(1, &[query]).await;
-    if connection
-        .versions()
-        .offset_for_leader_epoch
-        .chosen
-        .is_some()
-    {
-        // The broker has learnt the API: then it must answer it.
-        let ends = result.expect("answered");
-        assert_eq!(ends.len(), 1);
-        assert_eq!(ends[0].partition, 0);
-    } else {
-        let error = result.expect_err("unsupported");
-        assert!(
-            matches!(
-                error,
-                ClientError::UnsupportedVersion {
-                    api: ApiKey::OffsetForLeaderEpoch,
-                    ..
-                }
-            ),
-            "{error}"
-        );
-        // A refusal decided locally sends nothing: the connection stays usable.
-        connection
-            .fetch(&params(), &[leader.fetch_at(0)])
-            .await
-            .expect("fetch after the refusal");
-    }
+    let ends = connection
+        .offset_for_leader_epoch(1, &[query])
+        .await
+        .expect("answered");
+    assert_eq!(ends.len(), 1);
+    let end = &ends[0];
+    assert_eq!(
+        (
+            end.partition,
+            end.error_code,
+            end.leader_epoch,
+            end.end_offset
+        ),
+        (0, 0, 0, 5),
+        "epoch 0 holds both batches, so it ends at the log end"
+    );
 }
 
 // ---- A scripted fake leader ----

@@ -596,7 +596,8 @@ impl LeaderConnection {
             self.config.max_response_bytes,
             &self.address,
         )?;
-        let mut body = Vec::with_capacity(len);
+        // Grown as bytes arrive: a length prefix alone reserves at most 1 MiB.
+        let mut body = Vec::with_capacity(len.min(1 << 20));
         (&mut self.stream)
             .take(len as u64)
             .read_to_end(&mut body)

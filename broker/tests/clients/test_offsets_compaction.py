@@ -34,8 +34,13 @@ NO_OFFSET = -1001
 
 def offsets_partition_files(broker):
     """(segment count, bytes) of the only `__consumer_offsets` partition on disk."""
-    logs = list((broker.data_dir / "__consumer_offsets-0").glob("*.log"))
-    return len(logs), sum(f.stat().st_size for f in logs if f.exists())
+    sizes = []
+    for f in (broker.data_dir / "__consumer_offsets-0").glob("*.log"):
+        try:
+            sizes.append(f.stat().st_size)
+        except FileNotFoundError:  # deleted by a compaction since the listing
+            pass
+    return len(sizes), sum(sizes)
 
 
 def simple_consumer(bootstrap, group):
