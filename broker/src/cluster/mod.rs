@@ -687,6 +687,14 @@ fn coordinate_led_offsets_partitions(
             continue;
         };
         led.insert(*index);
+        match groups.offsets.loaded_epoch(*index) {
+            Some(loaded) if loaded == epoch => continue,
+            // Led in another epoch: leadership went elsewhere and came back between two
+            // metadata states this broker applied, so its memory may miss what the other
+            // leader committed. Start over from the log.
+            Some(_) => groups.unload_partition(*index),
+            None => {}
+        }
         if let Err(e) = groups.load_partition(Arc::clone(partition), epoch) {
             warn!(partition = index, error = %e, "cannot load an offsets partition");
         }

@@ -622,6 +622,11 @@ impl OffsetStore {
         self.loaded.read().keys().copied().collect()
     }
 
+    /// The leader epoch offsets partition `index` was loaded in, if it is loaded.
+    pub fn loaded_epoch(&self, index: i32) -> Option<i32> {
+        self.loaded.read().get(&index).map(|l| l.leader_epoch)
+    }
+
     pub fn is_loaded(&self, index: i32) -> bool {
         self.loaded.read().contains_key(&index)
     }

@@ -252,10 +252,11 @@ impl TopicRegistry {
     }
 
     /// Who moves a partition's high watermark: replication in a cluster, the append itself
-    /// on a standalone broker. `__consumer_offsets` is held locally by each broker until it
-    /// rides on replication.
-    fn mode_for(&self, topic: &str) -> ReplicaMode {
-        if self.broker.cluster.is_some() && topic != crate::group::offsets::OFFSETS_TOPIC {
+    /// on a standalone broker.
+    fn mode_for(&self, _topic: &str) -> ReplicaMode {
+        // In a cluster every partition is replicated, `__consumer_offsets` included: its
+        // high watermark moves only as the in-sync replicas fetch, and commits wait for it.
+        if self.broker.cluster.is_some() {
             ReplicaMode::Replicated
         } else {
             ReplicaMode::Standalone
