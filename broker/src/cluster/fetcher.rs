@@ -83,6 +83,10 @@ struct Followed {
     /// Not fetched before this time: the leader refused the last fetch (it may not have
     /// applied the same metadata yet) or an append failed; the fetch is retried after it.
     paused_until: Option<Instant>,
+    /// The leader's log start this replica last deleted up to: segment boundaries differ
+    /// between replicas, so the local log start may stay below it, and the deletion is only
+    /// worth trying again when the leader's moves.
+    followed_log_start: i64,
 }
 
 impl Followed {
@@ -108,6 +112,7 @@ async fn follow_leader(
                 role,
                 partition,
                 paused_until: None,
+                followed_log_start: 0,
             })
         })
         .collect();
@@ -356,7 +361,10 @@ async fn apply_fetched(
         }
     }
     let log = &f.partition.log;
-    if fetched.log_start_offset > log.log_start_offset() {
+    if fetched.log_start_offset > log.log_start_offset()
+        && fetched.log_start_offset > f.followed_log_start
+    {
+        f.followed_log_start = fetched.log_start_offset;
         // The leader deleted (retention, compaction) below its log start: drop the whole
         // segments below it here too, so that no replica keeps what the leader superseded
         // without what superseded it.

@@ -215,7 +215,7 @@ impl TopicRegistry {
                 index,
                 &dir,
                 log_config.clone(),
-                self.mode_for(&record.name),
+                self.replica_mode(),
             )?)));
         }
         Ok(Topic {
@@ -253,7 +253,7 @@ impl TopicRegistry {
 
     /// Who moves a partition's high watermark: replication in a cluster, the append itself
     /// on a standalone broker.
-    fn mode_for(&self, _topic: &str) -> ReplicaMode {
+    fn replica_mode(&self) -> ReplicaMode {
         // In a cluster every partition is replicated, `__consumer_offsets` included: its
         // high watermark moves only as the in-sync replicas fetch, and commits wait for it.
         if self.broker.cluster.is_some() {
@@ -430,7 +430,7 @@ impl TopicRegistry {
                 index,
                 &dir,
                 log_config.clone(),
-                self.mode_for(name),
+                self.replica_mode(),
             )?)));
         }
         topic.partitions.write().extend(added);
@@ -541,7 +541,7 @@ impl TopicRegistry {
             index,
             &dir,
             log_config,
-            self.mode_for(name),
+            self.replica_mode(),
         )?);
         let topic = self.get(name).unwrap_or_else(|| {
             Arc::new(Topic {
