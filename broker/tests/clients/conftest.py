@@ -27,11 +27,39 @@ START_DEADLINE_S = 20.0
 STOP_DEADLINE_S = 30.0
 
 
+def _ephemeral_port_range():
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+# Listening ports come from below the kernel's ephemeral range. A port the kernel picks
+# for `bind(0)` is also one it may hand to the next outgoing connection, and a broker
+# started a moment later then fails with "Address already in use". Below that range
+# only a listener can take a port, and this process never hands out the same one twice.
+_PORT_FLOOR = 24000
+_next_port = _PORT_FLOOR + (os.getpid() * 7919) % max(1, _ephemeral_port_range()[0] - _PORT_FLOOR)
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1, outside the ephemeral range, that nothing listens on now.
+
+    Never the same port twice in one test run.
+    """
+    global _next_port
+    ceiling = _ephemeral_port_range()[0]
+    for _ in range(ceiling - _PORT_FLOOR):
+        port = _next_port
+        _next_port = _PORT_FLOOR + (_next_port + 1 - _PORT_FLOOR) % (ceiling - _PORT_FLOOR)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 def wait_until(condition, deadline_s, what, interval_s=0.02):
