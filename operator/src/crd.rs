@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -60,8 +61,11 @@ pub struct BrokerClusterSpec {
     pub storage: StorageSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Broker configuration (Kafka key names), passed to every broker.
+    /// Broker configuration (Kafka key names), passed to every broker. Only keys the broker
+    /// knows, and not the ones the operator sets from other fields, are accepted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = known_config_keys_rule())]
+    #[schemars(extend("maxProperties" = 256))]
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub listeners: ListenerPorts,
@@ -79,6 +83,18 @@ pub struct BrokerClusterSpec {
     pub rollout: RolloutSpec,
     #[serde(default)]
     pub rebalance: RebalanceSpec,
+}
+
+/// The CEL rule that refuses `spec.config` keys the broker does not know or the operator
+/// owns, naming them in the message.
+fn known_config_keys_rule() -> Rule {
+    let allowed = crate::broker_config::user_settable_keys()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Rule::new(format!("self.all(k, k in [{allowed}])")).message(Message::Expression(format!(
+        "'config keys the broker does not know or the operator sets itself: ' + self.filter(k, !(k in [{allowed}])).join(', ')"
+    )))
 }
 
 /// The brokers' persistent volumes.

@@ -1,9 +1,25 @@
 //! tokafka-operator: the Kubernetes operator that runs tokafka `BrokerCluster`s.
 //!
+//! Pure decisions, unit-tested without a cluster:
 //! - [`crd`]: the `BrokerCluster` API (`tokafka.io/v1alpha1`) and its schema;
-//! - the resource builders and the reconciler arrive with the rest of the operator issue.
+//! - [`names`]: names and labels of what a cluster owns;
+//! - [`broker_config`]: the brokers' configuration (user keys checked against the broker's);
+//! - [`resources`]: the desired ConfigMap, Services, StatefulSet and PodDisruptionBudget;
+//! - [`scaling`]: how many brokers the StatefulSet may run;
+//! - [`status`]: conditions and per-broker state from what was observed.
+//!
+//! Thin I/O layers: [`reconcile`] (the controller), [`admin`] (the brokers' admin API) and
+//! [`metrics`] (Prometheus metrics and health endpoints).
 
+pub mod admin;
+pub mod broker_config;
 pub mod crd;
+pub mod metrics;
+pub mod names;
+pub mod reconcile;
+pub mod resources;
+pub mod scaling;
+pub mod status;
 
 use kube::CustomResourceExt;
 

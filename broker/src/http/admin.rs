@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use kafka_protocol::ResponseError;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::broker::Broker;
 use crate::cluster::Cluster;
@@ -44,7 +44,7 @@ pub fn routes() -> Router<Arc<Broker>> {
 }
 
 /// One broker as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerSummary {
     pub id: i32,
     pub host: String,
@@ -60,7 +60,7 @@ pub struct BrokerSummary {
 }
 
 /// The cluster's state for operators.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSummary {
     pub brokers: Vec<BrokerSummary>,
     pub partitions: usize,

@@ -1,0 +1,35 @@
+//! Thin client of the brokers' HTTP admin API: the cluster's own view of itself.
+
+use std::time::Duration;
+
+use tokafka_broker::http::admin::ClusterSummary;
+
+use crate::names::ClusterNames;
+
+/// How long one broker gets to answer.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the brokers `0..replicas` in turn for `GET /v1/cluster`; the first answer wins.
+/// `None` when none answers (the cluster is starting, or unreachable from the operator).
+pub async fn cluster_summary(
+    http: &reqwest::Client,
+    names: &ClusterNames,
+    replicas: i32,
+    http_port: i32,
+) -> Option<ClusterSummary> {
+    for ordinal in 0..replicas {
+        let url = format!("http://{}:{http_port}/v1/cluster", names.pod_host(ordinal));
+        let answer = http.get(&url).timeout(ADMIN_TIMEOUT).send().await;
+        match answer {
+            Ok(response) if response.status().is_success() => {
+                match response.json::<ClusterSummary>().await {
+                    Ok(summary) => return Some(summary),
+                    Err(error) => tracing::debug!(%url, %error, "unreadable cluster summary"),
+                }
+            }
+            Ok(response) => tracing::debug!(%url, status = %response.status(), "admin API refused"),
+            Err(error) => tracing::debug!(%url, %error, "admin API unreachable"),
+        }
+    }
+    None
+}

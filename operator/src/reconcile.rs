@@ -1,0 +1,444 @@
+//! The reconciler: brings the objects a `BrokerCluster` owns to their desired state, reports
+//! status and Events, and cleans up on deletion.
+//!
+//! It watches BrokerClusters as untyped objects and parses each one itself, so one object the
+//! operator cannot read becomes an error condition on that object instead of a failed list
+//! that would stall the watch of every cluster.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::admin;
+use crate::broker_config::{
+    cluster_settings, initial_voters, parse_properties, parse_voter_ids, PROPERTIES_KEY,
+};
+use crate::crd::{BrokerCluster, BrokerClusterStatus};
+use crate::metrics::Metrics;
+use crate::names::{ClusterNames, FIELD_MANAGER, FINALIZER};
+use crate::resources::{desired_objects, names_of, BuildError};
+use crate::scaling::effective_replicas;
+use crate::status::{changed_conditions, compute_status, Observed, READY};
+
+/// Requeue interval of a Ready cluster (the brokers' own state is polled, not watched).
+const READY_RESYNC: Duration = Duration::from_secs(60);
+/// Requeue interval while a cluster is not Ready.
+const NOT_READY_RESYNC: Duration = Duration::from_secs(5);
+/// First retry after an error; doubled per consecutive error up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Why a reconciliation failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("serialising: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// A short label for the error metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Build(_) => "build",
+            Error::Finalizer(_) => "finalizer",
+            Error::Json(_) => "serialise",
+        }
+    }
+}
+
+/// What every reconciliation shares.
+pub struct Context {
+    pub client: Client,
+    pub http: reqwest::Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per object (`namespace/name`), for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            http: reqwest::Client::new(),
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn note_failure(&self, key: String) -> u32 {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    fn note_success(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+/// The BrokerCluster API resource (for the untyped watch).
+pub fn api_resource() -> ApiResource {
+    ApiResource::erase::<BrokerCluster>(&())
+}
+
+fn key(obj: &DynamicObject) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Exponential backoff for the `failures`-th consecutive failure.
+pub fn backoff(failures: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+    FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+/// Reconciles one BrokerCluster.
+///
+/// # Errors
+/// [`Error`] when the API server refused a call; the controller retries with backoff.
+pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let object_key = key(&obj);
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &namespace, &api_resource());
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(obj) => apply(&obj, &ctx).await,
+            FinalizerEvent::Cleanup(obj) => cleanup(&obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.set_api_reachable();
+    match &result {
+        Ok(_) => {
+            ctx.note_success(&object_key);
+            ctx.metrics.reconciled(started.elapsed());
+        }
+        Err(error) => ctx.metrics.failed(error.reason(), started.elapsed()),
+    }
+    result
+}
+
+/// Retry policy: exponential backoff per object.
+pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx.note_failure(key(&obj));
+    let delay = backoff(failures);
+    tracing::warn!(cluster = %key(&obj), %error, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn parse<T: DeserializeOwned>(obj: &DynamicObject) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::to_value(obj)?)
+}
+
+async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    let cluster: BrokerCluster = match parse(obj) {
+        Ok(cluster) => cluster,
+        Err(error) => return report_unreadable(obj, ctx, &error).await,
+    };
+    let names = names_of(&cluster)?;
+    let client = &ctx.client;
+    let ns = names.namespace.as_str();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let voters = config_maps
+        .get_opt(&names.config_map())
+        .await?
+        .and_then(|cm| cm.data)
+        .and_then(|data| data.get(PROPERTIES_KEY).cloned())
+        .and_then(|text| {
+            parse_properties(&text)
+                .get("controller.quorum.voters")
+                .and_then(|v| parse_voter_ids(v))
+        })
+        .unwrap_or_else(|| initial_voters(cluster.spec.replicas));
+    let (replicas, scale_problem) = effective_replicas(cluster.spec.replicas, &voters);
+    let spec_problem = match cluster_settings(&cluster.spec, &names, &voters) {
+        Ok(settings) => {
+            let desired = desired_objects(&cluster, &settings, replicas)?;
+            apply_object(client, ns, &desired.config_map).await?;
+            apply_object(client, ns, &desired.headless_service).await?;
+            apply_object(client, ns, &desired.client_service).await?;
+            apply_object(client, ns, &desired.pod_disruption_budget).await?;
+            apply_object(client, ns, &desired.statefulset).await?;
+            None
+        }
+        Err(problem) => Some(problem.to_string()),
+    };
+
+    let statefulset = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .get_opt(&names.statefulset())
+        .await?;
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&names.selector_string()))
+        .await?
+        .items;
+    let summary =
+        admin::cluster_summary(&ctx.http, &names, replicas, cluster.spec.listeners.http).await;
+    let observed = Observed {
+        generation: cluster.metadata.generation,
+        desired_replicas: cluster.spec.replicas,
+        version: cluster.spec.version.as_deref(),
+        statefulset: statefulset.as_ref(),
+        pods: &pods,
+        summary: summary.as_ref(),
+        spec_problem,
+        scale_problem,
+    };
+    let status = compute_status(&names, &observed, cluster.status.as_ref(), &now());
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    publish_status(obj, ctx, &cluster, status).await?;
+    Ok(Action::requeue(if ready {
+        READY_RESYNC
+    } else {
+        NOT_READY_RESYNC
+    }))
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Server-side apply of one owned object, as the operator's field manager.
+async fn apply_object<K>(client: &Client, ns: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Writes `status` when it differs from the stored one, with an Event per condition change.
+async fn publish_status(
+    obj: &DynamicObject,
+    ctx: &Context,
+    cluster: &BrokerCluster,
+    status: BrokerClusterStatus,
+) -> Result<(), Error> {
+    if cluster.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let before = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &namespace, &api_resource());
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await?;
+    for condition in changed_conditions(&before, &status.conditions) {
+        let healthy = match condition.type_.as_str() {
+            "Degraded" => condition.status == "False",
+            "Ready" => condition.status == "True",
+            _ => true,
+        };
+        let event = Event {
+            type_: if healthy {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: condition.reason.clone(),
+            note: Some(format!(
+                "{}={}: {}",
+                condition.type_, condition.status, condition.message
+            )),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        publish_event(ctx, obj, event).await;
+    }
+    Ok(())
+}
+
+/// Events are best effort: a refused Event must not fail the reconciliation.
+async fn publish_event(ctx: &Context, obj: &DynamicObject, event: Event) {
+    let reference = obj.object_ref(&api_resource());
+    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(cluster = %key(obj), %error, "could not publish an Event");
+    }
+}
+
+/// A BrokerCluster the operator cannot read: report it on the object and wait for an edit.
+async fn report_unreadable(
+    obj: &DynamicObject,
+    ctx: &Context,
+    error: &serde_json::Error,
+) -> Result<Action, Error> {
+    let problem = format!("the BrokerCluster cannot be read: {error}");
+    tracing::warn!(cluster = %key(obj), %problem);
+    let previous: Option<BrokerClusterStatus> = obj
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    let names = ClusterNames::new(&obj.name_any(), &obj.namespace().unwrap_or_default());
+    let observed = Observed {
+        generation: obj.metadata.generation,
+        spec_problem: Some(problem.clone()),
+        ..Observed::default()
+    };
+    let status = compute_status(&names, &observed, previous.as_ref(), &now());
+    if previous.as_ref() != Some(&status) {
+        let namespace = obj.namespace().unwrap_or_default();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &namespace, &api_resource());
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await?;
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "InvalidSpec".into(),
+            note: Some(problem.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        publish_event(ctx, obj, event).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Deletion: the owned objects go with the BrokerCluster (owner references); the volume
+/// claims go too when `storage.deleteClaimsOnDelete` is set, else they stay for a later
+/// cluster of the same name to reuse.
+async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+    let delete_claims = obj
+        .data
+        .pointer("/spec/storage/deleteClaimsOnDelete")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let names = ClusterNames::new(&obj.name_any(), &obj.namespace().unwrap_or_default());
+    let note = if delete_claims {
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(ctx.client.clone(), &names.namespace);
+        claims
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels(&names.selector_string()),
+            )
+            .await?;
+        "deleting the cluster and its volume claims"
+    } else {
+        "deleting the cluster; its volume claims are kept (storage.deleteClaimsOnDelete is false)"
+    };
+    tracing::info!(cluster = %key(obj), note);
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Deleting".into(),
+        note: Some(note.into()),
+        action: "Delete".into(),
+        secondary: None,
+    };
+    publish_event(ctx, obj, event).await;
+    Ok(Action::await_change())
+}
+
+/// Starts the controller for BrokerClusters in `namespace` (all when `None`) and runs it
+/// until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    use kube::runtime::Controller;
+
+    let resource = api_resource();
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    macro_rules! api {
+        ($t:ty) => {
+            match &namespace {
+                Some(ns) => Api::<$t>::namespaced(client.clone(), ns),
+                None => Api::<$t>::all(client.clone()),
+            }
+        };
+    }
+    let clusters: Api<DynamicObject> = match &namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let recorder = Recorder::new(client.clone(), FIELD_MANAGER.into());
+    let context = Arc::new(Context::new(client.clone(), recorder, metrics));
+    Controller::new_with(clusters, watcher::Config::default(), resource)
+        .owns(api!(StatefulSet), owned.clone())
+        .owns(api!(Service), owned.clone())
+        .owns(api!(ConfigMap), owned.clone())
+        .owns(api!(PodDisruptionBudget), owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                Err(error) => tracing::debug!(%error, "controller event"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(2), Duration::from_secs(4));
+        assert_eq!(backoff(5), Duration::from_secs(32));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+}

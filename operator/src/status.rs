@@ -1,0 +1,526 @@
+//! The status of a `BrokerCluster`, computed by a pure function from what the reconciler
+//! observed: the StatefulSet, the broker pods and the cluster's own view (the brokers' admin
+//! API).
+//!
+//! Invariants:
+//! - `Ready` is True only when every desired broker's pod is Ready and the cluster itself
+//!   reports every one of them registered and unfenced with no offline partition: pods being
+//!   Ready is not enough;
+//! - `Degraded` is True when the spec cannot be applied or data is at risk (offline or
+//!   under-replicated partitions);
+//! - a condition's `lastTransitionTime` changes only when its status does.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use tokafka_broker::http::admin::ClusterSummary;
+
+use crate::crd::{BrokerClusterStatus, BrokerState, RolloutStatus};
+use crate::names::{ClusterNames, POD_INDEX_LABEL};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// What the reconciler saw of one cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Observed<'a> {
+    pub generation: Option<i64>,
+    pub desired_replicas: i32,
+    pub version: Option<&'a str>,
+    pub statefulset: Option<&'a StatefulSet>,
+    pub pods: &'a [Pod],
+    /// The cluster's view; `None` when no broker answered.
+    pub summary: Option<&'a ClusterSummary>,
+    /// Why the spec cannot be applied, if it cannot.
+    pub spec_problem: Option<String>,
+    /// Why the StatefulSet was left at fewer or more replicas than asked, if it was.
+    pub scale_problem: Option<String>,
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_ordinal(pod: &Pod) -> Option<i32> {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(POD_INDEX_LABEL))
+        .and_then(|i| i.parse().ok())
+}
+
+/// The state of broker `id` as the cluster reports it.
+fn broker_state(summary: Option<&ClusterSummary>, id: i32, pod: Option<&Pod>) -> String {
+    let Some(pod) = pod else {
+        return "PodMissing".into();
+    };
+    let Some(summary) = summary else {
+        return if pod_ready(pod) {
+            "Unknown"
+        } else {
+            "Starting"
+        }
+        .into();
+    };
+    match summary.brokers.iter().find(|b| b.id == id) {
+        None => "NotRegistered".into(),
+        Some(b) if b.drained => "Drained".into(),
+        Some(b) if b.decommissioning => "Draining".into(),
+        Some(b) if b.shutting_down => "ShuttingDown".into(),
+        Some(b) if b.fenced => "Fenced".into(),
+        Some(_) => "Running".into(),
+    }
+}
+
+struct Verdict {
+    status: bool,
+    reason: &'static str,
+    message: String,
+}
+
+fn ready_verdict(o: &Observed, ready_pods: i32) -> Verdict {
+    if let Some(problem) = &o.spec_problem {
+        return Verdict {
+            status: false,
+            reason: "InvalidSpec",
+            message: problem.clone(),
+        };
+    }
+    if ready_pods < o.desired_replicas {
+        return Verdict {
+            status: false,
+            reason: "BrokersNotReady",
+            message: format!(
+                "{ready_pods} of {} broker pods are Ready",
+                o.desired_replicas
+            ),
+        };
+    }
+    let Some(summary) = o.summary else {
+        return Verdict {
+            status: false,
+            reason: "ClusterUnreachable",
+            message: "no broker's admin API answered".into(),
+        };
+    };
+    let serving: Vec<i32> = (0..o.desired_replicas)
+        .filter(|id| summary.brokers.iter().any(|b| b.id == *id && !b.fenced))
+        .collect();
+    if serving.len() < usize::try_from(o.desired_replicas).unwrap_or(0) {
+        return Verdict {
+            status: false,
+            reason: "BrokersNotServing",
+            message: format!(
+                "{} of {} brokers are registered and unfenced",
+                serving.len(),
+                o.desired_replicas
+            ),
+        };
+    }
+    if summary.offline_partitions > 0 {
+        return Verdict {
+            status: false,
+            reason: "OfflinePartitions",
+            message: format!("{} partitions have no leader", summary.offline_partitions),
+        };
+    }
+    Verdict {
+        status: true,
+        reason: "AllBrokersReady",
+        message: format!("{} brokers form one cluster", o.desired_replicas),
+    }
+}
+
+fn degraded_verdict(o: &Observed) -> Verdict {
+    if let Some(problem) = &o.spec_problem {
+        return Verdict {
+            status: true,
+            reason: "InvalidSpec",
+            message: problem.clone(),
+        };
+    }
+    if let Some(problem) = &o.scale_problem {
+        return Verdict {
+            status: true,
+            reason: "ScaleRefused",
+            message: problem.clone(),
+        };
+    }
+    match o.summary {
+        Some(s) if s.offline_partitions > 0 => Verdict {
+            status: true,
+            reason: "OfflinePartitions",
+            message: format!("{} partitions have no leader", s.offline_partitions),
+        },
+        Some(s) if s.under_replicated_partitions > 0 => Verdict {
+            status: true,
+            reason: "UnderReplicatedPartitions",
+            message: format!(
+                "{} partitions have fewer in-sync replicas than replicas",
+                s.under_replicated_partitions
+            ),
+        },
+        _ => Verdict {
+            status: false,
+            reason: "Healthy",
+            message: "no partition at risk".into(),
+        },
+    }
+}
+
+fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
+    let sts_behind = o.statefulset.is_some_and(|s| {
+        s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation
+    });
+    if o.spec_problem.is_none()
+        && (ready_pods != o.desired_replicas || sts_behind || o.statefulset.is_none())
+    {
+        return Verdict {
+            status: true,
+            reason: "BrokersStarting",
+            message: format!(
+                "{ready_pods} of {} broker pods are Ready",
+                o.desired_replicas
+            ),
+        };
+    }
+    if o.spec_problem.is_none() && updated < o.desired_replicas {
+        return Verdict {
+            status: true,
+            reason: "RolloutPending",
+            message: format!(
+                "{updated} of {} brokers run the current template",
+                o.desired_replicas
+            ),
+        };
+    }
+    Verdict {
+        status: false,
+        reason: "Stable",
+        message: "nothing to do".into(),
+    }
+}
+
+/// Carries `lastTransitionTime` over from `previous` when the status did not change.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    v: Verdict,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if v.status { "True" } else { "False" }.to_string();
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: v.reason.to_string(),
+        message: v.message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// The status to report for what was observed, given the previous status and the time now.
+pub fn compute_status(
+    names: &ClusterNames,
+    observed: &Observed,
+    previous: Option<&BrokerClusterStatus>,
+    now: &Time,
+) -> BrokerClusterStatus {
+    let previous_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let pods_by_ordinal = |id: i32| observed.pods.iter().find(|p| pod_ordinal(p) == Some(id));
+    let ready_pods = i32::try_from(
+        (0..observed.desired_replicas)
+            .filter(|id| pods_by_ordinal(*id).is_some_and(pod_ready))
+            .count(),
+    )
+    .unwrap_or(i32::MAX);
+    let update_revision = observed
+        .statefulset
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.update_revision.clone());
+    let updated = i32::try_from(
+        observed
+            .pods
+            .iter()
+            .filter(|p| {
+                update_revision.is_some()
+                    && p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("controller-revision-hash"))
+                        == update_revision.as_ref()
+            })
+            .count(),
+    )
+    .unwrap_or(i32::MAX);
+    let ready = ready_verdict(observed, ready_pods);
+    let is_ready = ready.status;
+    let degraded = degraded_verdict(observed);
+    let is_degraded = degraded.status;
+    let progressing = progressing_verdict(observed, ready_pods, updated);
+    let conditions = vec![
+        condition(previous_conditions, READY, ready, observed.generation, now),
+        condition(
+            previous_conditions,
+            PROGRESSING,
+            progressing,
+            observed.generation,
+            now,
+        ),
+        condition(
+            previous_conditions,
+            DEGRADED,
+            degraded,
+            observed.generation,
+            now,
+        ),
+    ];
+    let phase = if is_degraded {
+        "Degraded"
+    } else if is_ready {
+        "Ready"
+    } else {
+        "Progressing"
+    };
+    let brokers = (0..observed.desired_replicas)
+        .map(|id| {
+            let counts = observed
+                .summary
+                .and_then(|s| s.brokers.iter().find(|b| b.id == id));
+            BrokerState {
+                broker_id: id,
+                pod: names.pod(id),
+                state: broker_state(observed.summary, id, pods_by_ordinal(id)),
+                replicas: counts.map_or(0, |b| i32::try_from(b.replicas).unwrap_or(i32::MAX)),
+                leaders: counts.map_or(0, |b| i32::try_from(b.leaders).unwrap_or(i32::MAX)),
+            }
+        })
+        .collect();
+    let all_current = is_ready && updated == observed.desired_replicas;
+    let previous_version = previous.and_then(|p| p.current_version.clone());
+    BrokerClusterStatus {
+        observed_generation: observed.generation,
+        conditions,
+        phase: Some(phase.into()),
+        replicas: observed.desired_replicas,
+        ready_replicas: ready_pods,
+        ready_replicas_text: Some(format!("{ready_pods}/{}", observed.desired_replicas)),
+        selector: Some(names.selector_string()),
+        current_version: if all_current {
+            observed.version.map(str::to_string).or(previous_version)
+        } else {
+            previous_version
+        },
+        target_version: observed.version.map(str::to_string),
+        brokers,
+        under_replicated_partitions: observed.summary.map_or(0, |s| {
+            i32::try_from(s.under_replicated_partitions).unwrap_or(i32::MAX)
+        }),
+        leader_imbalance_percent: observed.summary.map_or(0, |s| {
+            s.leader_imbalance_percent
+                .values()
+                .copied()
+                .max()
+                .map_or(0, |m| i32::try_from(m).unwrap_or(i32::MAX))
+        }),
+        rollout: Some(RolloutStatus {
+            updated,
+            total: observed.desired_replicas,
+            current: None,
+        }),
+    }
+}
+
+/// Conditions whose status changed from `before` to `after` (for Events).
+pub fn changed_conditions<'a>(before: &[Condition], after: &'a [Condition]) -> Vec<&'a Condition> {
+    after
+        .iter()
+        .filter(|c| {
+            !before
+                .iter()
+                .any(|b| b.type_ == c.type_ && b.status == c.status && b.reason == c.reason)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::jiff::Timestamp;
+    use tokafka_broker::http::admin::BrokerSummary;
+
+    use super::*;
+
+    fn pod(ordinal: i32, ready: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("demo-{ordinal}")),
+                labels: Some(BTreeMap::from([
+                    (POD_INDEX_LABEL.to_string(), ordinal.to_string()),
+                    ("controller-revision-hash".to_string(), "rev1".to_string()),
+                ])),
+                ..ObjectMeta::default()
+            },
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..PodCondition::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    fn summary(ids: &[i32], fenced: &[i32], urp: usize, offline: usize) -> ClusterSummary {
+        ClusterSummary {
+            brokers: ids
+                .iter()
+                .map(|id| BrokerSummary {
+                    id: *id,
+                    host: format!("demo-{id}"),
+                    port: 9092,
+                    rack: None,
+                    fenced: fenced.contains(id),
+                    shutting_down: false,
+                    decommissioning: false,
+                    drained: false,
+                    replicas: 4,
+                    leaders: 2,
+                })
+                .collect(),
+            partitions: 6,
+            under_replicated_partitions: urp,
+            offline_partitions: offline,
+            reassigning_partitions: 0,
+            leader_imbalance_percent: BTreeMap::from([(0, 0), (1, 50), (2, 0)]),
+        }
+    }
+
+    fn now(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).expect("time"))
+    }
+
+    fn condition_of<'a>(status: &'a BrokerClusterStatus, type_: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition")
+    }
+
+    fn observed<'a>(pods: &'a [Pod], summary: Option<&'a ClusterSummary>) -> Observed<'a> {
+        Observed {
+            generation: Some(2),
+            desired_replicas: 3,
+            version: Some("0.1.0"),
+            statefulset: None,
+            pods,
+            summary,
+            spec_problem: None,
+            scale_problem: None,
+        }
+    }
+
+    #[test]
+    fn ready_needs_ready_pods_and_the_clusters_own_word() {
+        let names = ClusterNames::new("demo", "kafka");
+        let pods = [pod(0, true), pod(1, true), pod(2, true)];
+        let healthy = summary(&[0, 1, 2], &[], 0, 0);
+        let status = compute_status(&names, &observed(&pods, Some(&healthy)), None, &now(10));
+        assert_eq!(condition_of(&status, READY).status, "True");
+        assert_eq!(status.phase.as_deref(), Some("Ready"));
+        assert_eq!(status.ready_replicas_text.as_deref(), Some("3/3"));
+        assert_eq!(status.leader_imbalance_percent, 50);
+        assert_eq!(status.brokers[1].state, "Running");
+        assert_eq!(status.brokers[1].leaders, 2);
+
+        let fenced = summary(&[0, 1, 2], &[2], 0, 0);
+        let status = compute_status(&names, &observed(&pods, Some(&fenced)), None, &now(10));
+        assert_eq!(condition_of(&status, READY).reason, "BrokersNotServing");
+        assert_eq!(status.brokers[2].state, "Fenced");
+
+        let status = compute_status(&names, &observed(&pods, None), None, &now(10));
+        assert_eq!(condition_of(&status, READY).reason, "ClusterUnreachable");
+
+        let one_down = [pod(0, true), pod(1, false), pod(2, true)];
+        let status = compute_status(&names, &observed(&one_down, Some(&healthy)), None, &now(10));
+        assert_eq!(condition_of(&status, READY).reason, "BrokersNotReady");
+        assert_eq!(condition_of(&status, PROGRESSING).status, "True");
+        assert_eq!(status.phase.as_deref(), Some("Progressing"));
+    }
+
+    #[test]
+    fn partitions_at_risk_degrade_the_cluster() {
+        let names = ClusterNames::new("demo", "kafka");
+        let pods = [pod(0, true), pod(1, true), pod(2, true)];
+        let urp = summary(&[0, 1, 2], &[], 2, 0);
+        let status = compute_status(&names, &observed(&pods, Some(&urp)), None, &now(10));
+        assert_eq!(
+            condition_of(&status, DEGRADED).reason,
+            "UnderReplicatedPartitions"
+        );
+        assert_eq!(status.under_replicated_partitions, 2);
+        assert_eq!(status.phase.as_deref(), Some("Degraded"));
+        let offline = summary(&[0, 1, 2], &[], 0, 1);
+        let status = compute_status(&names, &observed(&pods, Some(&offline)), None, &now(10));
+        assert_eq!(condition_of(&status, READY).reason, "OfflinePartitions");
+        assert_eq!(condition_of(&status, DEGRADED).status, "True");
+    }
+
+    #[test]
+    fn an_invalid_spec_is_reported_not_ready_and_degraded() {
+        let names = ClusterNames::new("demo", "kafka");
+        let o = Observed {
+            spec_problem: Some("spec.config sets unknown broker key(s): x".into()),
+            ..observed(&[], None)
+        };
+        let status = compute_status(&names, &o, None, &now(10));
+        let ready = condition_of(&status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
+        assert!(ready.message.contains("unknown broker key"));
+        assert_eq!(condition_of(&status, DEGRADED).reason, "InvalidSpec");
+        assert_eq!(condition_of(&status, PROGRESSING).status, "False");
+    }
+
+    #[test]
+    fn transition_times_move_only_on_a_status_change() {
+        let names = ClusterNames::new("demo", "kafka");
+        let pods = [pod(0, true), pod(1, true), pod(2, true)];
+        let healthy = summary(&[0, 1, 2], &[], 0, 0);
+        let first = compute_status(&names, &observed(&pods, Some(&healthy)), None, &now(10));
+        let second = compute_status(
+            &names,
+            &observed(&pods, Some(&healthy)),
+            Some(&first),
+            &now(20),
+        );
+        assert_eq!(condition_of(&second, READY).last_transition_time, now(10));
+        assert!(changed_conditions(&first.conditions, &second.conditions).is_empty());
+        let third = compute_status(&names, &observed(&pods, None), Some(&second), &now(30));
+        assert_eq!(condition_of(&third, READY).last_transition_time, now(30));
+        let changed = changed_conditions(&second.conditions, &third.conditions);
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].type_, READY);
+    }
+}
