@@ -29,7 +29,9 @@ use crate::broker_config::{
 use crate::crd::{BrokerCluster, BrokerClusterStatus};
 use crate::metrics::Metrics;
 use crate::names::{ClusterNames, FIELD_MANAGER, FINALIZER};
-use crate::resources::{desired_objects, names_of, BuildError};
+use crate::resources::{
+    claim_size_change, desired_objects, keep_immutable_fields, names_of, BuildError,
+};
 use crate::scaling::effective_replicas;
 use crate::status::{changed_conditions, compute_status, Observed, READY};
 
@@ -182,9 +184,17 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         })
         .unwrap_or_else(|| initial_voters(cluster.spec.replicas));
     let (replicas, scale_problem) = effective_replicas(cluster.spec.replicas, &voters);
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), ns);
+    let existing = statefulsets.get_opt(&names.statefulset()).await?;
     let spec_problem = match cluster_settings(&cluster.spec, &names, &voters) {
         Ok(settings) => {
-            let desired = desired_objects(&cluster, &settings, replicas)?;
+            let mut desired = desired_objects(&cluster, &settings, replicas)?;
+            if let Some(existing) = &existing {
+                keep_immutable_fields(&mut desired.statefulset, existing);
+                if let Some((from, to)) = claim_size_change(&cluster, existing) {
+                    expand_claims(obj, ctx, &names, existing, &from, &to).await?;
+                }
+            }
             apply_object(client, ns, &desired.config_map).await?;
             apply_object(client, ns, &desired.headless_service).await?;
             apply_object(client, ns, &desired.client_service).await?;
@@ -195,9 +205,7 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         Err(problem) => Some(problem.to_string()),
     };
 
-    let statefulset = Api::<StatefulSet>::namespaced(client.clone(), ns)
-        .get_opt(&names.statefulset())
-        .await?;
+    let statefulset = statefulsets.get_opt(&names.statefulset()).await?;
     let pods = Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&names.selector_string()))
         .await?
@@ -225,6 +233,58 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     } else {
         NOT_READY_RESYNC
     }))
+}
+
+/// Grows every broker's data claim to `to` (claims cannot shrink, and the schema refuses a
+/// smaller size). A storage class that cannot expand refuses the patch: that becomes a Warning
+/// Event, not a failed reconciliation, since the brokers keep running on the old size.
+async fn expand_claims(
+    obj: &DynamicObject,
+    ctx: &Context,
+    names: &ClusterNames,
+    existing: &StatefulSet,
+    from: &str,
+    to: &str,
+) -> Result<(), Error> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let pods = existing.spec.replicas.unwrap_or(0);
+    let patch = serde_json::json!({ "spec": { "resources": { "requests": { "storage": to } } } });
+    for ordinal in 0..pods {
+        let claim = format!("{}-{}", crate::names::DATA_VOLUME, names.pod(ordinal));
+        let Some(current) = claims.get_opt(&claim).await? else {
+            continue;
+        };
+        let requested = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.as_str());
+        if requested == Some(to) {
+            continue;
+        }
+        if let Err(error) = claims
+            .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "VolumeExpansionFailed".into(),
+                note: Some(
+                    format!("claim {claim} cannot grow from {from} to {to}: {error}")
+                        .chars()
+                        .take(1000)
+                        .collect(),
+                ),
+                action: "ExpandVolume".into(),
+                secondary: None,
+            };
+            publish_event(ctx, obj, event).await;
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 fn now() -> Time {

@@ -407,6 +407,37 @@ fn statefulset(
     }
 }
 
+/// Keeps the claim templates (and the selector) of the StatefulSet that exists: the API server
+/// refuses changes to them. A larger `storage.size` reaches the brokers by expanding their
+/// claims instead ([`claim_size_change`]).
+pub fn keep_immutable_fields(desired: &mut StatefulSet, existing: &StatefulSet) {
+    desired
+        .spec
+        .volume_claim_templates
+        .clone_from(&existing.spec.volume_claim_templates);
+    desired.spec.selector = existing.spec.selector.clone();
+}
+
+/// The size of the existing StatefulSet's data claim template, when it differs from the one
+/// `cluster` asks for: `(from, to)`.
+pub fn claim_size_change(
+    cluster: &BrokerCluster,
+    existing: &StatefulSet,
+) -> Option<(String, String)> {
+    let current = existing
+        .spec
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .find(|c| c.metadata.name.as_deref() == Some(DATA_VOLUME))
+        .and_then(|c| c.spec.as_ref())
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone())?;
+    (current != cluster.spec.storage.size).then(|| (current, cluster.spec.storage.size.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,6 +629,23 @@ mod tests {
                 .and_then(|s| s.read_only_root_filesystem),
             Some(true)
         );
+    }
+
+    #[test]
+    fn claim_templates_of_an_existing_statefulset_are_kept_and_growth_is_reported() {
+        let existing = build(&cluster(BASE)).statefulset;
+        let grown = cluster(&BASE.replace("2Gi", "5Gi"));
+        let mut desired = build(&grown).statefulset;
+        assert_eq!(
+            claim_size_change(&grown, &existing),
+            Some(("2Gi".to_string(), "5Gi".to_string()))
+        );
+        keep_immutable_fields(&mut desired, &existing);
+        assert_eq!(
+            desired.spec.volume_claim_templates,
+            existing.spec.volume_claim_templates
+        );
+        assert_eq!(claim_size_change(&cluster(BASE), &existing), None);
     }
 
     #[test]
