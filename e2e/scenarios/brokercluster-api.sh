@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # The BrokerCluster API on a real API server: the generated CRD installs, a valid cluster is
 # accepted and listed with its short name, invalid specs are refused with the schema's
-# messages, a storage size cannot shrink, and `kubectl scale bc` changes spec.replicas (and
+# messages (unknown and operator-owned config keys too), a storage size cannot shrink, and `kubectl scale bc` changes spec.replicas (and
 # cannot take it below 1).
 
 # brokercluster NAME REPLICAS SIZE [EXTRA_SPEC_YAML]: a BrokerCluster manifest.
@@ -57,5 +57,11 @@ scenario_brokercluster_api() {
 	check "spec.replicas is 5 after the scale" test "$(bc_field "$ns" good .spec.replicas)" = 5
 	check "scaling to 0 is refused" sh -c "! kubectl -n '$ns' scale bc good --replicas=0 >/dev/null 2>&1"
 	check "spec.replicas is still 5" test "$(bc_field "$ns" good .spec.replicas)" = 5
+	check "an unknown config key is refused by name" refused "$ns" "config key num.partitionz is not a broker key" \
+		< <(brokercluster typo 3 1Gi $'  config:\n    num.partitionz: "3"')
+	check "a config key the operator sets is refused" refused "$ns" "config key node.id is not a broker key, or is one the operator sets itself" \
+		< <(brokercluster owned 3 1Gi $'  config:\n    node.id: "7"')
 	check "nothing invalid was stored" test "$(kubectl -n "$ns" get bc -o name | wc -l)" = 1
+	# Its image is not a broker: do not leave an operator (if one runs) starting its pods.
+	kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1
 }

@@ -409,9 +409,10 @@ async fn report_unreadable(
     Ok(Action::await_change())
 }
 
-/// Deletion: the owned objects go with the BrokerCluster (owner references); the volume
-/// claims go too when `storage.deleteClaimsOnDelete` is set, else they stay for a later
-/// cluster of the same name to reuse.
+/// Deletion: the operator deletes the owned objects (owner references would have garbage
+/// collection remove them too, later); the volume claims go too when
+/// `storage.deleteClaimsOnDelete` is set, else they stay for a later cluster of the same name
+/// to reuse.
 async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let delete_claims = obj
         .data
@@ -419,15 +420,30 @@ async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     let names = ClusterNames::new(&obj.name_any(), &obj.namespace().unwrap_or_default());
+    // Garbage collection would remove these too, but on its own schedule; deleting them now
+    // stops the brokers as soon as the cluster is deleted.
+    let client = &ctx.client;
+    let ns = names.namespace.as_str();
+    delete_owned::<StatefulSet>(client, ns, &names.statefulset()).await?;
+    delete_owned::<PodDisruptionBudget>(client, ns, &names.pod_disruption_budget()).await?;
+    delete_owned::<Service>(client, ns, &names.client_service()).await?;
+    delete_owned::<Service>(client, ns, &names.headless_service()).await?;
+    delete_owned::<ConfigMap>(client, ns, &names.config_map()).await?;
     let note = if delete_claims {
         let claims: Api<PersistentVolumeClaim> =
             Api::namespaced(ctx.client.clone(), &names.namespace);
-        claims
-            .delete_collection(
-                &DeleteParams::default(),
-                &ListParams::default().labels(&names.selector_string()),
-            )
+        let listed = claims
+            .list(&ListParams::default().labels(&names.selector_string()))
             .await?;
+        for claim in listed.items {
+            let name = claim.name_any();
+            match claims.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!(cluster = %key(obj), claim = %name, "volume claim deleted"),
+                // Deleted meanwhile (by the StatefulSet's retention policy): done.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
         "deleting the cluster and its volume claims"
     } else {
         "deleting the cluster; its volume claims are kept (storage.deleteClaimsOnDelete is false)"
@@ -442,6 +458,24 @@ async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     };
     publish_event(ctx, obj, event).await;
     Ok(Action::await_change())
+}
+
+/// Deletes one owned object (its dependents in the background); absent is fine.
+async fn delete_owned<K>(client: &Client, ns: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match Api::<K>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Starts the controller for BrokerClusters in `namespace` (all when `None`) and runs it
