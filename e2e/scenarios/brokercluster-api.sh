@@ -61,6 +61,8 @@ scenario_brokercluster_api() {
 		< <(brokercluster typo 3 1Gi $'  config:\n    num.partitionz: "3"')
 	check "a config key the operator sets is refused" refused "$ns" "config key node.id is not a broker key, or is one the operator sets itself" \
 		< <(brokercluster owned 3 1Gi $'  config:\n    node.id: "7"')
+	check "a rack label other than the topology labels is refused" refused "$ns" "rackLabel must be topology.kubernetes.io/zone or topology.kubernetes.io/region" \
+		< <(brokercluster rack 3 1Gi $'  podTemplate:\n    rackLabel: example.com/rack')
 	check "nothing invalid was stored" test "$(kubectl -n "$ns" get bc -o name | wc -l)" = 1
 	# Its image is not a broker: do not leave an operator (if one runs) starting its pods.
 	kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1

@@ -5,7 +5,7 @@
 # condition; a real Kafka client (kcat) produces and consumes through the client Service;
 # `kubectl scale bc` adds a broker; a configuration the brokers would refuse becomes an
 # InvalidSpec condition and creates nothing; a second operator replica takes over when the
-# leader goes; deleting a BrokerCluster removes what it owns, its volume claims only when
+# leader goes; a broker's rack is its node's zone; deleting a BrokerCluster removes what it owns, its volume claims only when
 # deleteClaimsOnDelete is set.
 
 OPERATOR_NS=tokafka-system
@@ -60,6 +60,13 @@ cluster_members() {
 	pod_http "$1" "$2-0" 9644 /v1/cluster | python3 -c '
 import json, sys
 print(" ".join(str(i) for i in sorted(b["id"] for b in json.load(sys.stdin)["brokers"] if not b["fenced"])))'
+}
+
+# broker_rack NS BC ID: the rack the cluster reports for broker ID.
+broker_rack() {
+	pod_http "$1" "$2-0" 9644 /v1/cluster | python3 -c '
+import json, sys
+print(next(b["rack"] or "" for b in json.load(sys.stdin)["brokers"] if b["id"] == int(sys.argv[1])))' "$3"
 }
 
 # show_cluster NS BC: the cluster's admin view, for a failed check's diagnosis.
@@ -185,8 +192,14 @@ scenario_operator() {
 	# The standby or the Deployment's replacement pod, whichever asks first.
 	eventually 60 "another running replica takes the Lease" new_lease_holder "$leader"
 	eventually 30 "exactly one replica reports itself leader" one_leader
-	check "a BrokerCluster that keeps its claims is applied" quietly kubectl -n "$ns" apply -f - < <(broker_cluster keep 1)
+	local node
+	node="$(kubectl get nodes -o jsonpath='{.items[0].metadata.name}')"
+	check "the node is labelled with zone e2e-zone-a" quietly kubectl label node "$node" topology.kubernetes.io/zone=e2e-zone-a --overwrite
+	check "a rack-aware BrokerCluster that keeps its claims is applied" quietly kubectl -n "$ns" apply -f - \
+		< <(broker_cluster keep 1 $'  podTemplate:\n    rackLabel: topology.kubernetes.io/zone')
 	eventually 120 "the new leader reconciles it to Ready" bc_ready "$ns" keep
+	check "its broker's rack is the node's zone" prints e2e-zone-a broker_rack "$ns" keep 0
+	quietly kubectl label node "$node" topology.kubernetes.io/zone-
 
 	# Deletion: owned objects go; claims only by policy.
 	check "BrokerCluster demo is deleted" quietly kubectl -n "$ns" delete bc demo --wait=false

@@ -155,9 +155,11 @@ pub struct PodOverrides {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
-    /// A node label whose value becomes each broker's rack (`broker.rack`), e.g.
-    /// `topology.kubernetes.io/zone`.
+    /// The node label whose value becomes each broker's rack (`broker.rack`):
+    /// `topology.kubernetes.io/zone` or `topology.kubernetes.io/region`, the labels the API
+    /// server copies from a pod's node onto the pod when it is bound (Kubernetes 1.35+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self in ['topology.kubernetes.io/zone', 'topology.kubernetes.io/region']").message("rackLabel must be topology.kubernetes.io/zone or topology.kubernetes.io/region"))]
     pub rack_label: Option<String>,
 }
 

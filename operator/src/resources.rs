@@ -242,21 +242,35 @@ fn broker_args(cluster: &BrokerCluster, names: &ClusterNames) -> Vec<String> {
 
 fn broker_container(cluster: &BrokerCluster, names: &ClusterNames) -> Container {
     let ports = &cluster.spec.listeners;
+    let mut env = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("POD_IP", "status.podIP"),
+        // The broker reads TOKAFKA_<KEY> variables: node.id is the pod's ordinal.
+        field_env(
+            "TOKAFKA_NODE_ID",
+            &format!("metadata.labels['{POD_INDEX_LABEL}']"),
+        ),
+    ];
+    if let Some(label) = cluster
+        .spec
+        .pod_template
+        .as_ref()
+        .and_then(|p| p.rack_label.as_deref())
+    {
+        // The API server copies the node's topology labels onto the pod at binding; a node
+        // without the label gives an empty rack (none).
+        env.push(field_env(
+            "TOKAFKA_BROKER_RACK",
+            &format!("metadata.labels['{label}']"),
+        ));
+    }
     Container {
         name: "broker".into(),
         image: Some(cluster.spec.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(broker_args(cluster, names)),
-        env: Some(vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("POD_IP", "status.podIP"),
-            // The broker reads TOKAFKA_<KEY> variables: node.id is the pod's ordinal.
-            field_env(
-                "TOKAFKA_NODE_ID",
-                &format!("metadata.labels['{POD_INDEX_LABEL}']"),
-            ),
-        ]),
+        env: Some(env),
         ports: Some(vec![
             container_port("kafka", ports.kafka),
             container_port("controller", ports.controller),
@@ -646,6 +660,30 @@ mod tests {
             existing.spec.volume_claim_templates
         );
         assert_eq!(claim_size_change(&cluster(BASE), &existing), None);
+    }
+
+    #[test]
+    fn the_rack_comes_from_the_pods_topology_label() {
+        let rack_env = |c: &BrokerCluster| {
+            build(c)
+                .statefulset
+                .spec
+                .template
+                .spec
+                .and_then(|p| p.containers[0].env.clone())
+                .and_then(|env| env.into_iter().find(|e| e.name == "TOKAFKA_BROKER_RACK"))
+        };
+        assert_eq!(rack_env(&cluster(BASE)), None);
+        let zoned = cluster(&format!(
+            "{BASE}podTemplate:\n  rackLabel: topology.kubernetes.io/zone\n"
+        ));
+        let env = rack_env(&zoned).expect("rack env");
+        assert_eq!(
+            env.value_from
+                .and_then(|v| v.field_ref)
+                .map(|f| f.field_path),
+            Some("metadata.labels['topology.kubernetes.io/zone']".to_string())
+        );
     }
 
     #[test]
