@@ -3,8 +3,8 @@
 # TOKAFKA_LOCAL_OPERATOR=1, or e2e/kind/up): it runs and holds its Lease; a BrokerCluster of
 # three becomes owned objects, Ready broker pods that form one cluster, and a Ready
 # condition; a real Kafka client (kcat) produces and consumes through the client Service;
-# `kubectl scale bc` adds a broker; a configuration the brokers would refuse becomes an
-# InvalidSpec condition and creates nothing; a second operator replica takes over when the
+# `kubectl scale bc` adds a broker; a configuration the brokers would refuse, or an object
+# the operator cannot read, becomes an InvalidSpec condition and creates nothing; a second operator replica takes over when the
 # leader goes; a broker's rack is its node's zone; deleting a BrokerCluster removes what it owns, its volume claims only when
 # deleteClaimsOnDelete is set.
 
@@ -179,6 +179,12 @@ scenario_operator() {
 	eventually 60 "it is reported Ready=False with reason InvalidSpec" prints "False InvalidSpec" bc_condition "$ns" badvalue Ready
 	check "the InvalidSpec message names the key" sh -c "kubectl -n '$ns' get bc badvalue -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].message}' | grep -q num.partitions"
 	check "nothing was created for it" gone "$ns" statefulset badvalue
+	# The schema takes any integer; the operator's types do not: one object it cannot read
+	# must be reported on that object and must not stall the watch of the others.
+	check "a BrokerCluster the operator cannot read (replicas beyond 32 bits) is stored" \
+		quietly kubectl -n "$ns" apply -f - < <(broker_cluster unreadable 5000000000)
+	eventually 60 "it is reported Ready=False with reason InvalidSpec" prints "False InvalidSpec" bc_condition "$ns" unreadable Ready
+	check "nothing was created for it" gone "$ns" statefulset unreadable
 
 	# Leader election: a second replica waits; when the leader goes, it takes over.
 	check "the chart scales the operator to two replicas" quietly helm upgrade "$OPERATOR_RELEASE" "$E2E_DIR/../charts/tokafka-operator" \

@@ -361,7 +361,7 @@ async fn heartbeat(client: Client, info: NodeInfo) {
         {
             warn!(error = %e, "renewing node lease failed");
         }
-        if tick % 2 == 0 {
+        if tick.is_multiple_of(2) {
             if let Err(e) = patch_node_status(&nodes, &info, &since).await {
                 warn!(error = %e, "node status heartbeat failed");
             }
