@@ -6,6 +6,7 @@
 //! - [`broker_config`]: the brokers' configuration (user keys checked against the broker's);
 //! - [`resources`]: the desired ConfigMap, Services, StatefulSet and PodDisruptionBudget;
 //! - [`scaling`]: how many brokers the StatefulSet may run;
+//! - [`rollout`]: which broker pod a rolling restart restarts next;
 //! - [`status`]: conditions and per-broker state from what was observed.
 //!
 //! Thin I/O layers: [`reconcile`] (the controller), [`admin`] (the brokers' admin API) and
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod names;
 pub mod reconcile;
 pub mod resources;
+pub mod rollout;
 pub mod scaling;
 pub mod status;
 

@@ -404,6 +404,7 @@ mod tests {
                     drained: false,
                     replicas: 4,
                     leaders: 2,
+                    restart_blockers: 0,
                 })
                 .collect(),
             partitions: 6,

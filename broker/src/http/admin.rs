@@ -57,6 +57,12 @@ pub struct BrokerSummary {
     pub drained: bool,
     pub replicas: usize,
     pub leaders: usize,
+    /// Partitions whose in-sync replicas would fall below `min.insync.replicas` without this
+    /// broker (partitions whose replication factor is at most their `min.insync.replicas` are
+    /// not counted: any broker down already stops their acks=all writes). Zero means the broker
+    /// can restart without refusing an acks=all write.
+    #[serde(default)]
+    pub restart_blockers: usize,
 }
 
 /// The cluster's state for operators.
@@ -74,8 +80,26 @@ pub struct ClusterSummary {
 }
 
 impl ClusterSummary {
-    pub fn of(metadata: &ClusterMetadata) -> Self {
+    /// The summary of `metadata`, where topics without their own `min.insync.replicas` take
+    /// `default_min_insync_replicas`.
+    pub fn of(metadata: &ClusterMetadata, default_min_insync_replicas: usize) -> Self {
         let mut replicas: BTreeMap<i32, usize> = BTreeMap::new();
+        let mut blockers: BTreeMap<i32, usize> = BTreeMap::new();
+        for topic in metadata.topics.values() {
+            let min_isr = topic
+                .configs
+                .get("min.insync.replicas")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(default_min_insync_replicas);
+            for p in &topic.partitions {
+                if p.replicas.len() <= min_isr || p.isr.len() > min_isr {
+                    continue;
+                }
+                for member in &p.isr {
+                    *blockers.entry(*member).or_default() += 1;
+                }
+            }
+        }
         let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
         let (mut partitions, mut under, mut offline, mut reassigning) = (0, 0, 0, 0);
         for (_, _, p) in metadata.partitions() {
@@ -111,6 +135,7 @@ impl ClusterSummary {
                     drained: b.decommissioning && held == 0,
                     replicas: held,
                     leaders: leaders.get(&b.id).copied().unwrap_or(0),
+                    restart_blockers: blockers.get(&b.id).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -139,10 +164,17 @@ fn standalone() -> Response {
     )
 }
 
+fn summary(cluster: &Cluster) -> ClusterSummary {
+    ClusterSummary::of(
+        &cluster.metadata(),
+        cluster.config.default_min_insync_replicas,
+    )
+}
+
 /// Commits `command`, answering with the cluster summary after it.
 async fn write(cluster: &Cluster, command: Command) -> Response {
     match cluster.write(&command).await {
-        Ok(()) => Json(ClusterSummary::of(&cluster.metadata())).into_response(),
+        Ok(()) => Json(summary(cluster)).into_response(),
         Err((code, message)) => {
             let status = match code {
                 ResponseError::BrokerNotAvailable => StatusCode::NOT_FOUND,
@@ -158,7 +190,7 @@ async fn describe(State(broker): State<Arc<Broker>>) -> Response {
     let Some(cluster) = broker.cluster() else {
         return standalone();
     };
-    Json(ClusterSummary::of(&cluster.metadata())).into_response()
+    Json(summary(cluster)).into_response()
 }
 
 async fn decommission(State(broker): State<Arc<Broker>>, Path(id): Path<i32>) -> Response {
@@ -201,11 +233,31 @@ mod tests {
     use crate::controller::metadata::testing::{cluster, create};
 
     #[test]
+    fn restart_blockers_count_partitions_that_would_refuse_acks_all() {
+        let mut m = cluster(&[1, 2, 3]);
+        // RF 3 with min ISR 2: one broker may go; RF 2 with min ISR 2: already unavailable
+        // with any broker down, so not counted; RF 1: likewise.
+        create(&mut m, "three", vec![vec![1, 2, 3]]);
+        create(&mut m, "two", vec![vec![1, 2]]);
+        create(&mut m, "one", vec![vec![3]]);
+        let summary = ClusterSummary::of(&m, 2);
+        assert!(summary.brokers.iter().all(|b| b.restart_blockers == 0));
+        // Broker 3 fenced: "three" is down to ISR {1, 2}, so neither 1 nor 2 may go now.
+        m.apply(&Command::FenceBroker { id: 3 }).expect("fence");
+        let summary = ClusterSummary::of(&m, 2);
+        let blockers: Vec<usize> = summary.brokers.iter().map(|b| b.restart_blockers).collect();
+        assert_eq!(blockers, [1, 1, 0]);
+        // A topic's own min.insync.replicas wins over the default.
+        let summary = ClusterSummary::of(&m, 1);
+        assert!(summary.brokers.iter().all(|b| b.restart_blockers == 0));
+    }
+
+    #[test]
     fn the_summary_counts_load_and_trouble() {
         let mut m = cluster(&[1, 2, 3]);
         create(&mut m, "t", vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
         m.apply(&Command::FenceBroker { id: 3 }).expect("fence");
-        let summary = ClusterSummary::of(&m);
+        let summary = ClusterSummary::of(&m, 1);
         assert_eq!(summary.partitions, 3);
         assert_eq!(summary.under_replicated_partitions, 2);
         assert_eq!(summary.offline_partitions, 0);
