@@ -33,3 +33,24 @@ pub async fn cluster_summary(
     }
     None
 }
+
+/// Asks the cluster to move leadership back to preferred replicas (best effort: the brokers'
+/// own automatic rebalance would get there too, later).
+pub async fn preferred_leader_election(
+    http: &reqwest::Client,
+    names: &ClusterNames,
+    replicas: i32,
+    http_port: i32,
+) {
+    for ordinal in 0..replicas {
+        let url = format!(
+            "http://{}:{http_port}/v1/cluster/preferred-leader-election",
+            names.pod_host(ordinal)
+        );
+        match http.post(&url).timeout(ADMIN_TIMEOUT).send().await {
+            Ok(response) if response.status().is_success() => return,
+            Ok(response) => tracing::debug!(%url, status = %response.status(), "election refused"),
+            Err(error) => tracing::debug!(%url, %error, "admin API unreachable"),
+        }
+    }
+}

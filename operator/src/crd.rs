@@ -294,6 +294,13 @@ pub struct RolloutStatus {
     /// The broker being restarted, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
+    /// The gate the rollout waits on, if it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_by: Option<String>,
+    /// Since when it has waited on that gate (a wait longer than
+    /// `spec.rollout.healthGateTimeoutSeconds` halts the rollout: Degraded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 #[cfg(test)]

@@ -13,8 +13,15 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 pub const FIELD_MANAGER: &str = "tokafka-operator";
 /// Finalizer that lets the operator clean up before a BrokerCluster goes away.
 pub const FINALIZER: &str = "tokafka.io/cleanup";
-/// Annotation on the pod template: hash of the broker configuration it runs with.
-pub const CONFIG_HASH_ANNOTATION: &str = "tokafka.io/config-hash";
+/// Annotation on the pod template, and so on each pod: hash of what the broker runs (image,
+/// configuration, resources, pod overrides, restart token). A pod whose hash differs from the
+/// desired one is restarted by the rollout; nothing else restarts pods, so an operator
+/// upgrade that changes how the template is written rolls nothing.
+pub const POD_HASH_ANNOTATION: &str = "tokafka.io/pod-hash";
+/// Annotation on a BrokerCluster: a new value restarts every broker (a rolling restart).
+pub const RESTART_ANNOTATION: &str = "tokafka.io/restart";
+/// Annotation on a BrokerCluster: `"true"` stops every change to it until removed.
+pub const PAUSE_ANNOTATION: &str = "tokafka.io/pause-reconciliation";
 /// Name of the volume claim template (claims are `data-<pod>`).
 pub const DATA_VOLUME: &str = "data";
 

@@ -28,10 +28,12 @@ use crate::broker_config::{
 };
 use crate::crd::{BrokerCluster, BrokerClusterStatus};
 use crate::metrics::Metrics;
-use crate::names::{ClusterNames, FIELD_MANAGER, FINALIZER};
+use crate::names::{ClusterNames, FIELD_MANAGER, FINALIZER, PAUSE_ANNOTATION, POD_INDEX_LABEL};
 use crate::resources::{
-    claim_size_change, desired_objects, keep_immutable_fields, names_of, BuildError,
+    claim_size_change, desired_objects, keep_immutable_fields, names_of, recorded_pod_hash,
+    BuildError,
 };
+use crate::rollout;
 use crate::scaling::effective_replicas;
 use crate::status::{changed_conditions, compute_status, Observed, READY};
 
@@ -169,6 +171,10 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         Err(error) => return report_unreadable(obj, ctx, &error).await,
     };
     let names = names_of(&cluster)?;
+    if paused(&cluster) {
+        tracing::info!(cluster = %key(obj), "reconciliation paused by {PAUSE_ANNOTATION}");
+        return Ok(Action::await_change());
+    }
     let client = &ctx.client;
     let ns = names.namespace.as_str();
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
@@ -186,9 +192,18 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let (replicas, scale_problem) = effective_replicas(cluster.spec.replicas, &voters);
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), ns);
     let existing = statefulsets.get_opt(&names.statefulset()).await?;
+    let mut desired_pod_hash = None;
     let spec_problem = match cluster_settings(&cluster.spec, &names, &voters) {
         Ok(settings) => {
             let mut desired = desired_objects(&cluster, &settings, replicas)?;
+            desired_pod_hash = desired
+                .statefulset
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(recorded_pod_hash)
+                .map(str::to_string);
             if let Some(existing) = &existing {
                 keep_immutable_fields(&mut desired.statefulset, existing);
                 if let Some((from, to)) = claim_size_change(&cluster, existing) {
@@ -210,8 +225,27 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         .list(&ListParams::default().labels(&names.selector_string()))
         .await?
         .items;
-    let summary =
-        admin::cluster_summary(&ctx.http, &names, replicas, cluster.spec.listeners.http).await;
+    let http_port = cluster.spec.listeners.http;
+    let summary = admin::cluster_summary(&ctx.http, &names, replicas, http_port).await;
+    let step = match &desired_pod_hash {
+        Some(hash) => {
+            let step = rollout::next_step(
+                &broker_pods(&pods, replicas, hash),
+                summary.as_ref(),
+                &rollout::Policy {
+                    paused: cluster.spec.rollout.paused,
+                    max_under_replicated: usize::try_from(
+                        cluster.spec.rollout.max_under_replicated_partitions,
+                    )
+                    .unwrap_or(0),
+                    voters: voters.clone(),
+                },
+            );
+            run_rollout_step(obj, ctx, &cluster, &names, &step, replicas).await?;
+            Some(step)
+        }
+        None => None,
+    };
     let observed = Observed {
         generation: cluster.metadata.generation,
         desired_replicas: cluster.spec.replicas,
@@ -221,6 +255,9 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         summary: summary.as_ref(),
         spec_problem,
         scale_problem,
+        desired_pod_hash,
+        rollout: step.as_ref(),
+        gate_timeout_seconds: i64::from(cluster.spec.rollout.health_gate_timeout_seconds),
     };
     let status = compute_status(&names, &observed, cluster.status.as_ref(), &now());
     let ready = status
@@ -233,6 +270,94 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     } else {
         NOT_READY_RESYNC
     }))
+}
+
+fn paused(cluster: &BrokerCluster) -> bool {
+    cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PAUSE_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// The rollout's view of the pods of brokers `0..replicas`.
+fn broker_pods(pods: &[Pod], replicas: i32, desired_hash: &str) -> Vec<rollout::BrokerPod> {
+    (0..replicas)
+        .map(|ordinal| {
+            let pod = pods.iter().find(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(POD_INDEX_LABEL))
+                    .and_then(|i| i.parse::<i32>().ok())
+                    == Some(ordinal)
+            });
+            let present = pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+            let ready = present
+                && pod
+                    .and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            rollout::BrokerPod {
+                ordinal,
+                present,
+                ready,
+                up_to_date: pod.and_then(|p| recorded_pod_hash(&p.metadata)) == Some(desired_hash),
+            }
+        })
+        .collect()
+}
+
+/// Carries out one rollout step: a restart deletes the pod (the broker moves its leadership
+/// away on SIGTERM, and the StatefulSet recreates the pod from the current template). When
+/// a restarted broker is back and the gates pass again, leadership returns to the preferred
+/// replicas.
+async fn run_rollout_step(
+    obj: &DynamicObject,
+    ctx: &Context,
+    cluster: &BrokerCluster,
+    names: &ClusterNames,
+    step: &rollout::Step,
+    replicas: i32,
+) -> Result<(), Error> {
+    let restarted_before = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref())
+        .and_then(|r| r.current.clone());
+    let gates_passed = matches!(
+        step,
+        rollout::Step::Complete | rollout::Step::Restart { .. }
+    );
+    if restarted_before.is_some() && gates_passed {
+        admin::preferred_leader_election(&ctx.http, names, replicas, cluster.spec.listeners.http)
+            .await;
+    }
+    let rollout::Step::Restart { ordinal } = step else {
+        return Ok(());
+    };
+    let pod = names.pod(*ordinal);
+    tracing::info!(cluster = %key(obj), %pod, "rolling restart: restarting broker {ordinal}");
+    match Api::<Pod>::namespaced(ctx.client.clone(), &names.namespace)
+        .delete(&pod, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error.into()),
+    }
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "RestartingBroker".into(),
+        note: Some(format!(
+            "restarting broker {ordinal} (pod {pod}) onto the current template"
+        )),
+        action: "RollingRestart".into(),
+        secondary: None,
+    };
+    publish_event(ctx, obj, event).await;
+    Ok(())
 }
 
 /// Grows every broker's data claim to `to` (claims cannot shrink, and the schema refuses a

@@ -32,7 +32,9 @@ use sha2::{Digest, Sha256};
 
 use crate::broker_config::{render_properties, CONFIG_DIR, DATA_DIR, PROPERTIES_KEY};
 use crate::crd::BrokerCluster;
-use crate::names::{ClusterNames, CONFIG_HASH_ANNOTATION, DATA_VOLUME, POD_INDEX_LABEL};
+use crate::names::{
+    ClusterNames, DATA_VOLUME, POD_HASH_ANNOTATION, POD_INDEX_LABEL, RESTART_ANNOTATION,
+};
 
 /// Non-root user and group the broker runs as (distroless `nonroot`).
 const BROKER_UID: i64 = 65532;
@@ -108,10 +110,34 @@ fn metadata(names: &ClusterNames, name: String, owner: &OwnerReference) -> Objec
     }
 }
 
-/// First 16 hex digits of the SHA-256 of the properties file.
-pub fn config_hash(properties: &str) -> String {
-    let digest = Sha256::digest(properties.as_bytes());
+/// The pod hash of `cluster` running `properties`: the first 16 hex digits of the SHA-256 of
+/// everything in the spec that reaches a broker pod, plus the restart annotation.
+pub fn pod_hash(cluster: &BrokerCluster, properties: &str) -> String {
+    let spec = &cluster.spec;
+    let restart = cluster
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESTART_ANNOTATION));
+    let inputs = serde_json::json!({
+        "image": spec.image,
+        "version": spec.version,
+        "resources": spec.resources,
+        "listeners": spec.listeners,
+        "podTemplate": spec.pod_template,
+        "properties": properties,
+        "restart": restart,
+    });
+    let digest = Sha256::digest(inputs.to_string().as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The pod hash a pod records (its template's annotation).
+pub fn recorded_pod_hash(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_HASH_ANNOTATION))
+        .map(String::as_str)
 }
 
 fn config_map(names: &ClusterNames, owner: &OwnerReference, properties: &str) -> ConfigMap {
@@ -407,8 +433,8 @@ fn statefulset(
                 metadata: Some(ObjectMeta {
                     labels: Some(template_labels),
                     annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_string(),
-                        config_hash(properties),
+                        POD_HASH_ANNOTATION.to_string(),
+                        pod_hash(cluster, properties),
                     )])),
                     ..ObjectMeta::default()
                 }),
@@ -613,7 +639,7 @@ mod tests {
                 .template
                 .metadata
                 .and_then(|m| m.annotations)
-                .map(|a| a[CONFIG_HASH_ANNOTATION].clone())
+                .map(|a| a[POD_HASH_ANNOTATION].clone())
         };
         let before = hash(&cluster(BASE));
         assert_eq!(before, hash(&cluster(BASE)), "deterministic");

@@ -17,6 +17,8 @@ use tokafka_broker::http::admin::ClusterSummary;
 
 use crate::crd::{BrokerClusterStatus, BrokerState, RolloutStatus};
 use crate::names::{ClusterNames, POD_INDEX_LABEL};
+use crate::resources::recorded_pod_hash;
+use crate::rollout::{halted, Step};
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -36,6 +38,12 @@ pub struct Observed<'a> {
     pub spec_problem: Option<String>,
     /// Why the StatefulSet was left at fewer or more replicas than asked, if it was.
     pub scale_problem: Option<String>,
+    /// The pod hash every broker should run (`None`: unknown, nothing counts as updated).
+    pub desired_pod_hash: Option<String>,
+    /// What the rollout decided this time.
+    pub rollout: Option<&'a Step>,
+    /// The rollout's timeout for one gate, in seconds.
+    pub gate_timeout_seconds: i64,
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -137,12 +145,19 @@ fn ready_verdict(o: &Observed, ready_pods: i32) -> Verdict {
     }
 }
 
-fn degraded_verdict(o: &Observed) -> Verdict {
+fn degraded_verdict(o: &Observed, halted_by: Option<&str>) -> Verdict {
     if let Some(problem) = &o.spec_problem {
         return Verdict {
             status: true,
             reason: "InvalidSpec",
             message: problem.clone(),
+        };
+    }
+    if let Some(gate) = halted_by {
+        return Verdict {
+            status: true,
+            reason: "RolloutHalted",
+            message: format!("the rolling restart is halted: {gate}"),
         };
     }
     if let Some(problem) = &o.scale_problem {
@@ -175,27 +190,42 @@ fn degraded_verdict(o: &Observed) -> Verdict {
 }
 
 fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
+    if o.spec_problem.is_some() {
+        return Verdict {
+            status: false,
+            reason: "Stable",
+            message: "nothing can be done until the spec is fixed".into(),
+        };
+    }
+    // The rollout answers Wait, Restart or Paused only while some broker runs an outdated
+    // template.
+    let rolling = match o.rollout {
+        Some(Step::Paused { .. }) => Some(("RolloutPaused", "the rollout is paused".to_string())),
+        Some(Step::Wait { gate }) => Some(("RollingRestart", format!("waiting: {gate}"))),
+        Some(Step::Restart { ordinal }) => {
+            Some(("RollingRestart", format!("restarting broker {ordinal}")))
+        }
+        Some(Step::Complete) | None => None,
+    };
+    if let Some((reason, message)) = rolling {
+        return Verdict {
+            status: true,
+            reason,
+            message: format!(
+                "{updated} of {} brokers run the current template; {message}",
+                o.desired_replicas
+            ),
+        };
+    }
     let sts_behind = o.statefulset.is_some_and(|s| {
         s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation
     });
-    if o.spec_problem.is_none()
-        && (ready_pods != o.desired_replicas || sts_behind || o.statefulset.is_none())
-    {
+    if ready_pods != o.desired_replicas || sts_behind || o.statefulset.is_none() {
         return Verdict {
             status: true,
             reason: "BrokersStarting",
             message: format!(
                 "{ready_pods} of {} broker pods are Ready",
-                o.desired_replicas
-            ),
-        };
-    }
-    if o.spec_problem.is_none() && updated < o.desired_replicas {
-        return Verdict {
-            status: true,
-            reason: "RolloutPending",
-            message: format!(
-                "{updated} of {} brokers run the current template",
                 o.desired_replicas
             ),
         };
@@ -247,28 +277,48 @@ pub fn compute_status(
             .count(),
     )
     .unwrap_or(i32::MAX);
-    let update_revision = observed
-        .statefulset
-        .and_then(|s| s.status.as_ref())
-        .and_then(|s| s.update_revision.clone());
     let updated = i32::try_from(
         observed
             .pods
             .iter()
             .filter(|p| {
-                update_revision.is_some()
-                    && p.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get("controller-revision-hash"))
-                        == update_revision.as_ref()
+                observed.desired_pod_hash.is_some()
+                    && recorded_pod_hash(&p.metadata) == observed.desired_pod_hash.as_deref()
             })
             .count(),
     )
     .unwrap_or(i32::MAX);
+    let previous_rollout = previous.and_then(|p| p.rollout.as_ref());
+    let blocked_by = match observed.rollout {
+        Some(Step::Wait { gate }) => Some(gate.to_string()),
+        _ => None,
+    };
+    let blocked_since = blocked_by.as_ref().map(|gate| {
+        previous_rollout
+            .filter(|r| r.blocked_by.as_ref() == Some(gate))
+            .and_then(|r| r.blocked_since.clone())
+            .unwrap_or_else(|| now.clone())
+    });
+    let halted_by = match (&blocked_by, &blocked_since) {
+        (Some(gate), Some(since))
+            if halted(
+                since.0.as_second(),
+                now.0.as_second(),
+                observed.gate_timeout_seconds,
+            ) =>
+        {
+            Some(gate.as_str())
+        }
+        _ => None,
+    };
+    let current = match observed.rollout {
+        Some(Step::Restart { ordinal }) => Some(names.pod(*ordinal)),
+        Some(Step::Wait { .. }) => previous_rollout.and_then(|r| r.current.clone()),
+        _ => None,
+    };
     let ready = ready_verdict(observed, ready_pods);
     let is_ready = ready.status;
-    let degraded = degraded_verdict(observed);
+    let degraded = degraded_verdict(observed, halted_by);
     let is_degraded = degraded.status;
     let progressing = progressing_verdict(observed, ready_pods, updated);
     let conditions = vec![
@@ -339,7 +389,9 @@ pub fn compute_status(
         rollout: Some(RolloutStatus {
             updated,
             total: observed.desired_replicas,
-            current: None,
+            current,
+            blocked_by,
+            blocked_since,
         }),
     }
 }
@@ -371,10 +423,14 @@ mod tests {
         Pod {
             metadata: ObjectMeta {
                 name: Some(format!("demo-{ordinal}")),
-                labels: Some(BTreeMap::from([
-                    (POD_INDEX_LABEL.to_string(), ordinal.to_string()),
-                    ("controller-revision-hash".to_string(), "rev1".to_string()),
-                ])),
+                labels: Some(BTreeMap::from([(
+                    POD_INDEX_LABEL.to_string(),
+                    ordinal.to_string(),
+                )])),
+                annotations: Some(BTreeMap::from([(
+                    crate::names::POD_HASH_ANNOTATION.to_string(),
+                    "hash1".to_string(),
+                )])),
                 ..ObjectMeta::default()
             },
             status: Some(PodStatus {
@@ -437,6 +493,9 @@ mod tests {
             summary,
             spec_problem: None,
             scale_problem: None,
+            desired_pod_hash: Some("hash1".into()),
+            rollout: None,
+            gate_timeout_seconds: 600,
         }
     }
 
@@ -502,6 +561,43 @@ mod tests {
         assert!(ready.message.contains("unknown broker key"));
         assert_eq!(condition_of(&status, DEGRADED).reason, "InvalidSpec");
         assert_eq!(condition_of(&status, PROGRESSING).status, "False");
+    }
+
+    #[test]
+    fn a_gate_held_past_the_timeout_halts_the_rollout() {
+        use crate::rollout::Gate;
+        let names = ClusterNames::new("demo", "kafka");
+        let pods = [pod(0, true), pod(1, true), pod(2, true)];
+        let healthy = summary(&[0, 1, 2], &[], 0, 0);
+        let wait = Step::Wait {
+            gate: Gate::InSyncReplicas {
+                broker: 2,
+                partitions: 1,
+            },
+        };
+        let o = Observed {
+            desired_pod_hash: Some("hash2".into()),
+            rollout: Some(&wait),
+            ..observed(&pods, Some(&healthy))
+        };
+        let first = compute_status(&names, &o, None, &now(100));
+        let rollout = first.rollout.clone().expect("rollout");
+        assert_eq!(rollout.updated, 0);
+        assert_eq!(rollout.blocked_since, Some(now(100)));
+        assert!(rollout.blocked_by.expect("gate").contains("broker 2"));
+        assert_eq!(condition_of(&first, PROGRESSING).reason, "RollingRestart");
+        assert_eq!(condition_of(&first, DEGRADED).status, "False");
+        let later = compute_status(&names, &o, Some(&first), &now(699));
+        assert_eq!(
+            later.rollout.as_ref().and_then(|r| r.blocked_since.clone()),
+            Some(now(100))
+        );
+        assert_eq!(condition_of(&later, DEGRADED).status, "False");
+        let halted = compute_status(&names, &o, Some(&later), &now(700));
+        assert_eq!(condition_of(&halted, DEGRADED).reason, "RolloutHalted");
+        assert!(condition_of(&halted, DEGRADED)
+            .message
+            .contains("min.insync.replicas"));
     }
 
     #[test]
