@@ -354,7 +354,15 @@ async fn run_rollout_step(
             "restarting broker {ordinal} (pod {pod}) onto the current template"
         )),
         action: "RollingRestart".into(),
-        secondary: None,
+        // The pod as the related object: it also keeps one Event per broker, where the
+        // recorder would otherwise count repeats of one Event.
+        secondary: Some(k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.clone()),
+            namespace: Some(names.namespace.clone()),
+            ..Default::default()
+        }),
     };
     publish_event(ctx, obj, event).await;
     Ok(())
