@@ -4,7 +4,8 @@
 # three becomes owned objects, Ready broker pods that form one cluster, and a Ready
 # condition; a real Kafka client (kcat) produces and consumes through the client Service;
 # `kubectl scale bc` adds a broker; an image change rolls over every broker one at a time
-# under acks=all load without losing, duplicating or reordering a record; a configuration the brokers would refuse, or an object
+# and a scale-down drains a broker before removing its pod, both under acks=all load without
+# losing, duplicating or reordering a record; a configuration the brokers would refuse, or an object
 # the operator cannot read, becomes an InvalidSpec condition and creates nothing; a second operator replica takes over when the
 # leader goes; a broker's rack is its node's zone; deleting a BrokerCluster removes what it owns, its volume claims only when
 # deleteClaimsOnDelete is set.
@@ -68,6 +69,13 @@ broker_rack() {
 	pod_http "$1" "$2-0" 9644 /v1/cluster | python3 -c '
 import json, sys
 print(next(b["rack"] or "" for b in json.load(sys.stdin)["brokers"] if b["id"] == int(sys.argv[1])))' "$3"
+}
+
+# all_members NS BC: every broker id the cluster has registered, fenced or not.
+all_members() {
+	pod_http "$1" "$2-0" 9644 /v1/cluster | python3 -c '
+import json, sys
+print(" ".join(str(i) for i in sorted(b["id"] for b in json.load(sys.stdin)["brokers"])))'
 }
 
 # show_cluster NS BC: the cluster's admin view, for a failed check's diagnosis.
@@ -221,6 +229,17 @@ scenario_operator() {
 	echo "rolling restart of 4 brokers took $((SECONDS - started)) s"
 	check "every broker pod was replaced" all_replaced "$uids_before" "$(pod_uids "$ns" demo)"
 	check "a RestartingBroker Event for each of the 4 brokers" prints 4 distinct_event_messages "$ns" demo RestartingBroker
+
+	# Scale-down under the same load: broker 3 is drained, then its pod removed.
+	started=$SECONDS
+	check "kubectl scale bc demo --replicas=3 is accepted" quietly kubectl -n "$ns" scale bc demo --replicas=3
+	eventually 60 "the operator drains broker 3 (a DrainingBroker Event)" has_event "$ns" demo DrainingBroker
+	eventually 300 "the StatefulSet shrinks to 3 once broker 3 holds nothing" prints 3 kubectl -n "$ns" get statefulset demo -o jsonpath='{.spec.replicas}'
+	eventually 120 "pod demo-3 is gone" pod_gone "$ns" demo-3
+	eventually 120 "the cluster is brokers 0, 1 and 2 again (broker 3 forgotten)" prints "0 1 2" all_members "$ns" demo
+	eventually 120 "the BrokerCluster reports 3/3 Ready" prints "3/3 Ready" kubectl -n "$ns" get bc demo -o jsonpath='{.status.readyReplicasText} {.status.phase}'
+	echo "scale-down from 4 to 3 brokers took $((SECONDS - started)) s"
+	check "demo-3's volume claim is kept (deleteClaimsOnScaleDown false)" quietly kubectl -n "$ns" get pvc data-demo-3
 	kill -TERM "$checker" 2>/dev/null
 	check "the load's producer stops cleanly" wait "$checker"
 	check "no acknowledged record lost, duplicated or reordered; no error seen by the producer" \

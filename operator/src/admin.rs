@@ -54,3 +54,35 @@ pub async fn preferred_leader_election(
         }
     }
 }
+
+/// Sends `method path` to the brokers in turn until one answers; `Err` carries the refusal
+/// (`{"error": ...}` body) or says none answered.
+pub async fn call(
+    http: &reqwest::Client,
+    names: &ClusterNames,
+    replicas: i32,
+    http_port: i32,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<(), String> {
+    let mut last = "no broker's admin API answered".to_string();
+    for ordinal in 0..replicas {
+        let url = format!("http://{}:{http_port}{path}", names.pod_host(ordinal));
+        match http
+            .request(method.clone(), &url)
+            .timeout(ADMIN_TIMEOUT)
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) if response.status().is_client_error() => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                return Err(format!("{method} {path}: {status} {body}"));
+            }
+            Ok(response) => last = format!("{method} {path}: {}", response.status()),
+            Err(error) => last = format!("{method} {path}: {error}"),
+        }
+    }
+    Err(last)
+}

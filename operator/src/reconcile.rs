@@ -34,13 +34,14 @@ use crate::resources::{
     BuildError,
 };
 use crate::rollout;
-use crate::scaling::effective_replicas;
-use crate::status::{changed_conditions, compute_status, Observed, READY};
+use crate::scaling;
+use crate::status::{changed_conditions, compute_status, Observed, PROGRESSING, READY};
 
-/// Requeue interval of a Ready cluster (the brokers' own state is polled, not watched).
+/// Requeue interval of a Ready, settled cluster (the brokers' own state is polled, not
+/// watched).
 const READY_RESYNC: Duration = Duration::from_secs(60);
-/// Requeue interval while a cluster is not Ready.
-const NOT_READY_RESYNC: Duration = Duration::from_secs(5);
+/// Requeue interval while a cluster is not Ready, or scales or rolls.
+const BUSY_RESYNC: Duration = Duration::from_secs(3);
 /// First retry after an error; doubled per consecutive error up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -189,9 +190,30 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
                 .and_then(|v| parse_voter_ids(v))
         })
         .unwrap_or_else(|| initial_voters(cluster.spec.replicas));
-    let (replicas, scale_problem) = effective_replicas(cluster.spec.replicas, &voters);
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), ns);
     let existing = statefulsets.get_opt(&names.statefulset()).await?;
+    let running = existing.as_ref().and_then(|s| s.spec.replicas);
+    let http_port = cluster.spec.listeners.http;
+    let asked = running.unwrap_or(0).max(cluster.spec.replicas);
+    let summary_before = admin::cluster_summary(&ctx.http, &names, asked, http_port).await;
+    let scale = scaling::scale_step(
+        running,
+        cluster.spec.replicas,
+        &voters,
+        summary_before.as_ref(),
+        &names,
+    );
+    let (replicas, scale_problem, scaling_note) = run_scale_step(
+        obj,
+        ctx,
+        &names,
+        &scale,
+        summary_before.as_ref(),
+        running,
+        asked,
+        http_port,
+    )
+    .await;
     let mut desired_pod_hash = None;
     let spec_problem = match cluster_settings(&cluster.spec, &names, &voters) {
         Ok(settings) => {
@@ -225,10 +247,10 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         .list(&ListParams::default().labels(&names.selector_string()))
         .await?
         .items;
-    let http_port = cluster.spec.listeners.http;
     let summary = admin::cluster_summary(&ctx.http, &names, replicas, http_port).await;
     let step = match &desired_pod_hash {
-        Some(hash) => {
+        // No rolling restart while a broker drains.
+        Some(hash) if scaling_note.is_none() => {
             let step = rollout::next_step(
                 &broker_pods(&pods, replicas, hash),
                 summary.as_ref(),
@@ -244,7 +266,7 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
             run_rollout_step(obj, ctx, &cluster, &names, &step, replicas).await?;
             Some(step)
         }
-        None => None,
+        _ => None,
     };
     let observed = Observed {
         generation: cluster.metadata.generation,
@@ -255,21 +277,121 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         summary: summary.as_ref(),
         spec_problem,
         scale_problem,
+        scaling: scaling_note,
         desired_pod_hash,
         rollout: step.as_ref(),
         gate_timeout_seconds: i64::from(cluster.spec.rollout.health_gate_timeout_seconds),
     };
     let status = compute_status(&names, &observed, cluster.status.as_ref(), &now());
-    let ready = status
+    // Drains and restarts advance on the brokers' state, which is polled, not watched.
+    let settled = status
         .conditions
         .iter()
-        .any(|c| c.type_ == READY && c.status == "True");
+        .any(|c| c.type_ == READY && c.status == "True")
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == PROGRESSING && c.status == "False");
     publish_status(obj, ctx, &cluster, status).await?;
-    Ok(Action::requeue(if ready {
+    Ok(Action::requeue(if settled {
         READY_RESYNC
     } else {
-        NOT_READY_RESYNC
+        BUSY_RESYNC
     }))
+}
+
+/// Carries out a scaling step through the brokers' admin API: starts a drain, cancels the
+/// drains of brokers that stay, forgets brokers whose pods are gone. Returns the StatefulSet's
+/// replica count, why a scale-down is held (if it is) and what is in progress (if anything).
+#[allow(clippy::too_many_arguments)]
+async fn run_scale_step(
+    obj: &DynamicObject,
+    ctx: &Context,
+    names: &ClusterNames,
+    step: &scaling::ScaleStep,
+    summary: Option<&tokafka_broker::http::admin::ClusterSummary>,
+    running: Option<i32>,
+    asked: i32,
+    http_port: i32,
+) -> (i32, Option<String>, Option<String>) {
+    use reqwest::Method;
+    let replicas = step.replicas();
+    if let Some(summary) = summary {
+        for id in scaling::drains_to_cancel(summary, names, replicas) {
+            let path = format!("/v1/brokers/{id}/decommission");
+            match admin::call(&ctx.http, names, asked, http_port, Method::DELETE, &path).await {
+                Ok(()) => {
+                    let event = Event {
+                        type_: EventType::Normal,
+                        reason: "DrainCancelled".into(),
+                        note: Some(format!("broker {id} stays: its drain is cancelled")),
+                        action: "Scale".into(),
+                        secondary: None,
+                    };
+                    publish_event(ctx, obj, event).await;
+                }
+                Err(error) => {
+                    tracing::warn!(cluster = %key(obj), broker = id, %error, "could not cancel a drain")
+                }
+            }
+        }
+        if let Some(running) = running {
+            for id in scaling::brokers_to_forget(summary, names, running.min(replicas)) {
+                let path = format!("/v1/brokers/{id}");
+                if let Err(error) =
+                    admin::call(&ctx.http, names, asked, http_port, Method::DELETE, &path).await
+                {
+                    tracing::debug!(cluster = %key(obj), broker = id, %error, "could not forget a removed broker yet");
+                }
+            }
+        }
+    }
+    let leftover = summary
+        .map(|s| scaling::removed_brokers(s, names, replicas))
+        .unwrap_or_default();
+    match step {
+        scaling::ScaleStep::Run { .. } if !leftover.is_empty() => (
+            replicas,
+            None,
+            Some(format!(
+                "forgetting removed broker(s) {leftover:?} once they have stopped"
+            )),
+        ),
+        scaling::ScaleStep::Run { .. } => (replicas, None, None),
+        scaling::ScaleStep::Blocked { reason, .. } => (replicas, Some(reason.clone()), None),
+        scaling::ScaleStep::Draining { broker, .. } => (
+            replicas,
+            None,
+            Some(format!("draining broker {broker} before removing its pod")),
+        ),
+        scaling::ScaleStep::Decommission { broker, .. } => {
+            let path = format!("/v1/brokers/{broker}/decommission");
+            match admin::call(&ctx.http, names, asked, http_port, Method::POST, &path).await {
+                Ok(()) => {
+                    let event = Event {
+                        type_: EventType::Normal,
+                        reason: "DrainingBroker".into(),
+                        note: Some(format!(
+                            "draining broker {broker}: its replicas move to the brokers that stay"
+                        )),
+                        action: "Scale".into(),
+                        secondary: None,
+                    };
+                    publish_event(ctx, obj, event).await;
+                    (
+                        replicas,
+                        None,
+                        Some(format!("draining broker {broker} before removing its pod")),
+                    )
+                }
+                Err(error) => (
+                    replicas,
+                    Some(format!("broker {broker} cannot be drained: {error}")),
+                    None,
+                ),
+            }
+        }
+    }
 }
 
 fn paused(cluster: &BrokerCluster) -> bool {

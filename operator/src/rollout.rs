@@ -214,6 +214,7 @@ mod tests {
             offline_partitions: 0,
             reassigning_partitions: 0,
             leader_imbalance_percent: BTreeMap::new(),
+            max_replication_factor: 3,
         }
     }
 

@@ -1,39 +1,276 @@
-//! Decisions about how many brokers the StatefulSet may run.
+//! Scaling decisions: how many brokers the StatefulSet runs, and how a broker leaves.
+//!
+//! Invariants:
+//! - brokers leave one at a time, highest ordinal first, and only once the cluster reports
+//!   them drained (holding no replica): the StatefulSet shrinks by one only then;
+//! - the broker to drain is found by its registration (the pod's stable host name), not
+//!   assumed from the ordinal;
+//! - a scale-down that would leave fewer brokers than some partition's replication factor,
+//!   or remove a controller voter, is held: nothing is drained or removed;
+//! - raising the replica count cancels the drains of brokers that stay.
 
-/// The replica count the StatefulSet gets for `requested` brokers, and why it differs when it
-/// does.
-///
-/// Invariant: the controller quorum's voters (node ids = pod ordinals) always have pods, since
-/// removing a voter would shrink the quorum that every broker depends on.
-pub fn effective_replicas(requested: i32, voters: &[i32]) -> (i32, Option<String>) {
-    let needed = voters.iter().max().map_or(1, |highest| highest + 1);
-    if requested < needed {
-        (
-            needed,
-            Some(format!(
-                "cannot scale to {requested} brokers: brokers 0..{} are the controller quorum's voters and must stay",
-                needed - 1
-            )),
-        )
-    } else {
-        (requested, None)
+use tokafka_broker::http::admin::{BrokerSummary, ClusterSummary};
+
+use crate::names::ClusterNames;
+
+/// What to do about the StatefulSet's size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScaleStep {
+    /// Run this many pods (a scale-up, or nothing to do).
+    Run { replicas: i32 },
+    /// Start draining this broker; the StatefulSet keeps `replicas`.
+    Decommission { broker: i32, replicas: i32 },
+    /// The broker is draining; wait.
+    Draining { broker: i32, replicas: i32 },
+    /// Held: the StatefulSet keeps `replicas`, and `reason` says why (ScaleDownBlocked).
+    Blocked { reason: String, replicas: i32 },
+}
+
+impl ScaleStep {
+    /// The StatefulSet's replica count for this step.
+    pub fn replicas(&self) -> i32 {
+        match self {
+            ScaleStep::Run { replicas }
+            | ScaleStep::Decommission { replicas, .. }
+            | ScaleStep::Draining { replicas, .. }
+            | ScaleStep::Blocked { replicas, .. } => *replicas,
+        }
     }
+}
+
+/// The broker registered from the pod of `ordinal` (by its advertised host), else the broker
+/// whose id is the ordinal.
+pub fn broker_of<'a>(
+    summary: &'a ClusterSummary,
+    names: &ClusterNames,
+    ordinal: i32,
+) -> Option<&'a BrokerSummary> {
+    let host = names.pod_host(ordinal);
+    summary
+        .brokers
+        .iter()
+        .find(|b| b.host == host || b.host == format!("{host}.cluster.local"))
+        .or_else(|| summary.brokers.iter().find(|b| b.id == ordinal))
+}
+
+/// The next scaling step from `running` pods (the StatefulSet's current size; `None` before it
+/// exists) to `desired` brokers.
+pub fn scale_step(
+    running: Option<i32>,
+    desired: i32,
+    voters: &[i32],
+    summary: Option<&ClusterSummary>,
+    names: &ClusterNames,
+) -> ScaleStep {
+    let Some(running) = running else {
+        return ScaleStep::Run { replicas: desired };
+    };
+    if desired >= running {
+        return ScaleStep::Run { replicas: desired };
+    }
+    let needed_by_quorum = voters.iter().max().map_or(1, |highest| highest + 1);
+    if desired < needed_by_quorum {
+        return ScaleStep::Blocked {
+            reason: format!(
+                "cannot scale to {desired} brokers: brokers 0..{} are the controller quorum's voters and must stay",
+                needed_by_quorum - 1
+            ),
+            replicas: running,
+        };
+    }
+    let Some(summary) = summary else {
+        return ScaleStep::Blocked {
+            reason: "cannot scale down while no broker's admin API answers".into(),
+            replicas: running,
+        };
+    };
+    let needed_by_topics = i32::try_from(summary.max_replication_factor).unwrap_or(i32::MAX);
+    if desired < needed_by_topics {
+        return ScaleStep::Blocked {
+            reason: format!(
+                "cannot scale to {desired} brokers: a partition has {needed_by_topics} replicas"
+            ),
+            replicas: running,
+        };
+    }
+    let leaving = running - 1;
+    match broker_of(summary, names, leaving) {
+        // Never registered (its pod never started): nothing to drain.
+        None => ScaleStep::Run { replicas: leaving },
+        Some(b) if b.replicas == 0 => ScaleStep::Run { replicas: leaving },
+        Some(b) if b.decommissioning => ScaleStep::Draining {
+            broker: b.id,
+            replicas: running,
+        },
+        Some(b) => ScaleStep::Decommission {
+            broker: b.id,
+            replicas: running,
+        },
+    }
+}
+
+/// Brokers whose drain must be cancelled: draining, but hosted by a pod that stays.
+pub fn drains_to_cancel(summary: &ClusterSummary, names: &ClusterNames, keep: i32) -> Vec<i32> {
+    (0..keep)
+        .filter_map(|ordinal| broker_of(summary, names, ordinal))
+        .filter(|b| b.decommissioning)
+        .map(|b| b.id)
+        .collect()
+}
+
+/// Registered brokers hosted by no pod of `0..running`: removed brokers not forgotten yet.
+pub fn removed_brokers(summary: &ClusterSummary, names: &ClusterNames, running: i32) -> Vec<i32> {
+    let kept: Vec<i32> = (0..running)
+        .filter_map(|ordinal| broker_of(summary, names, ordinal).map(|b| b.id))
+        .collect();
+    summary
+        .brokers
+        .iter()
+        .filter(|b| !kept.contains(&b.id))
+        .map(|b| b.id)
+        .collect()
+}
+
+/// Brokers to forget: registered, stopped (fenced), holding nothing, and hosted by no pod
+/// that runs (ordinal at or above `running`).
+pub fn brokers_to_forget(summary: &ClusterSummary, names: &ClusterNames, running: i32) -> Vec<i32> {
+    let kept: Vec<i32> = (0..running)
+        .filter_map(|ordinal| broker_of(summary, names, ordinal).map(|b| b.id))
+        .collect();
+    summary
+        .brokers
+        .iter()
+        .filter(|b| b.fenced && b.replicas == 0 && !kept.contains(&b.id))
+        .map(|b| b.id)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
+    fn names() -> ClusterNames {
+        ClusterNames::new("demo", "kafka")
+    }
+
+    fn broker(id: i32, replicas: usize) -> BrokerSummary {
+        BrokerSummary {
+            id,
+            host: names().pod_host(id),
+            port: 9092,
+            rack: None,
+            fenced: false,
+            shutting_down: false,
+            decommissioning: false,
+            drained: false,
+            replicas,
+            leaders: 0,
+            restart_blockers: 0,
+        }
+    }
+
+    fn summary(brokers: Vec<BrokerSummary>, max_rf: usize) -> ClusterSummary {
+        ClusterSummary {
+            brokers,
+            partitions: 6,
+            under_replicated_partitions: 0,
+            offline_partitions: 0,
+            reassigning_partitions: 0,
+            leader_imbalance_percent: BTreeMap::new(),
+            max_replication_factor: max_rf,
+        }
+    }
+
+    const VOTERS: [i32; 3] = [0, 1, 2];
+
     #[test]
-    fn scaling_up_and_down_to_the_voters_is_allowed() {
-        assert_eq!(effective_replicas(5, &[0, 1, 2]), (5, None));
-        assert_eq!(effective_replicas(3, &[0, 1, 2]), (3, None));
+    fn scaling_up_or_creating_runs_the_desired_count() {
+        assert_eq!(
+            scale_step(None, 3, &VOTERS, None, &names()),
+            ScaleStep::Run { replicas: 3 }
+        );
+        assert_eq!(
+            scale_step(Some(3), 5, &VOTERS, None, &names()),
+            ScaleStep::Run { replicas: 5 }
+        );
     }
 
     #[test]
-    fn scaling_below_the_voters_is_refused_with_a_reason() {
-        let (replicas, problem) = effective_replicas(2, &[0, 1, 2]);
-        assert_eq!(replicas, 3);
-        assert!(problem.expect("reason").contains("controller quorum"));
+    fn a_broker_leaves_by_drain_then_removal() {
+        let mut brokers: Vec<_> = (0..5).map(|id| broker(id, 4)).collect();
+        let s = summary(brokers.clone(), 3);
+        assert_eq!(
+            scale_step(Some(5), 3, &VOTERS, Some(&s), &names()),
+            ScaleStep::Decommission {
+                broker: 4,
+                replicas: 5
+            }
+        );
+        brokers[4].decommissioning = true;
+        let s = summary(brokers.clone(), 3);
+        assert_eq!(
+            scale_step(Some(5), 3, &VOTERS, Some(&s), &names()),
+            ScaleStep::Draining {
+                broker: 4,
+                replicas: 5
+            }
+        );
+        brokers[4].replicas = 0;
+        brokers[4].drained = true;
+        let s = summary(brokers.clone(), 3);
+        assert_eq!(
+            scale_step(Some(5), 3, &VOTERS, Some(&s), &names()),
+            ScaleStep::Run { replicas: 4 }
+        );
+    }
+
+    #[test]
+    fn the_leaving_broker_is_found_by_its_host_not_its_id() {
+        // The pod demo-3 registered as broker 7.
+        let mut b = broker(7, 2);
+        b.host = names().pod_host(3);
+        let s = summary(vec![broker(0, 2), broker(1, 2), broker(2, 2), b], 3);
+        assert_eq!(
+            scale_step(Some(4), 3, &VOTERS, Some(&s), &names()),
+            ScaleStep::Decommission {
+                broker: 7,
+                replicas: 4
+            }
+        );
+    }
+
+    #[test]
+    fn impossible_scale_downs_are_blocked_and_change_nothing() {
+        let s = summary((0..4).map(|id| broker(id, 3)).collect(), 3);
+        let quorum = scale_step(Some(4), 2, &VOTERS, Some(&s), &names());
+        assert!(
+            matches!(&quorum, ScaleStep::Blocked { reason, replicas: 4 } if reason.contains("controller quorum"))
+        );
+        let one_voter = [0];
+        let topics = scale_step(Some(4), 2, &one_voter, Some(&s), &names());
+        assert!(
+            matches!(&topics, ScaleStep::Blocked { reason, replicas: 4 } if reason.contains("3 replicas"))
+        );
+        let blind = scale_step(Some(4), 3, &VOTERS, None, &names());
+        assert_eq!(blind.replicas(), 4);
+    }
+
+    #[test]
+    fn drains_of_staying_brokers_are_cancelled_and_removed_brokers_forgotten() {
+        let mut brokers: Vec<_> = (0..5).map(|id| broker(id, 3)).collect();
+        brokers[4].decommissioning = true;
+        brokers[3].decommissioning = true;
+        let s = summary(brokers.clone(), 3);
+        assert_eq!(drains_to_cancel(&s, &names(), 5), vec![3, 4]);
+        assert_eq!(drains_to_cancel(&s, &names(), 4), vec![3]);
+        brokers[4].fenced = true;
+        brokers[4].replicas = 0;
+        let s = summary(brokers, 3);
+        assert_eq!(brokers_to_forget(&s, &names(), 4), vec![4]);
+        assert_eq!(removed_brokers(&s, &names(), 4), vec![4]);
+        assert!(removed_brokers(&s, &names(), 5).is_empty());
+        assert!(brokers_to_forget(&s, &names(), 5).is_empty());
     }
 }

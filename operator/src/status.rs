@@ -38,6 +38,8 @@ pub struct Observed<'a> {
     pub spec_problem: Option<String>,
     /// Why the StatefulSet was left at fewer or more replicas than asked, if it was.
     pub scale_problem: Option<String>,
+    /// A scale-down in progress (a broker draining), if any.
+    pub scaling: Option<String>,
     /// The pod hash every broker should run (`None`: unknown, nothing counts as updated).
     pub desired_pod_hash: Option<String>,
     /// What the rollout decided this time.
@@ -163,7 +165,7 @@ fn degraded_verdict(o: &Observed, halted_by: Option<&str>) -> Verdict {
     if let Some(problem) = &o.scale_problem {
         return Verdict {
             status: true,
-            reason: "ScaleRefused",
+            reason: "ScaleDownBlocked",
             message: problem.clone(),
         };
     }
@@ -199,6 +201,13 @@ fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
     }
     // The rollout answers Wait, Restart or Paused only while some broker runs an outdated
     // template.
+    if let Some(scaling) = &o.scaling {
+        return Verdict {
+            status: true,
+            reason: "ScalingDown",
+            message: scaling.clone(),
+        };
+    }
     let rolling = match o.rollout {
         Some(Step::Paused { .. }) => Some(("RolloutPaused", "the rollout is paused".to_string())),
         Some(Step::Wait { gate }) => Some(("RollingRestart", format!("waiting: {gate}"))),
@@ -468,6 +477,7 @@ mod tests {
             offline_partitions: offline,
             reassigning_partitions: 0,
             leader_imbalance_percent: BTreeMap::from([(0, 0), (1, 50), (2, 0)]),
+            max_replication_factor: 3,
         }
     }
 
@@ -493,6 +503,7 @@ mod tests {
             summary,
             spec_problem: None,
             scale_problem: None,
+            scaling: None,
             desired_pod_hash: Some("hash1".into()),
             rollout: None,
             gate_timeout_seconds: 600,

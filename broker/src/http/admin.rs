@@ -77,6 +77,9 @@ pub struct ClusterSummary {
     pub reassigning_partitions: usize,
     /// Per broker: of the partitions it prefers to lead, the percentage it does not lead.
     pub leader_imbalance_percent: BTreeMap<i32, u32>,
+    /// The largest replication factor of any partition: fewer brokers cannot host it.
+    #[serde(default)]
+    pub max_replication_factor: usize,
 }
 
 impl ClusterSummary {
@@ -102,8 +105,10 @@ impl ClusterSummary {
         }
         let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
         let (mut partitions, mut under, mut offline, mut reassigning) = (0, 0, 0, 0);
+        let mut max_replication_factor = 0;
         for (_, _, p) in metadata.partitions() {
             partitions += 1;
+            max_replication_factor = max_replication_factor.max(p.replicas.len());
             for r in &p.replicas {
                 *replicas.entry(*r).or_default() += 1;
             }
@@ -146,6 +151,7 @@ impl ClusterSummary {
             offline_partitions: offline,
             reassigning_partitions: reassigning,
             leader_imbalance_percent: leader_imbalance(metadata),
+            max_replication_factor,
         }
     }
 }
@@ -259,6 +265,7 @@ mod tests {
         m.apply(&Command::FenceBroker { id: 3 }).expect("fence");
         let summary = ClusterSummary::of(&m, 1);
         assert_eq!(summary.partitions, 3);
+        assert_eq!(summary.max_replication_factor, 2);
         assert_eq!(summary.under_replicated_partitions, 2);
         assert_eq!(summary.offline_partitions, 0);
         let b3 = &summary.brokers[2];
