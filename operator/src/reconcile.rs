@@ -461,14 +461,7 @@ async fn run_rollout_step(
     };
     let pod = names.pod(*ordinal);
     tracing::info!(cluster = %key(obj), %pod, "rolling restart: restarting broker {ordinal}");
-    match Api::<Pod>::namespaced(ctx.client.clone(), &names.namespace)
-        .delete(&pod, &DeleteParams::default())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(error) => return Err(error.into()),
-    }
+    delete_owned::<Pod>(&ctx.client, &names.namespace, &pod).await?;
     let event = Event {
         type_: EventType::Normal,
         reason: "RestartingBroker".into(),
@@ -715,7 +708,8 @@ async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Deletes one owned object (its dependents in the background); absent is fine.
+/// Deletes one object the cluster owns, directly or through its StatefulSet (dependents in
+/// the background, a pod with its grace period); absent is fine.
 async fn delete_owned<K>(client: &Client, ns: &str, name: &str) -> Result<(), Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>

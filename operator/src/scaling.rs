@@ -131,17 +131,16 @@ pub fn removed_brokers(summary: &ClusterSummary, names: &ClusterNames, running: 
         .collect()
 }
 
-/// Brokers to forget: registered, stopped (fenced), holding nothing, and hosted by no pod
-/// that runs (ordinal at or above `running`).
+/// Brokers to forget: removed (see [`removed_brokers`]), stopped (fenced) and holding nothing.
 pub fn brokers_to_forget(summary: &ClusterSummary, names: &ClusterNames, running: i32) -> Vec<i32> {
-    let kept: Vec<i32> = (0..running)
-        .filter_map(|ordinal| broker_of(summary, names, ordinal).map(|b| b.id))
-        .collect();
-    summary
-        .brokers
-        .iter()
-        .filter(|b| b.fenced && b.replicas == 0 && !kept.contains(&b.id))
-        .map(|b| b.id)
+    removed_brokers(summary, names, running)
+        .into_iter()
+        .filter(|id| {
+            summary
+                .brokers
+                .iter()
+                .any(|b| b.id == *id && b.fenced && b.replicas == 0)
+        })
         .collect()
 }
 
