@@ -3,7 +3,7 @@
 # TOKAFKA_LOCAL_OPERATOR=1, or e2e/kind/up): it runs and holds its Lease; a BrokerCluster of
 # three becomes owned objects, Ready broker pods that form one cluster, and a Ready
 # condition; a real Kafka client (kcat) produces and consumes through the client Service;
-# `kubectl scale bc` adds a broker; an image change rolls over every broker one at a time
+# `kubectl scale bc` adds a broker and replicas spread onto it; an image change rolls over every broker one at a time
 # and a scale-down drains a broker before removing its pod, both under acks=all load without
 # losing, duplicating or reordering a record; a configuration the brokers would refuse, or an object
 # the operator cannot read, becomes an InvalidSpec condition and creates nothing; a second operator replica takes over when the
@@ -69,6 +69,17 @@ broker_rack() {
 	pod_http "$1" "$2-0" 9644 /v1/cluster | python3 -c '
 import json, sys
 print(next(b["rack"] or "" for b in json.load(sys.stdin)["brokers"] if b["id"] == int(sys.argv[1])))' "$3"
+}
+
+# replicas_spread NS BC N: N brokers hold replicas, the most loaded at most one more than the
+# least, and nothing is moving.
+replicas_spread() {
+	pod_http "$1" "$2-0" 9644 /v1/cluster | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+loads = [b["replicas"] for b in c["brokers"] if not b["fenced"]]
+ok = len(loads) == int(sys.argv[1]) and min(loads) > 0 and max(loads) - min(loads) <= 1
+sys.exit(0 if ok and c["reassigning_partitions"] == 0 else 1)' "$3"
 }
 
 # all_members NS BC: every broker id the cluster has registered, fenced or not.
@@ -210,6 +221,8 @@ scenario_operator() {
 	eventually 30 "the StatefulSet follows to 4 replicas" prints 4 kubectl -n "$ns" get statefulset demo -o jsonpath='{.spec.replicas}'
 	eventually 180 "broker 3 becomes Ready" pod_ready "$ns" demo-3
 	eventually 60 "the cluster has four brokers" prints "0 1 2 3" cluster_members "$ns" demo || show_cluster "$ns" demo
+	eventually 120 "the operator spreads replicas onto broker 3 (loads within one)" replicas_spread "$ns" demo 4
+	check "a SpreadingReplicas Event says so" has_event "$ns" demo SpreadingReplicas
 	eventually 60 "the BrokerCluster reports 4/4 Ready" prints "4/4 Ready" kubectl -n "$ns" get bc demo -o jsonpath='{.status.readyReplicasText} {.status.phase}'
 
 	# Rolling restart: a new image tag rolls over every broker, one at a time, under acks=all

@@ -264,6 +264,11 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
                 },
             );
             run_rollout_step(obj, ctx, &cluster, &names, &step, replicas).await?;
+            if step == rollout::Step::Complete {
+                if let Some(summary) = &summary {
+                    balance(obj, ctx, &cluster, &names, summary, replicas).await;
+                }
+            }
             Some(step)
         }
         _ => None,
@@ -391,6 +396,61 @@ async fn run_scale_step(
                 ),
             }
         }
+    }
+}
+
+/// Keeps a settled cluster balanced through the admin API: replicas spread over all brokers
+/// (after a scale-up), and leadership on preferred replicas when spec.rebalance asks.
+async fn balance(
+    obj: &DynamicObject,
+    ctx: &Context,
+    cluster: &BrokerCluster,
+    names: &ClusterNames,
+    summary: &tokafka_broker::http::admin::ClusterSummary,
+    replicas: i32,
+) {
+    let port = cluster.spec.listeners.http;
+    let (reason, note, path) = if scaling::needs_spread(summary, names, replicas) {
+        (
+            "SpreadingReplicas",
+            "replicas move so every broker holds about as many",
+            "/v1/cluster/spread-replicas",
+        )
+    } else if cluster.spec.rebalance.enabled
+        && scaling::needs_leader_rebalance(
+            summary,
+            cluster.spec.rebalance.leader_imbalance_threshold_percent,
+        )
+    {
+        (
+            "RebalancingLeaders",
+            "leadership moves back to preferred replicas (imbalance above the threshold)",
+            "/v1/cluster/preferred-leader-election",
+        )
+    } else {
+        return;
+    };
+    match admin::call(
+        &ctx.http,
+        names,
+        replicas,
+        port,
+        reqwest::Method::POST,
+        path,
+    )
+    .await
+    {
+        Ok(()) => {
+            let event = Event {
+                type_: EventType::Normal,
+                reason: reason.into(),
+                note: Some(note.into()),
+                action: "Balance".into(),
+                secondary: None,
+            };
+            publish_event(ctx, obj, event).await;
+        }
+        Err(error) => tracing::warn!(cluster = %key(obj), %error, "{reason} refused"),
     }
 }
 

@@ -144,6 +144,33 @@ pub fn brokers_to_forget(summary: &ClusterSummary, names: &ClusterNames, running
         .collect()
 }
 
+/// Whether replicas should be spread over the brokers: all `brokers` desired are registered
+/// and serving, nothing is being reassigned, and some serving broker holds at least two
+/// replicas more than another (typically right after a scale-up).
+pub fn needs_spread(summary: &ClusterSummary, names: &ClusterNames, brokers: i32) -> bool {
+    let serving: Vec<&BrokerSummary> = (0..brokers)
+        .filter_map(|ordinal| broker_of(summary, names, ordinal))
+        .filter(|b| !b.fenced && !b.shutting_down && !b.decommissioning)
+        .collect();
+    if serving.len() != usize::try_from(brokers).unwrap_or(0) || summary.reassigning_partitions > 0
+    {
+        return false;
+    }
+    let loads = serving.iter().map(|b| b.replicas);
+    matches!((loads.clone().max(), loads.min()), (Some(most), Some(least)) if most >= least + 2)
+}
+
+/// Whether leadership should move back to preferred replicas: some broker's leader imbalance
+/// is above `threshold_percent` and nothing is being reassigned.
+pub fn needs_leader_rebalance(summary: &ClusterSummary, threshold_percent: i32) -> bool {
+    let threshold = u32::try_from(threshold_percent).unwrap_or(0);
+    summary.reassigning_partitions == 0
+        && summary
+            .leader_imbalance_percent
+            .values()
+            .any(|p| *p > threshold)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -254,6 +281,38 @@ mod tests {
         );
         let blind = scale_step(Some(4), 3, &VOTERS, None, &names());
         assert_eq!(blind.replicas(), 4);
+    }
+
+    #[test]
+    fn new_empty_brokers_call_for_a_spread_once_all_serve() {
+        let mut brokers: Vec<_> = (0..3).map(|id| broker(id, 4)).collect();
+        brokers.extend([broker(3, 0), broker(4, 0)]);
+        let s = summary(brokers.clone(), 3);
+        assert!(needs_spread(&s, &names(), 5));
+        assert!(
+            !needs_spread(&s, &names(), 6),
+            "broker 5 not registered yet"
+        );
+        let mut moving = summary(brokers.clone(), 3);
+        moving.reassigning_partitions = 2;
+        assert!(!needs_spread(&moving, &names(), 5));
+        let even = summary(
+            (0..5)
+                .map(|id| broker(id, 3 + usize::from(id == 0)))
+                .collect(),
+            3,
+        );
+        assert!(!needs_spread(&even, &names(), 5));
+    }
+
+    #[test]
+    fn leadership_is_rebalanced_above_the_threshold_only() {
+        let mut s = summary((0..3).map(|id| broker(id, 3)).collect(), 3);
+        s.leader_imbalance_percent = BTreeMap::from([(0, 5), (1, 50)]);
+        assert!(needs_leader_rebalance(&s, 10));
+        assert!(!needs_leader_rebalance(&s, 50));
+        s.reassigning_partitions = 1;
+        assert!(!needs_leader_rebalance(&s, 10));
     }
 
     #[test]

@@ -226,6 +226,17 @@ fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
             ),
         };
     }
+    if let Some(moving) = o
+        .summary
+        .map(|s| s.reassigning_partitions)
+        .filter(|n| *n > 0)
+    {
+        return Verdict {
+            status: true,
+            reason: "ReassigningPartitions",
+            message: format!("{moving} partitions are moving between brokers"),
+        };
+    }
     let sts_behind = o.statefulset.is_some_and(|s| {
         s.status.as_ref().and_then(|st| st.observed_generation) < s.metadata.generation
     });

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::placement::drain_moves;
+use super::placement::{drain_moves, spread_moves};
 
 /// Leader id of a partition without a leader.
 pub const NO_LEADER: i32 = -1;
@@ -193,6 +193,9 @@ pub enum Command {
     RecommissionBroker {
         id: i32,
     },
+    /// Spreads replicas evenly over the placement brokers (see
+    /// [`crate::controller::placement::spread_moves`]): reassignments, applied like any other.
+    SpreadReplicas,
     /// Forgets a broker that replicates nothing (it was drained and removed).
     UnregisterBroker {
         id: i32,
@@ -561,6 +564,18 @@ impl ClusterMetadata {
                     })?;
                 }
                 *self = drained;
+                Ok(())
+            }
+            Command::SpreadReplicas => {
+                let mut spread = self.clone();
+                for (topic, partition, target) in spread_moves(self) {
+                    spread.apply(&Command::Reassign {
+                        topic,
+                        partition,
+                        target,
+                    })?;
+                }
+                *self = spread;
                 Ok(())
             }
             Command::RecommissionBroker { id } => {

@@ -60,6 +60,61 @@ pub fn drain_moves(metadata: &ClusterMetadata, id: i32) -> Result<Vec<Move>, Com
     Ok(moves)
 }
 
+/// Reassignments that spread replicas evenly over the placement brokers (live, not
+/// draining), e.g. onto brokers just added: while the most loaded broker holds at least two
+/// more replicas than the least loaded one, one of its replicas moves, in place (so the
+/// preferred leader moves with it when it was first), to the least loaded broker that does
+/// not replicate that partition yet. Partitions being reassigned are left alone, each
+/// partition moves at most once per plan, and ties go to the lowest broker id.
+pub fn spread_moves(metadata: &ClusterMetadata) -> Vec<Move> {
+    let brokers = metadata.placement_brokers();
+    let mut load: BTreeMap<i32, usize> = brokers
+        .iter()
+        .map(|&b| (b, metadata.replica_count(b)))
+        .collect();
+    let mut moves: Vec<Move> = Vec::new();
+    loop {
+        let Some((&heaviest, &most)) = load.iter().max_by_key(|(b, n)| (**n, -**b)) else {
+            break;
+        };
+        let mut lighter: Vec<(i32, usize)> = load
+            .iter()
+            .filter(|(_, n)| **n + 1 < most)
+            .map(|(b, n)| (*b, *n))
+            .collect();
+        lighter.sort_by_key(|(b, n)| (*n, *b));
+        let planned = |topic: &str, partition: i32| {
+            moves.iter().any(|(t, p, _)| t == topic && *p == partition)
+        };
+        let next = lighter.iter().find_map(|(light, _)| {
+            metadata
+                .partitions()
+                .find(|(topic, partition, r)| {
+                    r.adding.is_empty()
+                        && r.removing.is_empty()
+                        && r.replicas.contains(&heaviest)
+                        && !r.replicas.contains(light)
+                        && !planned(topic, *partition)
+                })
+                .map(|(topic, partition, r)| {
+                    let target = r
+                        .replicas
+                        .iter()
+                        .map(|&b| if b == heaviest { *light } else { b })
+                        .collect();
+                    (*light, (topic.to_string(), partition, target))
+                })
+        });
+        let Some((light, step)) = next else {
+            break;
+        };
+        *load.entry(heaviest).or_default() -= 1;
+        *load.entry(light).or_default() += 1;
+        moves.push(step);
+    }
+    moves
+}
+
 /// Whether a leader election on one partition would change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Election {
@@ -150,6 +205,52 @@ mod tests {
     use crate::controller::metadata::Command;
 
     /// Marks every replica in sync, as leaders would once their followers caught up.
+    #[test]
+    fn spreading_moves_replicas_onto_new_brokers_until_loads_differ_by_one() {
+        let mut m = cluster(&[1, 2, 3]);
+        create(
+            &mut m,
+            "t",
+            (0..6).map(|i| vec![1 + i % 3, 1 + (i + 1) % 3]).collect(),
+        );
+        all_caught_up(&mut m);
+        assert!(spread_moves(&m).is_empty(), "already even");
+        for id in [4, 5] {
+            m.apply(&Command::RegisterBroker {
+                id,
+                host: format!("b{id}"),
+                port: 9092,
+                rack: None,
+                incarnation: 1,
+            })
+            .expect("register");
+            m.apply(&Command::UnfenceBroker { id }).expect("unfence");
+        }
+        let moves = spread_moves(&m);
+        let mut load: BTreeMap<i32, usize> = (1..=5).map(|b| (b, m.replica_count(b))).collect();
+        for (topic, partition, target) in &moves {
+            let record = &m.topics[topic].partitions[usize::try_from(*partition).expect("index")];
+            assert_eq!(
+                target.len(),
+                record.replicas.len(),
+                "replication factor kept"
+            );
+            let mut distinct = target.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), target.len(), "no broker twice");
+            for b in &record.replicas {
+                *load.get_mut(b).expect("broker") -= 1;
+            }
+            for b in target {
+                *load.get_mut(b).expect("broker") += 1;
+            }
+        }
+        let (min, max) = (load.values().min().copied(), load.values().max().copied());
+        assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{load:?}");
+        assert!(load[&4] >= 2 && load[&5] >= 2, "{load:?}");
+    }
+
     fn all_caught_up(metadata: &mut ClusterMetadata) {
         let changes: Vec<Command> = metadata
             .partitions()

@@ -41,6 +41,7 @@ pub fn routes() -> Router<Arc<Broker>> {
             post(decommission).delete(recommission),
         )
         .route("/v1/brokers/{id}", delete(unregister))
+        .route("/v1/cluster/spread-replicas", post(spread_replicas))
 }
 
 /// One broker as the admin API shows it.
@@ -231,6 +232,14 @@ async fn elect_preferred(State(broker): State<Arc<Broker>>) -> Response {
         .map(|(topic, partition, _)| (topic.to_string(), partition))
         .collect();
     write(cluster, Command::ElectPreferredLeaders { partitions }).await
+}
+
+/// Reassigns replicas so every live broker holds about as many (after adding brokers).
+async fn spread_replicas(State(broker): State<Arc<Broker>>) -> Response {
+    let Some(cluster) = broker.cluster() else {
+        return standalone();
+    };
+    write(cluster, Command::SpreadReplicas).await
 }
 
 #[cfg(test)]
