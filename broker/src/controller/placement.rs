@@ -73,10 +73,12 @@ pub fn spread_moves(metadata: &ClusterMetadata) -> Vec<Move> {
         .map(|&b| (b, metadata.replica_count(b)))
         .collect();
     let mut moves: Vec<Move> = Vec::new();
-    loop {
-        let Some((&heaviest, &most)) = load.iter().max_by_key(|(b, n)| (**n, -**b)) else {
-            break;
-        };
+    let heaviest_of = |load: &BTreeMap<i32, usize>| {
+        load.iter()
+            .max_by_key(|(b, n)| (**n, -**b))
+            .map(|(b, n)| (*b, *n))
+    };
+    while let Some((heaviest, most)) = heaviest_of(&load) {
         let mut lighter: Vec<(i32, usize)> = load
             .iter()
             .filter(|(_, n)| **n + 1 < most)
