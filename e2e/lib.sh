@@ -39,6 +39,16 @@ eventually() {
 	pass "$what"
 }
 
+# prints EXPECTED CMD...: CMD succeeds and prints exactly EXPECTED. Conditions polled by
+# `eventually` must run their command on every poll, which "$(...)" in its arguments would
+# not: it is expanded once, before the first poll.
+prints() {
+	local expected="$1" out
+	shift
+	out="$("$@" 2>/dev/null)" || return 1
+	[ "$out" = "$expected" ]
+}
+
 # quietly CMD...: CMD without its output (for checks whose output is noise).
 quietly() { "$@" >/dev/null 2>&1; }
 

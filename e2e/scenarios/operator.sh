@@ -132,15 +132,6 @@ three_in_sync() {
 	timeout 20 kcat -L -b "$1" -t "$2" | grep -q 'partition 0,.*isrs: [0-9],[0-9],[0-9]$'
 }
 
-# prints EXPECTED CMD...: CMD succeeds and prints exactly EXPECTED. Conditions polled by
-# `eventually` must run their command on every poll, which "$(...)" in its arguments would
-# not: it is expanded once, before the first poll.
-prints() {
-	local expected="$1" out
-	shift
-	out="$("$@" 2>/dev/null)" || return 1
-	[ "$out" = "$expected" ]
-}
 
 # has_event NS NAME REASON: an Event with REASON about object NAME.
 has_event() {

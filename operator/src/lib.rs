@@ -22,6 +22,8 @@ pub mod resources;
 pub mod rollout;
 pub mod scaling;
 pub mod status;
+#[cfg(test)]
+mod testing;
 
 use kube::CustomResourceExt;
 

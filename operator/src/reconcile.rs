@@ -28,14 +28,16 @@ use crate::broker_config::{
 };
 use crate::crd::{BrokerCluster, BrokerClusterStatus};
 use crate::metrics::Metrics;
-use crate::names::{ClusterNames, FIELD_MANAGER, FINALIZER, PAUSE_ANNOTATION, POD_INDEX_LABEL};
+use crate::names::{ClusterNames, FIELD_MANAGER, FINALIZER, PAUSE_ANNOTATION};
 use crate::resources::{
     claim_size_change, desired_objects, keep_immutable_fields, names_of, recorded_pod_hash,
     BuildError,
 };
 use crate::rollout;
 use crate::scaling;
-use crate::status::{changed_conditions, compute_status, Observed, PROGRESSING, READY};
+use crate::status::{
+    changed_conditions, compute_status, pod_ordinal, pod_ready, Observed, PROGRESSING, READY,
+};
 
 /// Requeue interval of a Ready, settled cluster (the brokers' own state is polled, not
 /// watched).
@@ -195,12 +197,14 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let running = existing.as_ref().and_then(|s| s.spec.replicas);
     let http_port = cluster.spec.listeners.http;
     let asked = running.unwrap_or(0).max(cluster.spec.replicas);
-    let summary_before = admin::cluster_summary(&ctx.http, &names, asked, http_port).await;
+    // One look at the cluster per reconciliation: scaling, the rollout and status all read
+    // it (a step taken now shows in the next one, a few seconds later).
+    let summary = admin::cluster_summary(&ctx.http, &names, asked, http_port).await;
     let scale = scaling::scale_step(
         running,
         cluster.spec.replicas,
         &voters,
-        summary_before.as_ref(),
+        summary.as_ref(),
         &names,
     );
     let (replicas, scale_problem, scaling_note) = run_scale_step(
@@ -208,7 +212,7 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         ctx,
         &names,
         &scale,
-        summary_before.as_ref(),
+        summary.as_ref(),
         running,
         asked,
         http_port,
@@ -247,7 +251,6 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         .list(&ListParams::default().labels(&names.selector_string()))
         .await?
         .items;
-    let summary = admin::cluster_summary(&ctx.http, &names, replicas, http_port).await;
     let step = match &desired_pod_hash {
         // No rolling restart while a broker drains.
         Some(hash) if scaling_note.is_none() => {
@@ -467,24 +470,11 @@ fn paused(cluster: &BrokerCluster) -> bool {
 fn broker_pods(pods: &[Pod], replicas: i32, desired_hash: &str) -> Vec<rollout::BrokerPod> {
     (0..replicas)
         .map(|ordinal| {
-            let pod = pods.iter().find(|p| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(POD_INDEX_LABEL))
-                    .and_then(|i| i.parse::<i32>().ok())
-                    == Some(ordinal)
-            });
-            let present = pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none());
-            let ready = present
-                && pod
-                    .and_then(|p| p.status.as_ref())
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let pod = pods.iter().find(|p| pod_ordinal(p) == Some(ordinal));
             rollout::BrokerPod {
                 ordinal,
-                present,
-                ready,
+                present: pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none()),
+                ready: pod.is_some_and(pod_ready),
                 up_to_date: pod.and_then(|p| recorded_pod_hash(&p.metadata)) == Some(desired_hash),
             }
         })

@@ -176,11 +176,8 @@ pub fn halted(since_seconds: i64, now_seconds: i64, timeout_seconds: i64) -> boo
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use tokafka_broker::http::admin::BrokerSummary;
-
     use super::*;
+    use crate::testing::{broker, summary};
 
     fn pod(ordinal: i32, ready: bool, up_to_date: bool) -> BrokerPod {
         BrokerPod {
@@ -192,30 +189,7 @@ mod tests {
     }
 
     fn healthy(ids: &[i32]) -> ClusterSummary {
-        ClusterSummary {
-            brokers: ids
-                .iter()
-                .map(|id| BrokerSummary {
-                    id: *id,
-                    host: format!("b{id}"),
-                    port: 9092,
-                    rack: None,
-                    fenced: false,
-                    shutting_down: false,
-                    decommissioning: false,
-                    drained: false,
-                    replicas: 3,
-                    leaders: 1,
-                    restart_blockers: 0,
-                })
-                .collect(),
-            partitions: 3,
-            under_replicated_partitions: 0,
-            offline_partitions: 0,
-            reassigning_partitions: 0,
-            leader_imbalance_percent: BTreeMap::new(),
-            max_replication_factor: 3,
-        }
+        summary(ids.iter().map(|id| broker(*id, 3, 1)).collect(), 3)
     }
 
     fn policy() -> Policy {

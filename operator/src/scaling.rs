@@ -176,37 +176,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-
-    fn names() -> ClusterNames {
-        ClusterNames::new("demo", "kafka")
-    }
+    use crate::testing::{names, summary};
 
     fn broker(id: i32, replicas: usize) -> BrokerSummary {
-        BrokerSummary {
-            id,
-            host: names().pod_host(id),
-            port: 9092,
-            rack: None,
-            fenced: false,
-            shutting_down: false,
-            decommissioning: false,
-            drained: false,
-            replicas,
-            leaders: 0,
-            restart_blockers: 0,
-        }
-    }
-
-    fn summary(brokers: Vec<BrokerSummary>, max_rf: usize) -> ClusterSummary {
-        ClusterSummary {
-            brokers,
-            partitions: 6,
-            under_replicated_partitions: 0,
-            offline_partitions: 0,
-            reassigning_partitions: 0,
-            leader_imbalance_percent: BTreeMap::new(),
-            max_replication_factor: max_rf,
-        }
+        crate::testing::broker(id, replicas, 0)
     }
 
     const VOTERS: [i32; 3] = [0, 1, 2];

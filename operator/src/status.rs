@@ -48,7 +48,8 @@ pub struct Observed<'a> {
     pub gate_timeout_seconds: i64,
 }
 
-fn pod_ready(pod: &Pod) -> bool {
+/// Ready and not being deleted.
+pub fn pod_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && pod
             .status
@@ -57,7 +58,8 @@ fn pod_ready(pod: &Pod) -> bool {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn pod_ordinal(pod: &Pod) -> Option<i32> {
+/// The pod's StatefulSet ordinal (its pod-index label).
+pub fn pod_ordinal(pod: &Pod) -> Option<i32> {
     pod.metadata
         .labels
         .as_ref()
@@ -432,12 +434,11 @@ pub fn changed_conditions<'a>(before: &[Condition], after: &'a [Condition]) -> V
 mod tests {
     use std::collections::BTreeMap;
 
+    use super::*;
+    use crate::testing::{self, broker};
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use k8s_openapi::jiff::Timestamp;
-    use tokafka_broker::http::admin::BrokerSummary;
-
-    use super::*;
 
     fn pod(ordinal: i32, ready: bool) -> Pod {
         Pod {
@@ -466,29 +467,15 @@ mod tests {
     }
 
     fn summary(ids: &[i32], fenced: &[i32], urp: usize, offline: usize) -> ClusterSummary {
+        let mut brokers: Vec<_> = ids.iter().map(|id| broker(*id, 4, 2)).collect();
+        for b in &mut brokers {
+            b.fenced = fenced.contains(&b.id);
+        }
         ClusterSummary {
-            brokers: ids
-                .iter()
-                .map(|id| BrokerSummary {
-                    id: *id,
-                    host: format!("demo-{id}"),
-                    port: 9092,
-                    rack: None,
-                    fenced: fenced.contains(id),
-                    shutting_down: false,
-                    decommissioning: false,
-                    drained: false,
-                    replicas: 4,
-                    leaders: 2,
-                    restart_blockers: 0,
-                })
-                .collect(),
-            partitions: 6,
             under_replicated_partitions: urp,
             offline_partitions: offline,
-            reassigning_partitions: 0,
             leader_imbalance_percent: BTreeMap::from([(0, 0), (1, 50), (2, 0)]),
-            max_replication_factor: 3,
+            ..testing::summary(brokers, 3)
         }
     }
 
