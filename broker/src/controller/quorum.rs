@@ -2,7 +2,7 @@
 //! broker (voter or not) writes metadata commands through [`QuorumClient`] and follows the
 //! applied metadata through a watch channel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use super::metadata::{ClusterMetadata, Command, CommandResult};
 use super::policy::ControllerPolicy;
 use super::store::{LogStore, NodeId, StateMachine};
 use super::transport::{
-    router, HttpNetwork, MetadataReply, ServerState, WriteReply, METADATA_POLL_MAX,
+    router, HttpNetwork, MetadataReply, QuorumView, ServerState, WriteReply, METADATA_POLL_MAX,
 };
 use super::TypeConfig;
 
@@ -217,6 +217,20 @@ impl Voter {
     }
 }
 
+/// Longest wait for one voter's view of the quorum: a voter slower than this is taken as not
+/// following the leader.
+const QUORUM_VIEW_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The quorum as its leader sees it, and which voters follow that leader right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumState {
+    /// The leader's own view (`leader.leads()` holds).
+    pub leader: QuorumView,
+    /// Voters, the leader included, that answered within [`QUORUM_VIEW_TIMEOUT`] naming the
+    /// same leader in the same term.
+    pub following: BTreeSet<NodeId>,
+}
+
 /// Writes metadata commands to the quorum and follows the applied metadata, from any broker.
 #[derive(Clone)]
 pub struct QuorumClient {
@@ -292,6 +306,93 @@ impl QuorumClient {
             },
         )
         .await
+    }
+
+    /// The leader's view of the quorum, learned within about `deadline`: asks the voter that
+    /// last answered as leader first, then the leader a voter names, then every voter in turn
+    /// (each at most once, each within [`QUORUM_VIEW_TIMEOUT`]); then asks the other voters
+    /// concurrently whether they follow that leader (one more [`QUORUM_VIEW_TIMEOUT`] at most).
+    /// Read-only: nothing is written to the quorum.
+    ///
+    /// # Errors
+    /// [`QuorumError::Unavailable`] when no leader answered in time.
+    pub async fn quorum_state(&self, deadline: Duration) -> Result<QuorumState, QuorumError> {
+        let started = tokio::time::Instant::now();
+        let hint = self.leader_hint.lock().clone();
+        let mut queue: VecDeque<String> = hint.into_iter().collect();
+        queue.extend(self.voters.values().cloned());
+        let mut asked = BTreeSet::new();
+        let mut last_error = String::from("no voter tried");
+        let mut found = None;
+        // Bounded: an address is asked at most once, and only an answer adds one.
+        while let Some(address) = queue.pop_front() {
+            let remaining = deadline.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                break;
+            }
+            if !asked.insert(address.clone()) {
+                continue;
+            }
+            match self
+                .quorum_view(&address, QUORUM_VIEW_TIMEOUT.min(remaining))
+                .await
+            {
+                Ok(view) if view.leads() => {
+                    found = Some((address, view));
+                    break;
+                }
+                Ok(view) => {
+                    last_error = format!("{address} is not the leader");
+                    if let Some((_, leader)) = view.leader.filter(|(_, a)| !a.is_empty()) {
+                        queue.push_front(leader);
+                    }
+                }
+                Err(e) => last_error = format!("{address}: {e}"),
+            }
+        }
+        let Some((leader_address, leader)) = found else {
+            return Err(QuorumError::Unavailable(deadline, last_error));
+        };
+        *self.leader_hint.lock() = Some(leader_address);
+        let others = leader
+            .voters
+            .iter()
+            .filter(|id| **id != leader.id)
+            .filter_map(|id| self.voters.get(id).map(|address| (*id, address.clone())));
+        let answers = futures::future::join_all(others.map(|(id, address)| async move {
+            (id, self.quorum_view(&address, QUORUM_VIEW_TIMEOUT).await)
+        }))
+        .await;
+        let mut following = BTreeSet::from([leader.id]);
+        for (id, answer) in answers {
+            match answer {
+                Ok(view)
+                    if view.term == leader.term
+                        && view.leader.as_ref().map(|(l, _)| *l) == Some(leader.id) =>
+                {
+                    following.insert(id);
+                }
+                Ok(view) => debug!(voter = id, term = view.term, "voter follows another leader"),
+                Err(e) => debug!(voter = id, error = %e, "voter did not answer"),
+            }
+        }
+        Ok(QuorumState { leader, following })
+    }
+
+    /// `GET /controller/quorum` on the voter at `address`.
+    async fn quorum_view(
+        &self,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<QuorumView, reqwest::Error> {
+        self.client
+            .get(format!("http://{address}/controller/quorum"))
+            .timeout(timeout)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
     }
 
     /// Posts `body` to `path` on the quorum leader: tries the voters in turn, jumps to the
@@ -499,6 +600,7 @@ enum Answer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::policy::ControllerPolicy;
 
     #[test]
     fn voters_parse_and_bad_lists_are_refused() {
@@ -508,6 +610,77 @@ mod tests {
         assert_eq!(voters.get(&2).map(String::as_str), Some("127.0.0.1:19193"));
         for bad in ["", "1@", "x@h:1", "1@h:1,1@h:2", "1-h:1"] {
             assert!(parse_voters(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Three voters on loopback, started; the caller stops them.
+    async fn three_voters(root: &std::path::Path) -> (BTreeMap<NodeId, String>, Vec<Voter>) {
+        let mut listeners = Vec::new();
+        let mut voters = BTreeMap::new();
+        for id in 1..=3 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            voters.insert(id, listener.local_addr().expect("addr").to_string());
+            listeners.push((id, listener));
+        }
+        let mut running = Vec::new();
+        for (id, listener) in listeners {
+            let voter = Voter::start(
+                id,
+                root.join(format!("c{id}")),
+                listener,
+                &voters,
+                LivenessTiming::default(),
+                ControllerPolicy::default(),
+                CancellationToken::new(),
+            )
+            .await
+            .expect("voter");
+            running.push(voter);
+        }
+        (voters, running)
+    }
+
+    /// Asks until `check` holds of the quorum's state, or panics after `deadline`.
+    async fn state_until(
+        client: &QuorumClient,
+        deadline: Duration,
+        check: impl Fn(&QuorumState) -> bool,
+    ) -> QuorumState {
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Ok(state) = client.quorum_state(Duration::from_secs(1)).await {
+                if check(&state) {
+                    return state;
+                }
+            }
+            assert!(started.elapsed() < deadline, "no such quorum state in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_quorum_state_comes_from_the_leader_and_drops_a_stopped_voter() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (voters, mut running) = three_voters(root.path()).await;
+        let client = QuorumClient::new(voters).expect("client");
+        let state = state_until(&client, Duration::from_secs(10), |s| s.following.len() == 3).await;
+        assert!(state.leader.leads());
+        assert_eq!(state.leader.voters, [1, 2, 3]);
+        let leader = state.leader.id;
+        let follower = running
+            .iter()
+            .position(|v| v.raft.metrics().borrow().id != leader)
+            .expect("a follower");
+        let stopped = running.remove(follower);
+        let stopped_id = stopped.raft.metrics().borrow().id;
+        stopped.shutdown().await;
+        let state = state_until(&client, Duration::from_secs(10), |s| {
+            !s.following.contains(&stopped_id)
+        })
+        .await;
+        assert_eq!(state.following.len(), 2);
+        for voter in running {
+            voter.shutdown().await;
         }
     }
 }

@@ -6,8 +6,11 @@
 //! - `POST /controller/write`: a metadata [`Command`]; applied if this voter leads, else
 //!   answered with the leader to ask;
 //! - `GET /controller/metadata?after=N`: the metadata once its applied index passes `N`
-//!   (long poll, bounded), so brokers that are not voters follow the metadata.
+//!   (long poll, bounded), so brokers that are not voters follow the metadata;
+//! - `GET /controller/quorum`: this voter's own view of the quorum ([`QuorumView`]), with the
+//!   followers' replication progress when it leads.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +25,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft};
+use openraft::{BasicNode, Raft, RaftMetrics};
 use serde::{Deserialize, Serialize};
 
 use super::liveness::{Heartbeat, HeartbeatReply, Liveness};
@@ -53,6 +56,62 @@ pub struct MetadataReply {
     pub metadata: ClusterMetadata,
 }
 
+/// One voter's view of the quorum, taken from its Raft metrics.
+///
+/// Invariant: `matched` is `Some` only in the view of the leader (`leader == Some(id)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumView {
+    /// The voter that answers.
+    pub id: NodeId,
+    pub term: u64,
+    /// The leader this voter knows of, with its address.
+    pub leader: Option<(NodeId, String)>,
+    /// Index of the last entry of this voter's log (`None`: empty log).
+    pub last_log_index: Option<u64>,
+    /// The voters of the membership in effect.
+    pub voters: Vec<NodeId>,
+    /// On the leader only: per member, the index of the last entry the leader knows it holds
+    /// (`None`: nothing matched yet).
+    pub matched: Option<BTreeMap<NodeId, Option<u64>>>,
+}
+
+impl QuorumView {
+    /// The view in `metrics`.
+    pub fn of(metrics: &RaftMetrics<NodeId, BasicNode>) -> Self {
+        let membership = metrics.membership_config.membership();
+        let leader = metrics.current_leader.map(|id| {
+            let address = membership
+                .get_node(&id)
+                .map(|node| node.addr.clone())
+                .unwrap_or_default();
+            (id, address)
+        });
+        let leads = metrics.current_leader == Some(metrics.id);
+        Self {
+            id: metrics.id,
+            term: metrics.current_term,
+            leader,
+            last_log_index: metrics.last_log_index,
+            voters: membership.voter_ids().collect(),
+            matched: metrics
+                .replication
+                .as_ref()
+                .filter(|_| leads)
+                .map(|replication| {
+                    replication
+                        .iter()
+                        .map(|(id, log)| (*id, log.as_ref().map(|l| l.index)))
+                        .collect()
+                }),
+        }
+    }
+
+    /// Whether this is the view of the quorum's leader.
+    pub fn leads(&self) -> bool {
+        self.leader.as_ref().is_some_and(|(id, _)| *id == self.id)
+    }
+}
+
 #[derive(Clone)]
 pub struct ServerState {
     pub id: NodeId,
@@ -69,6 +128,7 @@ pub fn router(state: ServerState) -> Router {
         .route("/controller/write", post(write))
         .route("/controller/metadata", get(metadata))
         .route("/controller/heartbeat", post(heartbeat))
+        .route("/controller/quorum", get(quorum))
         .with_state(Arc::new(state))
 }
 
@@ -135,6 +195,11 @@ async fn heartbeat(
         registered: broker.is_some(),
         fenced: broker.is_none_or(|b| b.fenced),
     })
+}
+
+async fn quorum(State(state): State<Arc<ServerState>>) -> Json<QuorumView> {
+    let metrics = state.raft.metrics().borrow().clone();
+    Json(QuorumView::of(&metrics))
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,5 +321,63 @@ impl RaftNetwork<TypeConfig> for HttpPeer {
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call("raft/vote", &rpc).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use openraft::{CommittedLeaderId, LogId, Membership, StoredMembership};
+
+    use super::*;
+
+    fn metrics(id: NodeId, leader: NodeId) -> RaftMetrics<NodeId, BasicNode> {
+        let nodes: BTreeMap<NodeId, BasicNode> = (1..=3)
+            .map(|n| {
+                (
+                    n,
+                    BasicNode {
+                        addr: format!("c{n}:9093"),
+                    },
+                )
+            })
+            .collect();
+        let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
+        let mut m = RaftMetrics::new_initial(id);
+        m.current_term = 4;
+        m.current_leader = Some(leader);
+        m.last_log_index = Some(120);
+        m.membership_config = Arc::new(StoredMembership::new(None, membership));
+        m
+    }
+
+    fn log(index: u64) -> Option<LogId<NodeId>> {
+        Some(LogId::new(CommittedLeaderId::new(4, 1), index))
+    }
+
+    #[test]
+    fn the_leaders_view_carries_what_each_member_matched() {
+        let mut m = metrics(1, 1);
+        m.replication = Some(BTreeMap::from([(1, log(120)), (2, log(100)), (3, None)]));
+        let view = QuorumView::of(&m);
+        assert!(view.leads());
+        assert_eq!(view.leader, Some((1, "c1:9093".to_string())));
+        assert_eq!(view.voters, [1, 2, 3]);
+        assert_eq!(
+            view.matched,
+            Some(BTreeMap::from([(1, Some(120)), (2, Some(100)), (3, None)]))
+        );
+    }
+
+    #[test]
+    fn a_followers_view_names_the_leader_and_no_progress() {
+        let mut m = metrics(2, 1);
+        // Stale replication metrics of a former leader are not shown.
+        m.replication = Some(BTreeMap::from([(1, log(3))]));
+        let view = QuorumView::of(&m);
+        assert!(!view.leads());
+        assert_eq!(view.leader, Some((1, "c1:9093".to_string())));
+        assert_eq!(view.matched, None);
     }
 }
