@@ -170,7 +170,8 @@ pub struct RolloutSpec {
     /// Stop between brokers until unpaused.
     #[serde(default)]
     pub paused: bool,
-    /// Brokers restarted together (only ones that share no partition).
+    /// Brokers restarted together at most: only brokers that share no partition, each
+    /// passing its own gates, and at most one controller voter.
     #[serde(default = "one")]
     #[schemars(range(min = 1))]
     pub max_parallel: i32,
@@ -291,7 +292,7 @@ pub struct RolloutStatus {
     /// Brokers already on the current pod template.
     pub updated: i32,
     pub total: i32,
-    /// The broker being restarted, if any.
+    /// The broker pods being restarted, if any (several joined with ", ").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
     /// The gate the rollout waits on, if it waits.

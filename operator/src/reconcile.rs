@@ -264,6 +264,9 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
                     )
                     .unwrap_or(0),
                     voters: voters.clone(),
+                    max_parallel: usize::try_from(cluster.spec.rollout.max_parallel)
+                        .unwrap_or(1)
+                        .max(1),
                 },
             );
             run_rollout_step(obj, ctx, &cluster, &names, &step, replicas).await?;
@@ -481,10 +484,10 @@ fn broker_pods(pods: &[Pod], replicas: i32, desired_hash: &str) -> Vec<rollout::
         .collect()
 }
 
-/// Carries out one rollout step: a restart deletes the pod (the broker moves its leadership
-/// away on SIGTERM, and the StatefulSet recreates the pod from the current template). When
-/// a restarted broker is back and the gates pass again, leadership returns to the preferred
-/// replicas.
+/// Carries out one rollout step: a restart deletes the pod of each broker of the batch (each
+/// broker moves its leadership away on SIGTERM, and the StatefulSet recreates the pod from the
+/// current template), with one RestartingBroker Event per pod. When restarted brokers are back
+/// and the gates pass again, leadership returns to the preferred replicas.
 async fn run_rollout_step(
     obj: &DynamicObject,
     ctx: &Context,
@@ -506,30 +509,32 @@ async fn run_rollout_step(
         admin::preferred_leader_election(&ctx.http, names, replicas, cluster.spec.listeners.http)
             .await;
     }
-    let rollout::Step::Restart { ordinal } = step else {
+    let rollout::Step::Restart { ordinals } = step else {
         return Ok(());
     };
-    let pod = names.pod(*ordinal);
-    tracing::info!(cluster = %key(obj), %pod, "rolling restart: restarting broker {ordinal}");
-    delete_owned::<Pod>(&ctx.client, &names.namespace, &pod).await?;
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "RestartingBroker".into(),
-        note: Some(format!(
-            "restarting broker {ordinal} (pod {pod}) onto the current template"
-        )),
-        action: "RollingRestart".into(),
-        // The pod as the related object: it also keeps one Event per broker, where the
-        // recorder would otherwise count repeats of one Event.
-        secondary: Some(k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.clone()),
-            namespace: Some(names.namespace.clone()),
-            ..Default::default()
-        }),
-    };
-    publish_event(ctx, obj, event).await;
+    for &ordinal in ordinals {
+        let pod = names.pod(ordinal);
+        tracing::info!(cluster = %key(obj), %pod, broker = ordinal, "rolling restart: restarting broker");
+        delete_owned::<Pod>(&ctx.client, &names.namespace, &pod).await?;
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "RestartingBroker".into(),
+            note: Some(format!(
+                "restarting broker {ordinal} (pod {pod}) onto the current template"
+            )),
+            action: "RollingRestart".into(),
+            // The pod as the related object: it also keeps one Event per broker, where the
+            // recorder would otherwise count repeats of one Event.
+            secondary: Some(k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.clone()),
+                namespace: Some(names.namespace.clone()),
+                ..Default::default()
+            }),
+        };
+        publish_event(ctx, obj, event).await;
+    }
     Ok(())
 }
 

@@ -193,6 +193,20 @@ fn degraded_verdict(o: &Observed, halted_by: Option<&str>) -> Verdict {
     }
 }
 
+/// "restarting broker 4", or "restarting brokers 4, 3" for a batch.
+fn restarting_message(ordinals: &[i32]) -> String {
+    let list = ordinals
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ordinals.len() == 1 {
+        format!("restarting broker {list}")
+    } else {
+        format!("restarting brokers {list}")
+    }
+}
+
 fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
     if o.spec_problem.is_some() {
         return Verdict {
@@ -213,9 +227,7 @@ fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
     let rolling = match o.rollout {
         Some(Step::Paused { .. }) => Some(("RolloutPaused", "the rollout is paused".to_string())),
         Some(Step::Wait { gate }) => Some(("RollingRestart", format!("waiting: {gate}"))),
-        Some(Step::Restart { ordinal }) => {
-            Some(("RollingRestart", format!("restarting broker {ordinal}")))
-        }
+        Some(Step::Restart { ordinals }) => Some(("RollingRestart", restarting_message(ordinals))),
         Some(Step::Complete) | None => None,
     };
     if let Some((reason, message)) = rolling {
@@ -334,7 +346,13 @@ pub fn compute_status(
         _ => None,
     };
     let current = match observed.rollout {
-        Some(Step::Restart { ordinal }) => Some(names.pod(*ordinal)),
+        Some(Step::Restart { ordinals }) => Some(
+            ordinals
+                .iter()
+                .map(|o| names.pod(*o))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         Some(Step::Wait { .. }) => previous_rollout.and_then(|r| r.current.clone()),
         _ => None,
     };
@@ -607,6 +625,38 @@ mod tests {
         assert!(condition_of(&halted, DEGRADED)
             .message
             .contains("min.insync.replicas"));
+    }
+
+    #[test]
+    fn a_batch_restart_names_every_pod_and_one_restart_names_its_pod() {
+        let names = ClusterNames::new("demo", "kafka");
+        let pods = [pod(0, true), pod(1, true), pod(2, true)];
+        let healthy = summary(&[0, 1, 2], &[], 0, 0);
+        let batch = Step::Restart {
+            ordinals: vec![2, 0],
+        };
+        let o = Observed {
+            desired_pod_hash: Some("hash2".into()),
+            rollout: Some(&batch),
+            ..observed(&pods, Some(&healthy))
+        };
+        let status = compute_status(&names, &o, None, &now(10));
+        let current = status.rollout.as_ref().and_then(|r| r.current.clone());
+        assert_eq!(current.as_deref(), Some("demo-2, demo-0"));
+        assert!(condition_of(&status, PROGRESSING)
+            .message
+            .ends_with("restarting brokers 2, 0"));
+        let one = Step::Restart { ordinals: vec![1] };
+        let o = Observed {
+            rollout: Some(&one),
+            ..o
+        };
+        let status = compute_status(&names, &o, None, &now(10));
+        let current = status.rollout.as_ref().and_then(|r| r.current.clone());
+        assert_eq!(current.as_deref(), Some("demo-1"));
+        assert!(condition_of(&status, PROGRESSING)
+            .message
+            .ends_with("restarting broker 1"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use tokafka_broker::http::admin::{BrokerSummary, ClusterSummary};
+use tokafka_broker::http::admin::{BrokerSummary, ClusterSummary, QuorumSummary, VoterSummary};
 
 use crate::names::ClusterNames;
 
@@ -26,10 +26,30 @@ pub fn broker(id: i32, replicas: usize, leaders: usize) -> BrokerSummary {
         replicas,
         leaders,
         restart_blockers: 0,
+        out_of_sync: 0,
+        partition_peers: Vec::new(),
     }
 }
 
-/// A healthy cluster of `brokers` whose largest replication factor is `max_rf`.
+/// A controller quorum of `voters` led by `leader`, every voter caught up.
+pub fn quorum(leader: i32, voters: &[i32]) -> QuorumSummary {
+    QuorumSummary {
+        leader,
+        term: 1,
+        voters: voters
+            .iter()
+            .map(|id| VoterSummary {
+                id: *id,
+                lag_entries: 0,
+                following: true,
+                caught_up: true,
+            })
+            .collect(),
+    }
+}
+
+/// A healthy cluster of `brokers` whose largest replication factor is `max_rf` (its quorum
+/// state unknown: see [`quorum`]).
 pub fn summary(brokers: Vec<BrokerSummary>, max_rf: usize) -> ClusterSummary {
     ClusterSummary {
         brokers,
@@ -39,5 +59,6 @@ pub fn summary(brokers: Vec<BrokerSummary>, max_rf: usize) -> ClusterSummary {
         reassigning_partitions: 0,
         leader_imbalance_percent: BTreeMap::new(),
         max_replication_factor: max_rf,
+        quorum: None,
     }
 }
