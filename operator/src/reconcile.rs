@@ -36,7 +36,8 @@ use crate::resources::{
 use crate::rollout;
 use crate::scaling;
 use crate::status::{
-    changed_conditions, compute_status, pod_ordinal, pod_ready, Observed, PROGRESSING, READY,
+    changed_conditions, compute_status, pod_ordinal, pod_ready, Observed, DEGRADED, PROGRESSING,
+    READY,
 };
 
 /// Requeue interval of a Ready, settled cluster (the brokers' own state is polled, not
@@ -214,6 +215,7 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         &scale,
         summary.as_ref(),
         running,
+        cluster.spec.replicas,
         asked,
         http_port,
     )
@@ -294,15 +296,25 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         gate_timeout_seconds: i64::from(cluster.spec.rollout.health_gate_timeout_seconds),
     };
     let status = compute_status(&names, &observed, cluster.status.as_ref(), &now());
-    // Drains and restarts advance on the brokers' state, which is polled, not watched.
-    let settled = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == READY && c.status == "True")
-        && status
+    // Drains, restarts, catching up and rebalancing advance on the brokers' state, which is
+    // polled, not watched: only a cluster with nothing left to do waits for the long resync.
+    let condition_is = |type_: &str, value: &str| {
+        status
             .conditions
             .iter()
-            .any(|c| c.type_ == PROGRESSING && c.status == "False");
+            .any(|c| c.type_ == type_ && c.status == value)
+    };
+    let unbalanced = cluster.spec.rebalance.enabled
+        && summary.as_ref().is_some_and(|s| {
+            scaling::needs_leader_rebalance(
+                s,
+                cluster.spec.rebalance.leader_imbalance_threshold_percent,
+            )
+        });
+    let settled = condition_is(READY, "True")
+        && condition_is(PROGRESSING, "False")
+        && condition_is(DEGRADED, "False")
+        && !unbalanced;
     publish_status(obj, ctx, &cluster, status).await?;
     Ok(Action::requeue(if settled {
         READY_RESYNC
@@ -322,13 +334,16 @@ async fn run_scale_step(
     step: &scaling::ScaleStep,
     summary: Option<&tokafka_broker::http::admin::ClusterSummary>,
     running: Option<i32>,
+    desired: i32,
     asked: i32,
     http_port: i32,
 ) -> (i32, Option<String>, Option<String>) {
     use reqwest::Method;
     let replicas = step.replicas();
     if let Some(summary) = summary {
-        for id in scaling::drains_to_cancel(summary, names, replicas) {
+        // Only brokers that stay (0..desired) get their drains cancelled: one on its way out
+        // while the StatefulSet steps down still counts among `replicas`.
+        for id in scaling::drains_to_cancel(summary, names, desired) {
             let path = format!("/v1/brokers/{id}/decommission");
             match admin::call(&ctx.http, names, asked, http_port, Method::DELETE, &path).await {
                 Ok(()) => {
@@ -615,6 +630,29 @@ where
 }
 
 /// Writes `status` when it differs from the stored one, with an Event per condition change.
+/// A JSON merge patch that turns `before` into exactly `after`: a field `after` leaves out is
+/// patched to null (deleted), where a plain merge patch would keep its old value (a rollout's
+/// `current` or `blockedBy` outliving the rollout, say).
+fn replacing_merge_patch(
+    before: Option<&serde_json::Value>,
+    after: &serde_json::Value,
+) -> serde_json::Value {
+    use serde_json::Value;
+    match (before, after) {
+        (Some(Value::Object(old)), Value::Object(new)) => {
+            let mut patch = serde_json::Map::new();
+            for (key, value) in new {
+                patch.insert(key.clone(), replacing_merge_patch(old.get(key), value));
+            }
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                patch.insert(key.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => after.clone(),
+    }
+}
+
 async fn publish_status(
     obj: &DynamicObject,
     ctx: &Context,
@@ -632,10 +670,12 @@ async fn publish_status(
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &namespace, &api_resource());
+    let previous = obj.data.get("status");
+    let patch = replacing_merge_patch(previous, &serde_json::to_value(&status)?);
     api.patch_status(
         &obj.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": status })),
+        &Patch::Merge(serde_json::json!({ "status": patch })),
     )
     .await?;
     for condition in changed_conditions(&before, &status.conditions) {
@@ -830,6 +870,26 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_patch_deletes_what_the_new_status_leaves_out() {
+        let before = serde_json::json!({
+            "phase": "Progressing",
+            "rollout": {"updated": 4, "current": "demo-0", "blockedBy": "broker pod 0 is not Ready"},
+            "brokers": [{"brokerId": 0}],
+        });
+        let after = serde_json::json!({"phase": "Ready", "rollout": {"updated": 5}, "brokers": []});
+        let patch = replacing_merge_patch(Some(&before), &after);
+        assert_eq!(
+            patch,
+            serde_json::json!({
+                "phase": "Ready",
+                "rollout": {"updated": 5, "current": null, "blockedBy": null},
+                "brokers": [],
+            })
+        );
+        assert_eq!(replacing_merge_patch(None, &after), after);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

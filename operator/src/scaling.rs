@@ -109,9 +109,11 @@ pub fn scale_step(
     }
 }
 
-/// Brokers whose drain must be cancelled: draining, but hosted by a pod that stays.
-pub fn drains_to_cancel(summary: &ClusterSummary, names: &ClusterNames, keep: i32) -> Vec<i32> {
-    (0..keep)
+/// Brokers whose drain must be cancelled: draining, but hosted by a pod that stays, one of
+/// `0..desired` (`spec.replicas`, not the StatefulSet's size: while it steps down one broker at
+/// a time, the brokers above `desired` are all on their way out).
+pub fn drains_to_cancel(summary: &ClusterSummary, names: &ClusterNames, desired: i32) -> Vec<i32> {
+    (0..desired)
         .filter_map(|ordinal| broker_of(summary, names, ordinal))
         .filter(|b| b.decommissioning)
         .map(|b| b.id)
@@ -303,5 +305,24 @@ mod tests {
         assert_eq!(removed_brokers(&s, &names(), 4), vec![4]);
         assert!(removed_brokers(&s, &names(), 5).is_empty());
         assert!(brokers_to_forget(&s, &names(), 5).is_empty());
+    }
+
+    #[test]
+    fn a_drain_on_the_way_down_is_not_cancelled_while_the_statefulset_steps_down() {
+        // 5 → 3: broker 4 is gone, the StatefulSet runs 4, broker 3 drains.
+        let mut brokers: Vec<_> = (0..4).map(|id| broker(id, 3)).collect();
+        brokers[3].decommissioning = true;
+        let s = summary(brokers, 3);
+        let step = scale_step(Some(4), 3, &VOTERS, Some(&s), &names());
+        assert_eq!(
+            step,
+            ScaleStep::Draining {
+                broker: 3,
+                replicas: 4
+            }
+        );
+        assert!(drains_to_cancel(&s, &names(), 3).is_empty());
+        // Raising spec.replicas back to 4 keeps broker 3: now its drain is cancelled.
+        assert_eq!(drains_to_cancel(&s, &names(), 4), vec![3]);
     }
 }
