@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::placement::{drain_moves, spread_moves};
+use super::placement::{drain_moves, preferred_leader_moves, spread_moves};
 
 /// Leader id of a partition without a leader.
 pub const NO_LEADER: i32 = -1;
@@ -193,8 +193,10 @@ pub enum Command {
     RecommissionBroker {
         id: i32,
     },
-    /// Spreads replicas evenly over the placement brokers (see
-    /// [`crate::controller::placement::spread_moves`]): reassignments, applied like any other.
+    /// Spreads replicas, then preferred leadership, evenly over the placement brokers (see
+    /// [`crate::controller::placement::spread_moves`] and
+    /// [`crate::controller::placement::preferred_leader_moves`]): reassignments, applied like
+    /// any other.
     SpreadReplicas,
     /// Forgets a broker that replicates nothing (it was drained and removed).
     UnregisterBroker {
@@ -575,6 +577,15 @@ impl ClusterMetadata {
                         target,
                     })?;
                 }
+                // Then preferred leadership, over the replicas as they will be (a reorder moves
+                // no data).
+                for (topic, partition, target) in preferred_leader_moves(&spread) {
+                    spread.apply(&Command::Reassign {
+                        topic,
+                        partition,
+                        target,
+                    })?;
+                }
                 *self = spread;
                 Ok(())
             }
@@ -875,6 +886,61 @@ mod tests {
         assert!(assign_replicas(&[1, 2], 1, 3, 0).is_err());
         let single = assign_replicas(&[7], 3, 1, 0).expect("single broker");
         assert!(single.iter().all(|r| r == &vec![7]));
+    }
+
+    #[test]
+    fn spreading_after_a_scale_up_evens_replicas_and_preferred_leaders() {
+        let mut metadata = cluster(&[0, 1, 2]);
+        let assignment = assign_replicas(&[0, 1, 2], 12, 3, 0).expect("assign");
+        create(&mut metadata, "t", assignment);
+        for id in [3, 4] {
+            metadata
+                .apply(&Command::RegisterBroker {
+                    id,
+                    host: format!("b{id}"),
+                    port: 9092,
+                    rack: None,
+                    incarnation: 1,
+                })
+                .expect("register");
+            metadata
+                .apply(&Command::UnfenceBroker { id })
+                .expect("unfence");
+        }
+        // Each plan moves a partition at most once; the operator asks again once the moves
+        // are done, as here once every new replica is in sync.
+        for _ in 0..4 {
+            metadata.apply(&Command::SpreadReplicas).expect("spread");
+            let caught_up: Vec<Command> = metadata
+                .partitions()
+                .map(|(topic, partition, p)| Command::AlterIsr {
+                    topic: topic.to_string(),
+                    partition,
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    isr: p.replicas.clone(),
+                })
+                .collect();
+            for change in caught_up {
+                metadata.apply(&change).expect("isr");
+            }
+        }
+        assert!(metadata.partitions().all(|(_, _, r)| r.adding.is_empty()));
+        let spread = |count: &dyn Fn(i32) -> usize| {
+            let counts: Vec<usize> = (0..5).map(count).collect();
+            let (min, max) = (counts.iter().min(), counts.iter().max());
+            (max.zip(min).is_some_and(|(a, b)| a - b <= 1), counts)
+        };
+        let (even, replicas) = spread(&|b| metadata.replica_count(b));
+        assert!(even, "replicas {replicas:?}");
+        let (even, preferred) = spread(&|b| {
+            metadata
+                .partitions()
+                .filter(|(_, _, r)| r.preferred_leader() == b)
+                .count()
+        });
+        assert!(even, "preferred leaders {preferred:?}");
     }
 
     #[test]

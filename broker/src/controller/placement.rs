@@ -1,5 +1,6 @@
 //! Pure placement decisions over the cluster metadata: where a drained broker's replicas go,
-//! which leader elections are possible, and when leadership is out of balance.
+//! how replicas and preferred leadership spread over the brokers, which leader elections are
+//! possible, and when leadership is out of balance.
 //!
 //! Each function reads a [`ClusterMetadata`] and returns a decision; applying it is the
 //! caller's business (a command through the quorum), so these are tested without a network.
@@ -112,6 +113,76 @@ pub fn spread_moves(metadata: &ClusterMetadata) -> Vec<Move> {
         };
         *load.entry(heaviest).or_default() -= 1;
         *load.entry(light).or_default() += 1;
+        moves.push(step);
+    }
+    moves
+}
+
+/// Reorderings that spread preferred leadership evenly over the placement brokers, once
+/// replicas are spread: while the broker that is first replica of the most partitions prefers
+/// at least two more than the one that prefers the fewest, one of its partitions that the
+/// lighter broker also replicates swaps the two, so the lighter one comes first. The replica
+/// set never changes (no data moves); a preferred-leader election then moves leadership.
+/// A partition being reassigned is reordered within its target (a replica on its way out never
+/// becomes preferred), so this also plans over the state right after [`spread_moves`]. Each
+/// partition is reordered at most once per plan, and ties go to the lowest broker id.
+pub fn preferred_leader_moves(metadata: &ClusterMetadata) -> Vec<Move> {
+    let mut preferred: BTreeMap<i32, usize> = metadata
+        .placement_brokers()
+        .iter()
+        .map(|&b| (b, 0))
+        .collect();
+    for (_, _, record) in metadata.partitions() {
+        if let Some(count) = preferred.get_mut(&record.preferred_leader()) {
+            *count += 1;
+        }
+    }
+    let mut moves: Vec<Move> = Vec::new();
+    loop {
+        let Some((heaviest, most)) = preferred
+            .iter()
+            .max_by_key(|(b, n)| (**n, -**b))
+            .map(|(b, n)| (*b, *n))
+        else {
+            break;
+        };
+        let mut lighter: Vec<(i32, usize)> = preferred
+            .iter()
+            .filter(|(_, n)| **n + 1 < most)
+            .map(|(b, n)| (*b, *n))
+            .collect();
+        lighter.sort_by_key(|(b, n)| (*n, *b));
+        let planned = |topic: &str, partition: i32| {
+            moves.iter().any(|(t, p, _)| t == topic && *p == partition)
+        };
+        let next = lighter.iter().find_map(|(light, _)| {
+            metadata
+                .partitions()
+                .find(|(topic, partition, r)| {
+                    r.preferred_leader() == heaviest
+                        && r.replicas.contains(light)
+                        && !r.removing.contains(light)
+                        && !planned(topic, *partition)
+                })
+                .map(|(topic, partition, r)| {
+                    let target = r
+                        .replicas
+                        .iter()
+                        .filter(|b| !r.removing.contains(b))
+                        .map(|&b| match b {
+                            b if b == heaviest => *light,
+                            b if b == *light => heaviest,
+                            b => b,
+                        })
+                        .collect();
+                    (*light, (topic.to_string(), partition, target))
+                })
+        });
+        let Some((light, step)) = next else {
+            break;
+        };
+        *preferred.entry(heaviest).or_default() -= 1;
+        *preferred.entry(light).or_default() += 1;
         moves.push(step);
     }
     moves
@@ -251,6 +322,53 @@ mod tests {
         let (min, max) = (load.values().min().copied(), load.values().max().copied());
         assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1), "{load:?}");
         assert!(load[&4] >= 2 && load[&5] >= 2, "{load:?}");
+    }
+
+    #[test]
+    fn preferred_leadership_spreads_by_reordering_replicas_only() {
+        let mut m = cluster(&[1, 2, 3, 4]);
+        // Broker 1 is first everywhere; every broker replicates something.
+        create(&mut m, "t", (0..8).map(|i| vec![1, 2 + i % 3]).collect());
+        let moves = preferred_leader_moves(&m);
+        let mut preferred: BTreeMap<i32, usize> = (1..=4).map(|b| (b, 0)).collect();
+        for (_, _, record) in m.partitions() {
+            *preferred
+                .get_mut(&record.preferred_leader())
+                .expect("broker") += 1;
+        }
+        for (topic, partition, target) in &moves {
+            let record = m.partition(topic, *partition).expect("partition");
+            let (mut before, mut after) = (record.replicas.clone(), target.clone());
+            before.sort_unstable();
+            after.sort_unstable();
+            assert_eq!(before, after, "same replicas, reordered");
+            *preferred
+                .get_mut(&record.preferred_leader())
+                .expect("broker") -= 1;
+            *preferred.get_mut(&target[0]).expect("broker") += 1;
+        }
+        let (min, max) = (preferred.values().min(), preferred.values().max());
+        assert!(
+            max.zip(min).is_some_and(|(a, b)| a - b <= 1),
+            "{preferred:?}"
+        );
+        assert_eq!(preferred[&1], 2, "{preferred:?}");
+        // Applied, the plan leaves nothing to do.
+        for (topic, partition, target) in moves {
+            m.apply(&Command::Reassign {
+                topic,
+                partition,
+                target,
+            })
+            .expect("reorder");
+        }
+        assert!(preferred_leader_moves(&m).is_empty());
+        assert_eq!(
+            m.partitions()
+                .filter(|(_, _, r)| !r.adding.is_empty())
+                .count(),
+            0
+        );
     }
 
     fn all_caught_up(metadata: &mut ClusterMetadata) {

@@ -167,13 +167,28 @@ impl GroupCoordinator {
     }
 
     /// Stops coordinating the groups of offsets partition `index` (leadership moved): their
-    /// state leaves memory and waiting members are told to rejoin (they then find the new
-    /// coordinator).
+    /// state leaves memory, and members waiting in a JoinGroup or SyncGroup are answered
+    /// NOT_COORDINATOR, as Kafka does, so that their clients find the new coordinator (a
+    /// retriable error, where REBALANCE_IN_PROGRESS would reach the application).
     pub fn unload_partition(&self, index: i32) {
         let count = self.offsets.partition_count();
-        self.groups
-            .lock()
-            .retain(|id, _| super::offsets::partition_for(id, count) != index);
+        let unloaded: Vec<Slot> = {
+            let mut groups = self.groups.lock();
+            let ids: Vec<String> = groups
+                .keys()
+                .filter(|id| super::offsets::partition_for(id, count) == index)
+                .cloned()
+                .collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        for slot in unloaded {
+            for (member_id, waiting) in slot.joins {
+                let _ = waiting.send(JoinResult::error(codes::NOT_COORDINATOR, &member_id));
+            }
+            for (_, waiting) in slot.syncs {
+                let _ = waiting.send(SyncResult::error(codes::NOT_COORDINATOR));
+            }
+        }
         self.offsets.unload(index);
     }
 
@@ -231,7 +246,9 @@ impl GroupCoordinator {
         self.persist(persist);
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
-            _ => JoinResult::error(codes::REBALANCE_IN_PROGRESS, &member_id),
+            // The group left this coordinator without an answer for the member.
+            Ok(Err(_)) => JoinResult::error(codes::NOT_COORDINATOR, &member_id),
+            Err(_) => JoinResult::error(codes::REBALANCE_IN_PROGRESS, &member_id),
         }
     }
 
@@ -274,7 +291,8 @@ impl GroupCoordinator {
         self.persist(persist);
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
-            _ => SyncResult::error(codes::REBALANCE_IN_PROGRESS),
+            Ok(Err(_)) => SyncResult::error(codes::NOT_COORDINATOR),
+            Err(_) => SyncResult::error(codes::REBALANCE_IN_PROGRESS),
         }
     }
 
@@ -492,5 +510,62 @@ impl GroupCoordinator {
         topics.sort();
         topics.dedup();
         topics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::topics::TopicRegistry;
+
+    fn join_request() -> JoinRequest {
+        JoinRequest {
+            member_id: String::new(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 60_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+            require_known_member_id: false,
+            supports_skip_assignment: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_waiting_when_the_group_moves_away_is_told_not_coordinator() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(BrokerConfig::for_tests(dir.path()));
+        let topics = TopicRegistry::open(Arc::clone(&config)).expect("topics");
+        let offsets = OffsetStore::open(&topics, 4).expect("offsets");
+        let limits = GroupLimits {
+            initial_rebalance_delay_ms: 60_000,
+            ..GroupLimits::default()
+        };
+        let coordinator = Arc::new(GroupCoordinator::new(offsets, limits));
+        let joining = {
+            let coordinator = Arc::clone(&coordinator);
+            tokio::spawn(async move { coordinator.join("g", join_request()).await })
+        };
+        // The first member of an empty group waits out the initial rebalance delay.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while coordinator
+            .groups
+            .lock()
+            .get("g")
+            .is_none_or(|s| s.joins.is_empty())
+        {
+            assert!(tokio::time::Instant::now() < deadline, "join never waited");
+            tokio::task::yield_now().await;
+        }
+        coordinator.unload_partition(super::super::offsets::partition_for("g", 4));
+        let answer = tokio::time::timeout(Duration::from_secs(10), joining)
+            .await
+            .expect("answered at once")
+            .expect("join task");
+        assert_eq!(answer.error_code, codes::NOT_COORDINATOR);
+        assert!(coordinator.describe("g").is_none(), "the group left memory");
     }
 }
