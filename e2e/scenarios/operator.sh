@@ -3,12 +3,10 @@
 # TOKAFKA_LOCAL_OPERATOR=1, or e2e/kind/up): it runs and holds its Lease; a BrokerCluster of
 # three becomes owned objects, Ready broker pods that form one cluster, and a Ready
 # condition; a real Kafka client (kcat) produces and consumes through the client Service;
-# `kubectl scale bc` adds a broker and replicas spread onto it; an image change rolls over every broker one at a time
-# and a scale-down drains a broker before removing its pod, both under acks=all load without
-# losing, duplicating or reordering a record; a configuration the brokers would refuse, or an object
+# a configuration the brokers would refuse, or an object
 # the operator cannot read, becomes an InvalidSpec condition and creates nothing; a second operator replica takes over when the
 # leader goes; a broker's rack is its node's zone; deleting a BrokerCluster removes what it owns, its volume claims only when
-# deleteClaimsOnDelete is set.
+# deleteClaimsOnDelete is set. Scaling, rollouts and rebalancing are the day2 scenario's.
 
 OPERATOR_NS=tokafka-system
 OPERATOR_RELEASE=tokafka-operator
@@ -71,24 +69,6 @@ import json, sys
 print(next(b["rack"] or "" for b in json.load(sys.stdin)["brokers"] if b["id"] == int(sys.argv[1])))' "$3"
 }
 
-# replicas_spread NS BC N: N brokers hold replicas, the most loaded at most one more than the
-# least, and nothing is moving.
-replicas_spread() {
-	pod_http "$1" "$2-0" 9644 /v1/cluster | python3 -c '
-import json, sys
-c = json.load(sys.stdin)
-loads = [b["replicas"] for b in c["brokers"] if not b["fenced"]]
-ok = len(loads) == int(sys.argv[1]) and min(loads) > 0 and max(loads) - min(loads) <= 1
-sys.exit(0 if ok and c["reassigning_partitions"] == 0 else 1)' "$3"
-}
-
-# all_members NS BC: every broker id the cluster has registered, fenced or not.
-all_members() {
-	pod_http "$1" "$2-0" 9644 /v1/cluster | python3 -c '
-import json, sys
-print(" ".join(str(i) for i in sorted(b["id"] for b in json.load(sys.stdin)["brokers"])))'
-}
-
 # show_cluster NS BC: the cluster's admin view, for a failed check's diagnosis.
 show_cluster() {
 	echo "--- GET /v1/cluster from $2-0:" >&2
@@ -136,24 +116,6 @@ three_in_sync() {
 # has_event NS NAME REASON: an Event with REASON about object NAME.
 has_event() {
 	kubectl -n "$1" get events --field-selector "involvedObject.name=$2,reason=$3" -o name | grep -q .
-}
-
-# pod_uids NS BC: "name=uid" of the cluster's pods, one per line, sorted.
-pod_uids() {
-	kubectl -n "$1" get pods -l "tokafka.io/cluster=$2" \
-		-o jsonpath='{range .items[*]}{.metadata.name}={.metadata.uid}{"\n"}{end}' | sort
-}
-
-# all_replaced BEFORE AFTER: the same pods, each with a new uid.
-all_replaced() {
-	[ "$(cut -d= -f1 <<<"$1")" = "$(cut -d= -f1 <<<"$2")" ] && [ -z "$(comm -12 <(echo "$1") <(echo "$2"))" ]
-}
-
-# distinct_event_messages NS NAME REASON: how many different messages Events with REASON
-# about NAME carry (a repeated Event is one message, however it is counted).
-distinct_event_messages() {
-	kubectl -n "$1" get events --field-selector "involvedObject.name=$2,reason=$3" \
-		-o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | sort -u | grep -c .
 }
 
 count_lines() { "$@" | wc -l | tr -d ' '; }
@@ -207,49 +169,6 @@ scenario_operator() {
 		produce_and_consume "demo.$ns.svc.cluster.local:9092" orders 200
 	check "the topic's partition has 3 in-sync replicas" three_in_sync "demo.$ns.svc.cluster.local:9092" orders
 	check "the operator's metrics count successful reconciles" reconciles_counted "$leader"
-
-	check "kubectl scale bc demo --replicas=4 is accepted" quietly kubectl -n "$ns" scale bc demo --replicas=4
-	eventually 30 "the StatefulSet follows to 4 replicas" prints 4 kubectl -n "$ns" get statefulset demo -o jsonpath='{.spec.replicas}'
-	eventually 180 "broker 3 becomes Ready" pod_ready "$ns" demo-3
-	eventually 60 "the cluster has four brokers" prints "0 1 2 3" cluster_members "$ns" demo || show_cluster "$ns" demo
-	eventually 120 "the operator spreads replicas onto broker 3 (loads within one)" replicas_spread "$ns" demo 4
-	check "a SpreadingReplicas Event says so" has_event "$ns" demo SpreadingReplicas
-	eventually 60 "the BrokerCluster reports 4/4 Ready" prints "4/4 Ready" kubectl -n "$ns" get bc demo -o jsonpath='{.status.readyReplicasText} {.status.phase}'
-
-	# Rolling restart: a new image tag rolls over every broker, one at a time, under acks=all
-	# production by a real client, losing, duplicating and reordering nothing.
-	local work uids_before checker started
-	work="$(mktemp -d)"
-	uids_before="$(pod_uids "$ns" demo)"
-	python3 "$E2E_DIR/load/checker.py" produce --bootstrap "demo.$ns.svc.cluster.local:9092" \
-		--topic rolling --out "$work/acked.json" 2>"$work/producer.log" &
-	checker=$!
-	eventually 60 "the load's topic exists with 3 in-sync replicas" three_in_sync "demo.$ns.svc.cluster.local:9092" rolling
-	started=$SECONDS
-	check "the image tag is changed to tokafka-broker:v2 (version 0.2.0)" quietly kubectl -n "$ns" patch bc demo --type=merge \
-		-p '{"spec":{"image":"tokafka-broker:v2","version":"0.2.0"}}'
-	eventually 600 "the rolling restart completes: 4/4 brokers updated, Ready, version 0.2.0" \
-		prints "4 4/4 Ready 0.2.0" kubectl -n "$ns" get bc demo -o jsonpath='{.status.rollout.updated} {.status.readyReplicasText} {.status.phase} {.status.currentVersion}'
-	echo "rolling restart of 4 brokers took $((SECONDS - started)) s"
-	check "every broker pod was replaced" all_replaced "$uids_before" "$(pod_uids "$ns" demo)"
-	check "a RestartingBroker Event for each of the 4 brokers" prints 4 distinct_event_messages "$ns" demo RestartingBroker
-
-	# Scale-down under the same load: broker 3 is drained, then its pod removed.
-	started=$SECONDS
-	check "kubectl scale bc demo --replicas=3 is accepted" quietly kubectl -n "$ns" scale bc demo --replicas=3
-	eventually 60 "the operator drains broker 3 (a DrainingBroker Event)" has_event "$ns" demo DrainingBroker
-	eventually 300 "the StatefulSet shrinks to 3 once broker 3 holds nothing" prints 3 kubectl -n "$ns" get statefulset demo -o jsonpath='{.spec.replicas}'
-	eventually 120 "pod demo-3 is gone" pod_gone "$ns" demo-3
-	eventually 120 "the cluster is brokers 0, 1 and 2 again (broker 3 forgotten)" prints "0 1 2" all_members "$ns" demo
-	eventually 120 "the BrokerCluster reports 3/3 Ready" prints "3/3 Ready" kubectl -n "$ns" get bc demo -o jsonpath='{.status.readyReplicasText} {.status.phase}'
-	echo "scale-down from 4 to 3 brokers took $((SECONDS - started)) s"
-	check "demo-3's volume claim is kept (deleteClaimsOnScaleDown false)" quietly kubectl -n "$ns" get pvc data-demo-3
-	kill -TERM "$checker" 2>/dev/null
-	check "the load's producer stops cleanly" wait "$checker"
-	check "no acknowledged record lost, duplicated or reordered; no error seen by the producer" \
-		python3 "$E2E_DIR/load/checker.py" verify --bootstrap "demo.$ns.svc.cluster.local:9092" \
-		--topic rolling --acked "$work/acked.json"
-	rm -rf "$work"
 
 	# A value the schema cannot judge but the broker refuses: reported, nothing created.
 	check "a BrokerCluster with a configuration value the broker refuses is stored" \
