@@ -68,6 +68,13 @@ pub struct Cluster {
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
 }
 
+/// A topic as a request names it.
+#[derive(Debug, Clone, Copy)]
+pub enum TopicRef<'a> {
+    Name(&'a str),
+    Id(Uuid),
+}
+
 /// A partition by topic id and index: a key that costs no allocation to build.
 type ReplicaId = (Uuid, i32);
 
@@ -234,6 +241,25 @@ impl Cluster {
         Ok(led.state.leader_epoch)
     }
 
+    /// The error for a request about a partition this broker does not host: the cluster has
+    /// it elsewhere (NOT_LEADER_OR_FOLLOWER, retriable: the client refreshes its metadata and
+    /// goes to the leader, as with Kafka), or has no such partition (UNKNOWN_TOPIC_OR_PARTITION).
+    /// `topic` is a name, or (Fetch v13+) a topic id.
+    pub fn not_hosted_error(&self, topic: TopicRef<'_>, index: i32) -> ResponseError {
+        let metadata = self.metadata();
+        let known = match topic {
+            TopicRef::Name(name) => metadata.partition(name, index).is_some(),
+            TopicRef::Id(id) => metadata.topics.values().any(|t| {
+                t.id == id && usize::try_from(index).is_ok_and(|i| i < t.partitions.len())
+            }),
+        };
+        if known {
+            ResponseError::NotLeaderOrFollower
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        }
+    }
+
     /// Whether this broker leads `partition` now.
     pub fn is_leading(&self, partition: &Partition) -> bool {
         self.leaders.lock().contains_key(&replica_id(partition))
@@ -286,6 +312,7 @@ impl Cluster {
         partition: &Partition,
         follower: i32,
         fetch_offset: i64,
+        received_ms: i64,
     ) -> bool {
         let id = replica_id(partition);
         let mut leaders = self.leaders.lock();
@@ -299,6 +326,7 @@ impl Cluster {
             log.log_end_offset(),
             log.high_watermark(),
             now_ms(),
+            received_ms,
         );
         if let Some(hw) = effect.high_watermark {
             log.set_high_watermark(hw);
@@ -620,8 +648,12 @@ fn apply_once(
                 .unwrap_or(cluster.config.default_min_insync_replicas);
             match leaders.get_mut(&id) {
                 Some(led) if led.state.leader_epoch == role.leader_epoch => {
-                    led.state
-                        .update_membership(role.partition_epoch, &role.replicas, &role.isr);
+                    led.state.update_membership(
+                        role.partition_epoch,
+                        &role.replicas,
+                        &role.isr,
+                        now,
+                    );
                     led.min_insync_replicas = min_insync_replicas;
                     advance_high_watermark(&led.state, partition);
                 }

@@ -517,10 +517,17 @@ impl ClusterMetadata {
                 if record.original.is_empty() {
                     record.original = record.replicas.clone();
                 }
+                let moving = !adding.is_empty() || !removing.is_empty();
                 record.replicas = replicas;
                 record.adding = adding;
                 record.removing = removing;
                 record.partition_epoch += 1;
+                if moving {
+                    // A new leader epoch fences fetches made under the old assignment: one
+                    // from a replica this change (or a cancel before it) removed must never
+                    // vouch for the replica assigned now, which may start empty.
+                    record.leader_epoch += 1;
+                }
                 Self::maybe_complete_reassignment(record);
                 Ok(())
             }
@@ -722,7 +729,8 @@ impl ClusterMetadata {
     }
 
     /// Takes `leaving` replicas (already gone from `replicas`) out of the ISR, unless that
-    /// would empty it, and moves leadership to the first in-sync replica if the leader left.
+    /// would empty it, and moves leadership to the first in-sync replica if the leader left;
+    /// either way the leader epoch moves on.
     fn without(record: &mut PartitionRecord, leaving: &[i32]) {
         if record.isr.iter().any(|r| !leaving.contains(r)) {
             record.isr.retain(|r| !leaving.contains(r));
@@ -736,6 +744,8 @@ impl ClusterMetadata {
                 .unwrap_or(NO_LEADER);
             record.set_leader(next);
         } else {
+            // Replicas left: a new leader epoch, as when the assignment grows.
+            record.leader_epoch += 1;
             record.partition_epoch += 1;
         }
     }
@@ -941,6 +951,43 @@ mod tests {
                 .count()
         });
         assert!(even, "preferred leaders {preferred:?}");
+    }
+
+    #[test]
+    fn every_change_of_the_assignment_starts_a_leader_epoch() {
+        let mut metadata = cluster(&[1, 2, 3]);
+        create(&mut metadata, "t", vec![vec![1, 2]]);
+        let epoch = |m: &ClusterMetadata| m.partition("t", 0).expect("partition").leader_epoch;
+        let started = epoch(&metadata);
+        let reassign = Command::Reassign {
+            topic: "t".into(),
+            partition: 0,
+            target: vec![1, 3],
+        };
+        metadata.apply(&reassign).expect("reassign");
+        let adding = epoch(&metadata);
+        assert!(adding > started);
+        metadata
+            .apply(&Command::CancelReassignment {
+                topic: "t".into(),
+                partition: 0,
+            })
+            .expect("cancel");
+        let cancelled = epoch(&metadata);
+        assert!(cancelled > adding);
+        // An ISR change built while broker 3 was being added is refused once it is not.
+        let p = metadata.partition("t", 0).cloned().expect("partition");
+        let stale = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: adding,
+            partition_epoch: p.partition_epoch,
+            isr: vec![1, 2],
+        };
+        assert!(metadata.apply(&stale).is_err());
+        metadata.apply(&reassign).expect("reassign again");
+        assert!(epoch(&metadata) > cancelled);
     }
 
     #[test]

@@ -19,6 +19,8 @@ API_INIT_PRODUCER_ID = 22
 
 ERR_NONE = 0
 ERR_CORRUPT_MESSAGE = 2
+ERR_UNKNOWN_TOPIC_OR_PARTITION = 3
+ERR_NOT_LEADER_OR_FOLLOWER = 6
 ERR_UNSUPPORTED_VERSION = 35
 ERR_OUT_OF_ORDER_SEQUENCE = 45
 
@@ -298,6 +300,14 @@ class Conn:
         (_, [(_, error, _, offset)]) = topics[0]
         assert error == ERR_NONE, f"ListOffsets error {error}"
         return offset
+
+    def list_offsets_error(self, topic, partition):
+        """The error code of ListOffsets v1 (LATEST) for one partition."""
+        body = i32(-1) + array([string(topic) + array([i32(partition) + i64(-1)])])
+        _, r = self.request(API_LIST_OFFSETS, 1, body)
+        topics = r.array(lambda r: (r.string(), r.array(lambda r: (r.i32(), r.i16(), r.i64(), r.i64()))))
+        (_, [(_, error, _, _)]) = topics[0]
+        return error
 
     def init_producer_id(self):
         _, r = self.request(API_INIT_PRODUCER_ID, 0, string(None) + i32(60_000))

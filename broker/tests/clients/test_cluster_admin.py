@@ -23,6 +23,7 @@ from kafka.errors import (
     NoReassignmentInProgressError,
 )
 
+import kwire
 from conftest import wait_until
 from test_cluster import NODE_IDS, PARTITIONS, Load, check, running_cluster
 
@@ -237,6 +238,36 @@ def test_a_drain_cancelled_and_started_again_and_again_loses_nothing(tmp_path):
         )
         assert (lost, duplicated, reordered) == (0, 0, 0)
         assert load.errors == []
+
+
+def test_only_the_leader_answers_and_other_brokers_send_clients_to_it(tmp_path):
+    """ListOffsets and Produce to a follower, or to a broker without the partition, are
+    answered NOT_LEADER_OR_FOLLOWER (clients refresh their metadata and retry, as with Kafka);
+    only a partition the cluster does not have is UNKNOWN_TOPIC_OR_PARTITION."""
+    with admin_cluster(tmp_path) as (brokers, bootstrap, admin, kadmin):
+        create_topic(admin, "narrow", replication_factor=1, partitions=1)
+        create_topic(admin, "pair", replication_factor=2, partitions=1)
+        leader, replicas, _ = layout(admin, "narrow")[0]
+        elsewhere = next(i for i in NODE_IDS if i not in replicas)
+        pair_leader, pair_replicas, _ = layout(admin, "pair")[0]
+        follower = next(i for i in pair_replicas if i != pair_leader)
+        for broker_id, topic, what in (
+            (elsewhere, "narrow", "a broker without the partition"),
+            (follower, "pair", "a follower"),
+        ):
+            conn = kwire.Conn(brokers[broker_id].bootstrap)
+            try:
+                assert conn.list_offsets_error(topic, 0) == kwire.ERR_NOT_LEADER_OR_FOLLOWER, what
+                error, _ = conn.produce(topic, 0, kwire.record_batch([b"x"]), acks=1)
+                assert error == kwire.ERR_NOT_LEADER_OR_FOLLOWER, what
+                assert conn.list_offsets_error(topic, 7) == kwire.ERR_UNKNOWN_TOPIC_OR_PARTITION
+            finally:
+                conn.close()
+        conn = kwire.Conn(brokers[leader].bootstrap)
+        try:
+            assert conn.list_offsets_error("narrow", 0) == kwire.ERR_NONE
+        finally:
+            conn.close()
 
 
 def test_leadership_returns_to_preferred_replicas_automatically(tmp_path):

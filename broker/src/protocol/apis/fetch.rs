@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::broker::Broker;
+use crate::cluster::TopicRef;
 use crate::log::{LogError, ReadLimits};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::encode::RecordsSource;
@@ -41,7 +42,14 @@ fn follower_id(request: &FetchRequest, version: i16) -> Option<i32> {
     (id >= 0).then_some(id)
 }
 
-fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::Result<Pass> {
+/// One read of every requested partition; a follower's fetch offsets count as of
+/// `received_ms`, when the request arrived.
+fn read_pass(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+    received_ms: i64,
+) -> std::io::Result<Pass> {
     let cluster = broker.cluster();
     let follower = follower_id(request, version);
     let mut high_watermark_moved = false;
@@ -68,10 +76,18 @@ fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::
                 .with_log_start_offset(-1)
                 .with_records(Some(Bytes::new()));
             let Some(partition) = topic.as_ref().and_then(|t| t.partition(fetch.partition)) else {
-                data.error_code = if version >= 13 {
-                    ResponseError::UnknownTopicId.code()
+                let named = if version >= 13 {
+                    TopicRef::Id(fetch_topic.topic_id)
                 } else {
-                    ResponseError::UnknownTopicOrPartition.code()
+                    TopicRef::Name(fetch_topic.topic.0.as_str())
+                };
+                data.error_code = match cluster.map(|c| c.not_hosted_error(named, fetch.partition))
+                {
+                    Some(hosted_elsewhere @ ResponseError::NotLeaderOrFollower) => {
+                        hosted_elsewhere.code()
+                    }
+                    _ if version >= 13 => ResponseError::UnknownTopicId.code(),
+                    _ => ResponseError::UnknownTopicOrPartition.code(),
                 };
                 has_error = true;
                 partitions.push(data);
@@ -87,8 +103,12 @@ fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::
                     continue;
                 }
                 if let Some(follower) = follower {
-                    high_watermark_moved |=
-                        cluster.on_follower_fetch(&partition, follower, fetch.fetch_offset);
+                    high_watermark_moved |= cluster.on_follower_fetch(
+                        &partition,
+                        follower,
+                        fetch.fetch_offset,
+                        received_ms,
+                    );
                 }
             }
             let log = &partition.log;
@@ -164,6 +184,7 @@ pub async fn handle(
     shutdown: &CancellationToken,
 ) -> Result<Outcome, HandlerError> {
     let request: FetchRequest = frame.decode()?;
+    let received_ms = crate::cluster::now_ms();
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as u64;
@@ -172,7 +193,7 @@ pub async fn handle(
         let notified = broker.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let pass = match read_pass(broker, &request, frame.version) {
+        let pass = match read_pass(broker, &request, frame.version, received_ms) {
             Ok(pass) => pass,
             Err(e) => return Ok(Outcome::Close(format!("fetch read failed: {e}"))),
         };

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
+use crate::cluster::TopicRef;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 
@@ -19,6 +20,7 @@ const EARLIEST: i64 = -2;
 
 pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
     let request: ListOffsetsRequest = frame.decode()?;
+    let cluster = broker.cluster();
     let mut topics = Vec::with_capacity(request.topics.len());
     for wanted in &request.topics {
         let topic = broker.topics.get(wanted.name.0.as_str());
@@ -33,8 +35,21 @@ pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, Han
                     .with_leader_epoch(if frame.version >= 4 { 0 } else { -1 });
                 let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
                 else {
-                    return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    let code = cluster.map_or(ResponseError::UnknownTopicOrPartition, |c| {
+                        c.not_hosted_error(
+                            TopicRef::Name(wanted.name.0.as_str()),
+                            p.partition_index,
+                        )
+                    });
+                    return response.with_error_code(code.code());
                 };
+                // Only the leader answers, in the epoch the client names (a follower's high
+                // watermark may lag the leader's).
+                if let Some(cluster) = cluster {
+                    if let Err(refused) = cluster.leader_epoch(&partition, p.current_leader_epoch) {
+                        return response.with_error_code(refused.0.code());
+                    }
+                }
                 let log = &partition.log;
                 match p.timestamp {
                     LATEST => response.with_offset(log.high_watermark()),

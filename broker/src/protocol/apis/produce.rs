@@ -11,6 +11,7 @@ use tracing::debug;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::cluster::TopicRef;
 use crate::log::LogError;
 use crate::producer::SequenceError;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
@@ -84,7 +85,9 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
             } else {
                 match (partition, &data.records) {
                     (None, _) => Some((
-                        ResponseError::UnknownTopicOrPartition,
+                        cluster.map_or(ResponseError::UnknownTopicOrPartition, |c| {
+                            c.not_hosted_error(TopicRef::Name(name), data.index)
+                        }),
                         format!("{name}-{} is not hosted here", data.index),
                     )),
                     (Some(_), None) => {
