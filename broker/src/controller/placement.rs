@@ -68,51 +68,65 @@ pub fn drain_moves(metadata: &ClusterMetadata, id: i32) -> Result<Vec<Move>, Com
 /// not replicate that partition yet. Partitions being reassigned are left alone, each
 /// partition moves at most once per plan, and ties go to the lowest broker id.
 pub fn spread_moves(metadata: &ClusterMetadata) -> Vec<Move> {
-    let brokers = metadata.placement_brokers();
-    let mut load: BTreeMap<i32, usize> = brokers
+    let load = metadata
+        .placement_brokers()
         .iter()
         .map(|&b| (b, metadata.replica_count(b)))
         .collect();
+    even_out(load, |heaviest, light, planned| {
+        metadata
+            .partitions()
+            .find(|(topic, partition, r)| {
+                r.adding.is_empty()
+                    && r.removing.is_empty()
+                    && r.replicas.contains(&heaviest)
+                    && !r.replicas.contains(&light)
+                    && !is_planned(planned, topic, *partition)
+            })
+            .map(|(topic, partition, r)| {
+                let target = r
+                    .replicas
+                    .iter()
+                    .map(|&b| if b == heaviest { light } else { b })
+                    .collect();
+                (topic.to_string(), partition, target)
+            })
+    })
+}
+
+/// Whether `moves` already move `topic`-`partition`.
+fn is_planned(moves: &[Move], topic: &str, partition: i32) -> bool {
+    moves.iter().any(|(t, p, _)| t == topic && *p == partition)
+}
+
+/// Evens out per-broker `counts` one unit at a time: while the broker with the most (the
+/// lowest id on a tie) has at least two more than another, `next_move(heaviest, light,
+/// planned)` proposes a move of one unit from it to a lighter broker (the lightest first);
+/// the plan ends when no lighter broker can take one.
+fn even_out(
+    mut counts: BTreeMap<i32, usize>,
+    mut next_move: impl FnMut(i32, i32, &[Move]) -> Option<Move>,
+) -> Vec<Move> {
     let mut moves: Vec<Move> = Vec::new();
-    let heaviest_of = |load: &BTreeMap<i32, usize>| {
-        load.iter()
-            .max_by_key(|(b, n)| (**n, -**b))
-            .map(|(b, n)| (*b, *n))
-    };
-    while let Some((heaviest, most)) = heaviest_of(&load) {
-        let mut lighter: Vec<(i32, usize)> = load
+    while let Some((heaviest, most)) = counts
+        .iter()
+        .max_by_key(|(b, n)| (**n, -**b))
+        .map(|(b, n)| (*b, *n))
+    {
+        let mut lighter: Vec<(i32, usize)> = counts
             .iter()
             .filter(|(_, n)| **n + 1 < most)
             .map(|(b, n)| (*b, *n))
             .collect();
         lighter.sort_by_key(|(b, n)| (*n, *b));
-        let planned = |topic: &str, partition: i32| {
-            moves.iter().any(|(t, p, _)| t == topic && *p == partition)
-        };
-        let next = lighter.iter().find_map(|(light, _)| {
-            metadata
-                .partitions()
-                .find(|(topic, partition, r)| {
-                    r.adding.is_empty()
-                        && r.removing.is_empty()
-                        && r.replicas.contains(&heaviest)
-                        && !r.replicas.contains(light)
-                        && !planned(topic, *partition)
-                })
-                .map(|(topic, partition, r)| {
-                    let target = r
-                        .replicas
-                        .iter()
-                        .map(|&b| if b == heaviest { *light } else { b })
-                        .collect();
-                    (*light, (topic.to_string(), partition, target))
-                })
-        });
-        let Some((light, step)) = next else {
+        let Some((light, step)) = lighter
+            .iter()
+            .find_map(|(light, _)| next_move(heaviest, *light, &moves).map(|m| (*light, m)))
+        else {
             break;
         };
-        *load.entry(heaviest).or_default() -= 1;
-        *load.entry(light).or_default() += 1;
+        *counts.entry(heaviest).or_default() -= 1;
+        *counts.entry(light).or_default() += 1;
         moves.push(step);
     }
     moves
@@ -137,55 +151,29 @@ pub fn preferred_leader_moves(metadata: &ClusterMetadata) -> Vec<Move> {
             *count += 1;
         }
     }
-    let mut moves: Vec<Move> = Vec::new();
-    loop {
-        let Some((heaviest, most)) = preferred
-            .iter()
-            .max_by_key(|(b, n)| (**n, -**b))
-            .map(|(b, n)| (*b, *n))
-        else {
-            break;
-        };
-        let mut lighter: Vec<(i32, usize)> = preferred
-            .iter()
-            .filter(|(_, n)| **n + 1 < most)
-            .map(|(b, n)| (*b, *n))
-            .collect();
-        lighter.sort_by_key(|(b, n)| (*n, *b));
-        let planned = |topic: &str, partition: i32| {
-            moves.iter().any(|(t, p, _)| t == topic && *p == partition)
-        };
-        let next = lighter.iter().find_map(|(light, _)| {
-            metadata
-                .partitions()
-                .find(|(topic, partition, r)| {
-                    r.preferred_leader() == heaviest
-                        && r.replicas.contains(light)
-                        && !r.removing.contains(light)
-                        && !planned(topic, *partition)
-                })
-                .map(|(topic, partition, r)| {
-                    let target = r
-                        .replicas
-                        .iter()
-                        .filter(|b| !r.removing.contains(b))
-                        .map(|&b| match b {
-                            b if b == heaviest => *light,
-                            b if b == *light => heaviest,
-                            b => b,
-                        })
-                        .collect();
-                    (*light, (topic.to_string(), partition, target))
-                })
-        });
-        let Some((light, step)) = next else {
-            break;
-        };
-        *preferred.entry(heaviest).or_default() -= 1;
-        *preferred.entry(light).or_default() += 1;
-        moves.push(step);
-    }
-    moves
+    even_out(preferred, |heaviest, light, planned| {
+        metadata
+            .partitions()
+            .find(|(topic, partition, r)| {
+                r.preferred_leader() == heaviest
+                    && r.replicas.contains(&light)
+                    && !r.removing.contains(&light)
+                    && !is_planned(planned, topic, *partition)
+            })
+            .map(|(topic, partition, r)| {
+                let target = r
+                    .replicas
+                    .iter()
+                    .filter(|b| !r.removing.contains(b))
+                    .map(|&b| match b {
+                        b if b == heaviest => light,
+                        b if b == light => heaviest,
+                        b => b,
+                    })
+                    .collect();
+                (topic.to_string(), partition, target)
+            })
+    })
 }
 
 /// Whether a leader election on one partition would change anything.
