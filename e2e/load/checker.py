@@ -24,7 +24,10 @@
         scenarios report: acknowledged records lost, duplicated and reordered, errors seen by
         the application (producer and group consumers), records acknowledged; with
         --consumed, acknowledged records the group never delivered and records it delivered
-        more than once (at-least-once redelivery after a rebalance, reported, allowed).
+        more than once (at-least-once redelivery after a rebalance, reported, allowed), and
+        the client's own transport errors that it retried by itself (reported, allowed: a
+        broker removed by a scale-down stops resolving). Every delivery error of the producer
+        counts as an application error.
         Exits 1 unless lost, duplicated, reordered, errors and undelivered are all 0.
 """
 
@@ -51,10 +54,16 @@ def create_topic(bootstrap, topic, partitions):
             raise
 
 
+# librdkafka's own transport errors: it reports them and retries by itself (a broker pod
+# removed by a scale-down stops resolving, with Apache Kafka as here). Counted apart.
+CLIENT_TRANSIENT = {KafkaError._RESOLVE, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                    KafkaError._TIMED_OUT}
+
+
 def application_error(err):
-    """Whether a client error reached the application as a failure (not a retriable hiccup the
-    client recovers from by itself)."""
-    if err.code() == KafkaError._PARTITION_EOF:
+    """Whether a client error reached the application as a failure: fatal, or an error the
+    client does not retry (an answer from a broker it cannot act on, say)."""
+    if err.code() == KafkaError._PARTITION_EOF or err.code() in CLIENT_TRANSIENT:
         return False
     return err.fatal() or not err.retriable()
 
@@ -101,12 +110,14 @@ def produce(args):
 def consume(args):
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    errors, received = [], {}
+    errors, transient, received = [], [], {}
     assignments = []
 
     def error_seen(err):
         if application_error(err):
             errors.append(str(err))
+        elif err.code() in CLIENT_TRANSIENT:
+            transient.append(str(err))
 
     def client_error(err):
         # Client-level errors (a broker disconnecting, say) are the client's to recover
@@ -163,7 +174,8 @@ def consume(args):
         commit()
     consumer.close()
     with open(args.out, "w") as out:
-        json.dump({"received": received, "errors": errors, "assignments": len(assignments),
+        json.dump({"received": received, "errors": errors, "transient": transient,
+                   "assignments": len(assignments),
                    "seconds": time.monotonic() - started}, out)
 
 
@@ -180,11 +192,12 @@ def count(args):
 
 def group_figures(consumed_files, acked_numbers):
     """Undelivered and redelivered acknowledged records, and errors, over a group's members."""
-    delivered, errors, assignments = {}, 0, 0
+    delivered, errors, assignments, transient = {}, 0, 0, 0
     for path in consumed_files:
         with open(path) as f:
             report = json.load(f)
         errors += len(report["errors"])
+        transient += len(report.get("transient", []))
         assignments += report["assignments"]
         for e in report["errors"][:5]:
             print(f"  consumer error: {e}", file=sys.stderr)
@@ -194,7 +207,7 @@ def group_figures(consumed_files, acked_numbers):
     undelivered = sum(1 for n in acked_numbers if n not in delivered)
     redelivered = sum(c - 1 for c in delivered.values() if c > 1)
     return {"group_undelivered": undelivered, "group_redelivered": redelivered,
-            "group_assignments": assignments}, errors
+            "group_assignments": assignments, "group_transient_errors": transient}, errors
 
 
 def verify(args):

@@ -1,13 +1,14 @@
 # shellcheck shell=bash
 # Day-2 operations on a BrokerCluster run by the operator (installed as for the operator
 # scenario), each under continuous acks=all production and a consumer group of two members
-# (e2e/load/checker.py, confluent-kafka): scale 3 → 5 with replicas spread onto the new
-# brokers; an image change rolled over every broker; a broken image that halts the rollout
-# and the fix that resumes it; a leader imbalance (a broker restarted by hand) that the
-# operator rebalances; scale 5 → 3 by draining. For each it prints a "day-2 figures" line:
-# how long the operation took, and the checker's acknowledged records lost, duplicated and
-# reordered, errors seen by the application and records the group never delivered (all of
-# which must be 0).
+# (e2e/load/checker.py, confluent-kafka): scale 3 → 5 with replicas and leadership spread
+# onto the new brokers; an image change rolled over every broker; a broken image that halts
+# the rollout and the fix that resumes it; a leader imbalance (a broker restarted by hand)
+# that the operator rebalances; scale 5 → 3 by draining. For each it prints a "day-2
+# figures" line: how long the operation took, and the checker's acknowledged records lost,
+# duplicated and reordered, errors seen by the application and records the group never
+# delivered (all of which must be 0). Also, without load: a restart asked for by the
+# tokafka.io/restart annotation, held while spec.rollout.paused and rolled once unpaused.
 
 # shellcheck source=/dev/null
 source "$E2E_DIR/scenarios/operator.sh"
@@ -126,7 +127,7 @@ records_at_least() {
 	[ "${n:-0}" -ge "$3" ]
 }
 
-bc_field() { kubectl -n "$1" get bc "$DAY2_CLUSTER" -o jsonpath="$2"; }
+ops_field() { kubectl -n "$1" get bc "$DAY2_CLUSTER" -o jsonpath="$2"; }
 
 # load_start NS TOPIC: acks=all production into a new topic of 6 partitions and a consumer
 # group of two members reading it; returns once records flow and every replica is in sync.
@@ -180,7 +181,7 @@ uids_of() {
 
 # rollout_done NS N VERSION: N brokers updated, all Ready, on VERSION.
 rollout_status() {
-	bc_field "$1" '{.status.rollout.updated} {.status.readyReplicasText} {.status.phase} {.status.currentVersion}'
+	ops_field "$1" '{.status.rollout.updated} {.status.readyReplicasText} {.status.phase} {.status.currentVersion}'
 }
 
 scenario_day2() {
@@ -202,7 +203,7 @@ scenario_day2() {
 	eventually 240 "the cluster has five brokers" prints "0 1 2 3 4" cluster_members "$ns" "$DAY2_CLUSTER" || show_cluster "$ns" "$DAY2_CLUSTER"
 	eventually 240 "replicas spread over the five brokers (loads within one), nothing moving" replicas_spread "$ns" "$DAY2_CLUSTER" 5 || show_cluster "$ns" "$DAY2_CLUSTER"
 	eventually 120 "leadership spread over the five brokers (leader counts within one)" leaders_spread "$ns" "$DAY2_CLUSTER" 5 || show_cluster "$ns" "$DAY2_CLUSTER"
-	eventually 120 "the BrokerCluster reports 5/5 Ready" prints "5/5 Ready" bc_field "$ns" '{.status.readyReplicasText} {.status.phase}'
+	eventually 120 "the BrokerCluster reports 5/5 Ready" prints "5/5 Ready" ops_field "$ns" '{.status.readyReplicasText} {.status.phase}'
 	load_verify "$ns" scale-up "scale 3 → 5" $((SECONDS - started))
 
 	# An image change rolls over every broker, one at a time.
@@ -232,7 +233,7 @@ scenario_day2() {
 		-p '{"spec":{"image":"tokafka-broker:v3"}}'
 	eventually 600 "the rollout resumes and completes: 5 updated, 5/5 Ready, version 0.3.0" \
 		prints "5 5/5 Ready 0.3.0" rollout_status "$ns"
-	eventually 60 "Degraded is False again" prints "False" bc_field "$ns" '{.status.conditions[?(@.type=="Degraded")].status}'
+	eventually 60 "Degraded is False again" prints "False" ops_field "$ns" '{.status.conditions[?(@.type=="Degraded")].status}'
 	load_verify "$ns" broken-image "broken image halted, then the fix rolled over 5 brokers" $((SECONDS - started))
 
 	# A broker restarted by hand comes back leading nothing: the operator rebalances.
@@ -249,6 +250,23 @@ scenario_day2() {
 	echo "leadership was back in balance $((SECONDS - ready_at)) s after the restarted broker was Ready"
 	load_verify "$ns" imbalance "broker restarted by hand, leadership rebalanced" $((SECONDS - started))
 
+	# The tokafka.io/restart annotation rolls every broker without a spec change;
+	# spec.rollout.paused holds the rollout until it is unpaused.
+	before="$(pod_uids "$ns" "$DAY2_CLUSTER")"
+	check "the rollout is paused (spec.rollout.paused)" quietly kubectl -n "$ns" patch bc "$DAY2_CLUSTER" --type=merge \
+		-p '{"spec":{"rollout":{"paused":true}}}'
+	check "a restart is asked for with the tokafka.io/restart annotation" \
+		quietly kubectl -n "$ns" annotate bc "$DAY2_CLUSTER" tokafka.io/restart=day2 --overwrite
+	eventually 60 "Progressing says RolloutPaused, 0 of 5 brokers updated" prints "True RolloutPaused 0" \
+		ops_field "$ns" '{.status.conditions[?(@.type=="Progressing")].status} {.status.conditions[?(@.type=="Progressing")].reason} {.status.rollout.updated}'
+	check "no broker was restarted while paused" test "$(pod_uids "$ns" "$DAY2_CLUSTER")" = "$before"
+	started=$SECONDS
+	check "the rollout is unpaused" quietly kubectl -n "$ns" patch bc "$DAY2_CLUSTER" --type=merge \
+		-p '{"spec":{"rollout":{"paused":false}}}'
+	eventually 600 "the restart rolls over the 5 brokers" prints "5 5/5 Ready 0.3.0" rollout_status "$ns"
+	check "every broker pod was replaced" all_replaced "$before" "$(pod_uids "$ns" "$DAY2_CLUSTER")"
+	echo "restart by annotation rolled over 5 brokers in $((SECONDS - started)) s"
+
 	# Scale 5 → 3: brokers 4 then 3 are drained, removed and forgotten.
 	load_start "$ns" scale-down
 	started=$SECONDS
@@ -256,7 +274,7 @@ scenario_day2() {
 	eventually 300 "the StatefulSet shrinks to 3" prints 3 kubectl -n "$ns" get statefulset "$DAY2_CLUSTER" -o jsonpath='{.spec.replicas}'
 	eventually 120 "pods $DAY2_CLUSTER-3 and $DAY2_CLUSTER-4 are gone" sh -c "! kubectl -n '$ns' get pod '$DAY2_CLUSTER-3' '$DAY2_CLUSTER-4' -o name 2>/dev/null | grep -q ."
 	eventually 120 "the cluster is brokers 0, 1 and 2 (3 and 4 forgotten)" prints "0 1 2" all_members "$ns" "$DAY2_CLUSTER"
-	eventually 120 "the BrokerCluster reports 3/3 Ready" prints "3/3 Ready" bc_field "$ns" '{.status.readyReplicasText} {.status.phase}'
+	eventually 120 "the BrokerCluster reports 3/3 Ready" prints "3/3 Ready" ops_field "$ns" '{.status.readyReplicasText} {.status.phase}'
 	load_verify "$ns" scale-down "scale 5 → 3" $((SECONDS - started))
 	check "the removed brokers' claims are kept (deleteClaimsOnScaleDown false)" quietly kubectl -n "$ns" get pvc "data-$DAY2_CLUSTER-3" "data-$DAY2_CLUSTER-4"
 
