@@ -269,9 +269,6 @@ async fn fetch_loop(
         let now = Instant::now();
         let requests: Vec<PartitionFetch> = followed
             .iter()
-            // A dropped replica (closed log) is never fetched for again: its log end would
-            // tell the leader that a replica created since under the same name is caught up.
-            .filter(|f| !f.partition.log.is_closed())
             .filter(|f| f.paused_until.is_none_or(|until| until <= now))
             .map(|f| PartitionFetch {
                 topic: f.key.0.clone(),
@@ -285,12 +282,7 @@ async fn fetch_loop(
             })
             .collect();
         if requests.is_empty() {
-            let Some(next) = followed
-                .iter()
-                .filter(|f| !f.partition.log.is_closed())
-                .filter_map(|f| f.paused_until)
-                .min()
-            else {
+            let Some(next) = followed.iter().filter_map(|f| f.paused_until).min() else {
                 stop.cancelled().await;
                 return Ok(());
             };

@@ -40,9 +40,6 @@ pub struct LeaderState {
     followers: BTreeMap<i32, Progress>,
     /// An ISR change sent to the controller and not yet seen in the metadata.
     pub pending_isr: Option<Vec<i32>>,
-    /// When this leader last saw the partition epoch change (an ISR or replica set change):
-    /// only fetches received since may add a follower to the ISR.
-    membership_changed_ms: i64,
 }
 
 /// What a follower fetch changed.
@@ -89,7 +86,6 @@ impl LeaderState {
             epoch_start_offset: log_end_offset,
             followers,
             pending_isr: None,
-            membership_changed_ms: now_ms,
         }
     }
 
@@ -98,22 +94,7 @@ impl LeaderState {
     /// Any newer committed state ends a pending change: either it is that change, or the
     /// change lost to another one (an AlterIsr built on the older epoch is refused) and may
     /// be proposed again.
-    ///
-    /// A fetch received before a change of the partition epoch never adds its follower to the
-    /// ISR: it may come from a replica that the change removed (its log since deleted), where
-    /// the replica now assigned under the same broker id starts empty. This leader may never
-    /// see the removal itself (it applies the newest metadata, not every step), so every
-    /// partition-epoch change counts.
-    pub fn update_membership(
-        &mut self,
-        partition_epoch: i32,
-        replicas: &[i32],
-        isr: &[i32],
-        now_ms: i64,
-    ) {
-        if partition_epoch != self.partition_epoch {
-            self.membership_changed_ms = now_ms;
-        }
+    pub fn update_membership(&mut self, partition_epoch: i32, replicas: &[i32], isr: &[i32]) {
         if partition_epoch != self.partition_epoch || self.pending_isr.as_deref() == Some(isr) {
             self.pending_isr = None;
         }
@@ -155,9 +136,8 @@ impl LeaderState {
             .max(0)
     }
 
-    /// Records a fetch by `follower` at `fetch_offset` (its log end), received at
-    /// `received_ms` (a long-polling fetch is read again later, at `now_ms`), with the leader's
-    /// log ending at `leader_log_end`. `current_high_watermark` is the leader log's.
+    /// Records a fetch by `follower` at `fetch_offset` (its log end), with the leader's log
+    /// ending at `leader_log_end`. `current_high_watermark` is the leader log's.
     pub fn on_follower_fetch(
         &mut self,
         follower: i32,
@@ -165,7 +145,6 @@ impl LeaderState {
         leader_log_end: i64,
         current_high_watermark: i64,
         now_ms: i64,
-        received_ms: i64,
     ) -> FetchEffect {
         let Some(progress) = self.followers.get_mut(&follower) else {
             return FetchEffect::default();
@@ -183,7 +162,6 @@ impl LeaderState {
         let in_isr = self.maximal_isr().contains(&follower);
         if !in_isr
             && self.pending_isr.is_none()
-            && received_ms >= self.membership_changed_ms
             && fetch_offset >= current_high_watermark
             && fetch_offset >= self.epoch_start_offset
         {
@@ -240,27 +218,14 @@ mod tests {
     }
 
     #[test]
-    fn a_fetch_received_before_the_assignment_changed_adds_nobody_to_the_isr() {
-        // Follower 3 caught up, was removed (a cancelled reassignment) and assigned again; this
-        // leader saw only the newer partition epoch. A fetch received before that change,
-        // and read again later by its long poll, must not vouch for the new, empty replica.
-        let mut state = LeaderState::new(1, 5, 10, &[1, 2, 3], &[1, 2], 100, 0);
-        state.update_membership(12, &[1, 2, 3], &[1, 2], 50);
-        let stale = state.on_follower_fetch(3, 100, 100, 100, 60, 40);
-        assert_eq!(stale.propose_isr, None);
-        let fresh = state.on_follower_fetch(3, 100, 100, 100, 70, 70);
-        assert_eq!(fresh.propose_isr, Some(vec![1, 2, 3]));
-    }
-
-    #[test]
     fn the_high_watermark_waits_for_every_isr_member() {
         let mut state = leader();
         assert_eq!(state.high_watermark(120), 0, "followers have not fetched");
-        let effect = state.on_follower_fetch(2, 120, 120, 100, 10, 10);
+        let effect = state.on_follower_fetch(2, 120, 120, 100, 10);
         assert_eq!(effect.high_watermark, None, "follower 3 is still at -1");
-        let effect = state.on_follower_fetch(3, 110, 120, 100, 10, 10);
+        let effect = state.on_follower_fetch(3, 110, 120, 100, 10);
         assert_eq!(effect.high_watermark, Some(110));
-        let effect = state.on_follower_fetch(3, 120, 120, 110, 20, 20);
+        let effect = state.on_follower_fetch(3, 120, 120, 110, 20);
         assert_eq!(effect.high_watermark, Some(120));
         assert_eq!(effect.propose_isr, None, "already in sync");
     }
@@ -268,10 +233,10 @@ mod tests {
     #[test]
     fn a_lagging_follower_leaves_the_isr_after_the_lag_time() {
         let mut state = leader();
-        state.on_follower_fetch(2, 100, 100, 100, 1_000, 1_000);
-        state.on_follower_fetch(3, 50, 100, 100, 1_000, 1_000);
+        state.on_follower_fetch(2, 100, 100, 100, 1_000);
+        state.on_follower_fetch(3, 50, 100, 100, 1_000);
         assert_eq!(state.shrink_candidate(20_000, 30_000), None);
-        state.on_follower_fetch(2, 100, 100, 100, 40_000, 40_000);
+        state.on_follower_fetch(2, 100, 100, 100, 40_000);
         assert_eq!(
             state.shrink_candidate(40_000, 30_000),
             Some(vec![1, 2]),
@@ -280,7 +245,7 @@ mod tests {
         // While a change is pending nothing else is proposed.
         state.set_pending(vec![1, 2]);
         assert_eq!(state.shrink_candidate(90_000, 30_000), None);
-        state.update_membership(11, &[1, 2, 3], &[1, 2], 0);
+        state.update_membership(11, &[1, 2, 3], &[1, 2]);
         assert_eq!(state.pending_isr, None);
         assert_eq!(state.high_watermark(100), 100, "3 no longer holds it back");
     }
@@ -291,8 +256,8 @@ mod tests {
         // The leader keeps appending; the follower always reaches the previous end.
         for step in 1..10 {
             let now = step * 20_000;
-            state.on_follower_fetch(2, 100 + (step - 1) * 10, 100 + step * 10, 0, now, now);
-            state.on_follower_fetch(3, 100 + step * 10, 100 + step * 10, 0, now, now);
+            state.on_follower_fetch(2, 100 + (step - 1) * 10, 100 + step * 10, 0, now);
+            state.on_follower_fetch(3, 100 + step * 10, 100 + step * 10, 0, now);
         }
         assert_eq!(state.shrink_candidate(180_000, 30_000), None);
     }
@@ -300,35 +265,35 @@ mod tests {
     #[test]
     fn a_follower_rejoins_once_it_reaches_the_high_watermark_and_epoch_start() {
         let mut state = LeaderState::new(1, 3, 10, &[1, 2, 3], &[1, 2], 100, 0);
-        state.on_follower_fetch(2, 150, 150, 100, 5, 5);
-        let effect = state.on_follower_fetch(3, 90, 150, 150, 5, 5);
+        state.on_follower_fetch(2, 150, 150, 100, 5);
+        let effect = state.on_follower_fetch(3, 90, 150, 150, 5);
         assert_eq!(effect.propose_isr, None, "behind the high watermark");
-        let effect = state.on_follower_fetch(3, 150, 150, 150, 6, 6);
+        let effect = state.on_follower_fetch(3, 150, 150, 150, 6);
         assert_eq!(effect.propose_isr, Some(vec![1, 2, 3]));
         // While the expansion is pending, the HW already waits for follower 3.
         assert_eq!(state.high_watermark(160), 150);
-        let again = state.on_follower_fetch(3, 150, 160, 150, 7, 7);
+        let again = state.on_follower_fetch(3, 150, 160, 150, 7);
         assert_eq!(again.propose_isr, None, "proposed once");
     }
 
     #[test]
     fn a_pending_expansion_overtaken_by_another_change_is_proposed_again() {
         let mut state = LeaderState::new(1, 3, 10, &[1, 2, 3], &[1, 2], 100, 0);
-        let effect = state.on_follower_fetch(3, 100, 100, 100, 1, 1);
+        let effect = state.on_follower_fetch(3, 100, 100, 100, 1);
         assert_eq!(effect.propose_isr, Some(vec![1, 2, 3]));
         // The expansion and a later removal of 3 (it re-registered) arrive together.
-        state.update_membership(12, &[1, 2, 3], &[1, 2], 0);
+        state.update_membership(12, &[1, 2, 3], &[1, 2]);
         assert_eq!(state.pending_isr, None);
-        let effect = state.on_follower_fetch(3, 100, 100, 100, 2, 2);
+        let effect = state.on_follower_fetch(3, 100, 100, 100, 2);
         assert_eq!(effect.propose_isr, Some(vec![1, 2, 3]));
     }
 
     #[test]
     fn a_follower_below_the_epoch_start_does_not_join() {
         let mut state = LeaderState::new(1, 3, 10, &[1, 2], &[1], 100, 0);
-        let effect = state.on_follower_fetch(2, 99, 100, 0, 1, 1);
+        let effect = state.on_follower_fetch(2, 99, 100, 0, 1);
         assert_eq!(effect.propose_isr, None);
-        let effect = state.on_follower_fetch(2, 100, 100, 0, 2, 2);
+        let effect = state.on_follower_fetch(2, 100, 100, 0, 2);
         assert_eq!(effect.propose_isr, Some(vec![1, 2]));
     }
 
@@ -336,7 +301,7 @@ mod tests {
     fn unknown_followers_are_ignored() {
         let mut state = leader();
         assert_eq!(
-            state.on_follower_fetch(9, 500, 100, 100, 1, 1),
+            state.on_follower_fetch(9, 500, 100, 100, 1),
             FetchEffect::default()
         );
     }

@@ -312,7 +312,6 @@ impl Cluster {
         partition: &Partition,
         follower: i32,
         fetch_offset: i64,
-        received_ms: i64,
     ) -> bool {
         let id = replica_id(partition);
         let mut leaders = self.leaders.lock();
@@ -326,7 +325,6 @@ impl Cluster {
             log.log_end_offset(),
             log.high_watermark(),
             now_ms(),
-            received_ms,
         );
         if let Some(hw) = effect.high_watermark {
             log.set_high_watermark(hw);
@@ -648,12 +646,8 @@ fn apply_once(
                 .unwrap_or(cluster.config.default_min_insync_replicas);
             match leaders.get_mut(&id) {
                 Some(led) if led.state.leader_epoch == role.leader_epoch => {
-                    led.state.update_membership(
-                        role.partition_epoch,
-                        &role.replicas,
-                        &role.isr,
-                        now,
-                    );
+                    led.state
+                        .update_membership(role.partition_epoch, &role.replicas, &role.isr);
                     led.min_insync_replicas = min_insync_replicas;
                     advance_high_watermark(&led.state, partition);
                 }

@@ -20,7 +20,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -130,9 +130,6 @@ pub struct PartitionLog {
     /// always covering the log: an append publishes its epochs before its end offset.
     epochs: ArcSwap<EpochCache>,
     writer: Mutex<Writer>,
-    /// Set once the log is closed (after the writer's own flag), for readers that must not
-    /// take the writer lock to learn it.
-    closed: AtomicBool,
 }
 
 /// How an append gives its batches their offsets.
@@ -269,7 +266,6 @@ impl PartitionLog {
                 first_unflushed_ms: None,
                 closed: false,
             }),
-            closed: AtomicBool::new(false),
         })
     }
 
@@ -280,12 +276,6 @@ impl PartitionLog {
     /// The first offset still in the log.
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset.load(Ordering::Acquire)
-    }
-
-    /// Whether the log was closed (dropped, or shut down): it takes no more appends, and its
-    /// offsets describe a replica that no longer exists.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
     }
 
     /// The offset the next appended record will get.
@@ -822,7 +812,6 @@ impl PartitionLog {
             .map_err(|e| LogError::io("write clean marker", &marker, e))?;
         sync_dir(&self.dir)?;
         writer.closed = true;
-        self.closed.store(true, Ordering::Release);
         Ok(())
     }
 

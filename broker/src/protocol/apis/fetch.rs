@@ -42,14 +42,7 @@ fn follower_id(request: &FetchRequest, version: i16) -> Option<i32> {
     (id >= 0).then_some(id)
 }
 
-/// One read of every requested partition; a follower's fetch offsets count as of
-/// `received_ms`, when the request arrived.
-fn read_pass(
-    broker: &Broker,
-    request: &FetchRequest,
-    version: i16,
-    received_ms: i64,
-) -> std::io::Result<Pass> {
+fn read_pass(broker: &Broker, request: &FetchRequest, version: i16) -> std::io::Result<Pass> {
     let cluster = broker.cluster();
     let follower = follower_id(request, version);
     let mut high_watermark_moved = false;
@@ -103,12 +96,8 @@ fn read_pass(
                     continue;
                 }
                 if let Some(follower) = follower {
-                    high_watermark_moved |= cluster.on_follower_fetch(
-                        &partition,
-                        follower,
-                        fetch.fetch_offset,
-                        received_ms,
-                    );
+                    high_watermark_moved |=
+                        cluster.on_follower_fetch(&partition, follower, fetch.fetch_offset);
                 }
             }
             let log = &partition.log;
@@ -184,7 +173,6 @@ pub async fn handle(
     shutdown: &CancellationToken,
 ) -> Result<Outcome, HandlerError> {
     let request: FetchRequest = frame.decode()?;
-    let received_ms = crate::cluster::now_ms();
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as u64;
@@ -193,7 +181,7 @@ pub async fn handle(
         let notified = broker.appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let pass = match read_pass(broker, &request, frame.version, received_ms) {
+        let pass = match read_pass(broker, &request, frame.version) {
             Ok(pass) => pass,
             Err(e) => return Ok(Outcome::Close(format!("fetch read failed: {e}"))),
         };
