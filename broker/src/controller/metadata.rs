@@ -838,24 +838,49 @@ pub fn assign_replicas(
 pub(crate) mod testing {
     use super::*;
 
-    /// Brokers `brokers` registered (on 127.0.0.1, port 9000 + id) and unfenced.
+    /// Brokers `brokers` registered and unfenced (see [`join`]).
     pub fn cluster(brokers: &[i32]) -> ClusterMetadata {
         let mut metadata = ClusterMetadata::default();
         for &id in brokers {
-            metadata
-                .apply(&Command::RegisterBroker {
-                    id,
-                    host: "127.0.0.1".into(),
-                    port: 9000 + id,
-                    rack: None,
-                    incarnation: 1,
-                })
-                .expect("register");
-            metadata
-                .apply(&Command::UnfenceBroker { id })
-                .expect("unfence");
+            join(&mut metadata, id);
         }
         metadata
+    }
+
+    /// Registers broker `id` (on 127.0.0.1, port 9000 + id) and unfences it, as a broker
+    /// added to a running cluster.
+    pub fn join(metadata: &mut ClusterMetadata, id: i32) {
+        metadata
+            .apply(&Command::RegisterBroker {
+                id,
+                host: "127.0.0.1".into(),
+                port: 9000 + id,
+                rack: None,
+                incarnation: 1,
+            })
+            .expect("register");
+        metadata
+            .apply(&Command::UnfenceBroker { id })
+            .expect("unfence");
+    }
+
+    /// Marks every replica in sync, as leaders would once their followers caught up (which
+    /// completes the reassignments in flight).
+    pub fn all_caught_up(metadata: &mut ClusterMetadata) {
+        let changes: Vec<Command> = metadata
+            .partitions()
+            .map(|(topic, partition, p)| Command::AlterIsr {
+                topic: topic.to_string(),
+                partition,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: p.replicas.clone(),
+            })
+            .collect();
+        for change in changes {
+            metadata.apply(&change).expect("isr");
+        }
     }
 
     /// Creates topic `name` with `assignment`.
@@ -873,7 +898,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{cluster, create};
+    use super::testing::{all_caught_up, cluster, create, join};
     use super::*;
 
     #[test]
@@ -903,38 +928,13 @@ mod tests {
         let mut metadata = cluster(&[0, 1, 2]);
         let assignment = assign_replicas(&[0, 1, 2], 12, 3, 0).expect("assign");
         create(&mut metadata, "t", assignment);
-        for id in [3, 4] {
-            metadata
-                .apply(&Command::RegisterBroker {
-                    id,
-                    host: format!("b{id}"),
-                    port: 9092,
-                    rack: None,
-                    incarnation: 1,
-                })
-                .expect("register");
-            metadata
-                .apply(&Command::UnfenceBroker { id })
-                .expect("unfence");
-        }
+        join(&mut metadata, 3);
+        join(&mut metadata, 4);
         // Each plan moves a partition at most once; the operator asks again once the moves
         // are done, as here once every new replica is in sync.
         for _ in 0..4 {
             metadata.apply(&Command::SpreadReplicas).expect("spread");
-            let caught_up: Vec<Command> = metadata
-                .partitions()
-                .map(|(topic, partition, p)| Command::AlterIsr {
-                    topic: topic.to_string(),
-                    partition,
-                    leader: p.leader,
-                    leader_epoch: p.leader_epoch,
-                    partition_epoch: p.partition_epoch,
-                    isr: p.replicas.clone(),
-                })
-                .collect();
-            for change in caught_up {
-                metadata.apply(&change).expect("isr");
-            }
+            all_caught_up(&mut metadata);
         }
         assert!(metadata.partitions().all(|(_, _, r)| r.adding.is_empty()));
         let spread = |count: &dyn Fn(i32) -> usize| {

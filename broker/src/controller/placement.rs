@@ -262,10 +262,9 @@ pub fn rebalance_elections(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::metadata::testing::{cluster, create};
+    use crate::controller::metadata::testing::{all_caught_up, cluster, create, join};
     use crate::controller::metadata::Command;
 
-    /// Marks every replica in sync, as leaders would once their followers caught up.
     #[test]
     fn spreading_moves_replicas_onto_new_brokers_until_loads_differ_by_one() {
         let mut m = cluster(&[1, 2, 3]);
@@ -276,17 +275,8 @@ mod tests {
         );
         all_caught_up(&mut m);
         assert!(spread_moves(&m).is_empty(), "already even");
-        for id in [4, 5] {
-            m.apply(&Command::RegisterBroker {
-                id,
-                host: format!("b{id}"),
-                port: 9092,
-                rack: None,
-                incarnation: 1,
-            })
-            .expect("register");
-            m.apply(&Command::UnfenceBroker { id }).expect("unfence");
-        }
+        join(&mut m, 4);
+        join(&mut m, 5);
         let moves = spread_moves(&m);
         let mut load: BTreeMap<i32, usize> = (1..=5).map(|b| (b, m.replica_count(b))).collect();
         for (topic, partition, target) in &moves {
@@ -357,23 +347,6 @@ mod tests {
                 .count(),
             0
         );
-    }
-
-    fn all_caught_up(metadata: &mut ClusterMetadata) {
-        let changes: Vec<Command> = metadata
-            .partitions()
-            .map(|(topic, partition, p)| Command::AlterIsr {
-                topic: topic.to_string(),
-                partition,
-                leader: p.leader,
-                leader_epoch: p.leader_epoch,
-                partition_epoch: p.partition_epoch,
-                isr: p.replicas.clone(),
-            })
-            .collect();
-        for change in changes {
-            metadata.apply(&change).expect("isr");
-        }
     }
 
     #[test]
