@@ -179,7 +179,10 @@ uids_of() {
 	for ordinal in "$@"; do echo "$DAY2_CLUSTER-$ordinal=$(pod_uid "$ns" "$DAY2_CLUSTER-$ordinal")"; done
 }
 
-# rollout_done NS N VERSION: N brokers updated, all Ready, on VERSION.
+# replaced_and_ready NS POD OLD_UID: POD exists under a new uid and is Ready.
+replaced_and_ready() { [ "$(pod_uid "$1" "$2")" != "$3" ] && pod_ready "$1" "$2"; }
+
+# rollout_status NS: "updated ready-text phase current-version" of the BrokerCluster.
 rollout_status() {
 	ops_field "$1" '{.status.rollout.updated} {.status.readyReplicasText} {.status.phase} {.status.currentVersion}'
 }
@@ -243,7 +246,7 @@ scenario_day2() {
 	started=$SECONDS
 	check "broker pod $DAY2_CLUSTER-1 is deleted" quietly kubectl -n "$ns" delete pod "$DAY2_CLUSTER-1" --wait=false
 	eventually 60 "broker 1's leader imbalance rises above 10%" leader_imbalance_above "$ns" 1 10
-	eventually 180 "the pod comes back Ready" sh -c "[ \"\$(kubectl -n '$ns' get pod '$DAY2_CLUSTER-1' -o jsonpath='{.metadata.uid}')\" != '$before' ] && kubectl -n '$ns' get pod '$DAY2_CLUSTER-1' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+	eventually 180 "the pod comes back Ready" replaced_and_ready "$ns" "$DAY2_CLUSTER-1" "$before"
 	ready_at=$SECONDS
 	eventually 120 "the operator rebalances leadership (no broker above 10%)" leader_imbalance_at_most "$ns" 10 || show_cluster "$ns" "$DAY2_CLUSTER"
 	check "a RebalancingLeaders Event says the operator did" has_event "$ns" "$DAY2_CLUSTER" RebalancingLeaders

@@ -304,13 +304,9 @@ async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
             .iter()
             .any(|c| c.type_ == type_ && c.status == value)
     };
-    let unbalanced = cluster.spec.rebalance.enabled
-        && summary.as_ref().is_some_and(|s| {
-            scaling::needs_leader_rebalance(
-                s,
-                cluster.spec.rebalance.leader_imbalance_threshold_percent,
-            )
-        });
+    let unbalanced = summary
+        .as_ref()
+        .is_some_and(|s| leader_rebalance_due(&cluster, s));
     let settled = condition_is(READY, "True")
         && condition_is(PROGRESSING, "False")
         && condition_is(DEGRADED, "False")
@@ -437,12 +433,7 @@ async fn balance(
             "replicas move so every broker holds about as many",
             "/v1/cluster/spread-replicas",
         )
-    } else if cluster.spec.rebalance.enabled
-        && scaling::needs_leader_rebalance(
-            summary,
-            cluster.spec.rebalance.leader_imbalance_threshold_percent,
-        )
-    {
+    } else if leader_rebalance_due(cluster, summary) {
         (
             "RebalancingLeaders",
             "leadership moves back to preferred replicas (imbalance above the threshold)",
@@ -473,6 +464,18 @@ async fn balance(
         }
         Err(error) => tracing::warn!(cluster = %key(obj), %error, "{reason} refused"),
     }
+}
+
+/// Whether spec.rebalance asks for a preferred-leader election now.
+fn leader_rebalance_due(
+    cluster: &BrokerCluster,
+    summary: &tokafka_broker::http::admin::ClusterSummary,
+) -> bool {
+    cluster.spec.rebalance.enabled
+        && scaling::needs_leader_rebalance(
+            summary,
+            cluster.spec.rebalance.leader_imbalance_threshold_percent,
+        )
 }
 
 fn paused(cluster: &BrokerCluster) -> bool {
@@ -629,7 +632,6 @@ where
     Ok(())
 }
 
-/// Writes `status` when it differs from the stored one, with an Event per condition change.
 /// A JSON merge patch that turns `before` into exactly `after`: a field `after` leaves out is
 /// patched to null (deleted), where a plain merge patch would keep its old value (a rollout's
 /// `current` or `blockedBy` outliving the rollout, say).
@@ -653,6 +655,7 @@ fn replacing_merge_patch(
     }
 }
 
+/// Writes `status` when it differs from the stored one, with an Event per condition change.
 async fn publish_status(
     obj: &DynamicObject,
     ctx: &Context,
