@@ -52,8 +52,8 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec { name: "group.initial.rebalance.delay.ms", default: "3000", doc: "Wait for more members before the first rebalance of an empty group." },
     KeySpec { name: "group.max.size", default: "1000", doc: "Most members a consumer group may have." },
     KeySpec { name: "shutdown.timeout.ms", default: "30000", doc: "Longest wait for in-flight requests on SIGTERM." },
-    KeySpec { name: "controller.quorum.voters", default: "", doc: "Controller voters as ID@HOST:PORT,...; empty runs a standalone single node without a quorum." },
-    KeySpec { name: "controller.listeners", default: "", doc: "HOST:PORT this node's controller (Raft) listener binds when it is a voter; defaults to its entry in controller.quorum.voters." },
+    KeySpec { name: "controller.quorum.voters", default: "", doc: "Controller voters as ID@HOST:PORT,...; empty: this node alone is a one-voter quorum (KRaft's combined mode)." },
+    KeySpec { name: "controller.listeners", default: "", doc: "HOST:PORT this node's controller (Raft) listener binds when it is a voter; defaults to its entry in controller.quorum.voters, or for a node alone to an ephemeral port on 127.0.0.1." },
     KeySpec { name: "broker.rack", default: "", doc: "Rack of this broker, shown in metadata (empty: none)." },
     KeySpec { name: "broker.session.timeout.ms", default: "9000", doc: "A broker silent this long is fenced by the controller." },
     KeySpec { name: "broker.heartbeat.interval.ms", default: "2000", doc: "How often a broker heartbeats to the controller." },
@@ -221,15 +221,23 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     pub offsets_topic_segment_bytes: u64,
     pub group_limits: crate::group::membership::GroupLimits,
-    /// `None` for a standalone single node.
-    pub cluster: Option<ClusterConfig>,
+    pub cluster: ClusterConfig,
 }
 
-/// Settings of a broker that is part of a cluster run by a controller quorum.
+/// Who votes in the controller quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Voters {
+    /// This node alone: a one-voter quorum on its controller listener, whose address is known
+    /// once it is bound (KRaft's combined mode).
+    Alone,
+    /// These voters by node id, at the `HOST:PORT` of their controller listeners.
+    Listed(BTreeMap<u64, String>),
+}
+
+/// How the broker takes part in its cluster, run by a controller quorum.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// Controller voters by node id: `HOST:PORT` of their controller listeners.
-    pub voters: std::collections::BTreeMap<u64, String>,
+    pub voters: Voters,
     /// Where this node's controller listener binds, when it is a voter.
     pub controller_listen: Option<String>,
     pub rack: Option<String>,
@@ -263,16 +271,23 @@ impl ClusterConfig {
         }
     }
 
-    fn from_settings(settings: &Settings, node_id: i32) -> Result<Option<Self>, ConfigError> {
+    fn from_settings(settings: &Settings, node_id: i32) -> Result<Self, ConfigError> {
         let voters_value = settings.get("controller.quorum.voters");
-        if voters_value.is_empty() {
-            return Ok(None);
-        }
-        let voters = crate::controller::quorum::parse_voters(voters_value)
-            .map_err(|reason| invalid("controller.quorum.voters", voters_value, &reason))?;
-        let own = u64::try_from(node_id).ok().and_then(|id| voters.get(&id));
+        let voters = if voters_value.is_empty() {
+            Voters::Alone
+        } else {
+            Voters::Listed(
+                crate::controller::quorum::parse_voters(voters_value)
+                    .map_err(|reason| invalid("controller.quorum.voters", voters_value, &reason))?,
+            )
+        };
         let listen = settings.get("controller.listeners");
-        let controller_listen = if listen.is_empty() {
+        let controller_listen = if !listen.is_empty() {
+            split_host_port(listen)
+                .ok_or_else(|| invalid("controller.listeners", listen, "expected HOST:PORT"))?;
+            Some(listen.to_string())
+        } else if let Voters::Listed(voters) = &voters {
+            let own = u64::try_from(node_id).ok().and_then(|id| voters.get(&id));
             own.map(|address| match split_host_port(address) {
                 Some((host, _)) if host.parse::<std::net::IpAddr>().is_ok() => address.clone(),
                 // A DNS name of this host (a pod's stable name): bind every interface.
@@ -280,9 +295,7 @@ impl ClusterConfig {
                 None => address.clone(),
             })
         } else {
-            split_host_port(listen)
-                .ok_or_else(|| invalid("controller.listeners", listen, "expected HOST:PORT"))?;
-            Some(listen.to_string())
+            Some("127.0.0.1:0".to_string())
         };
         let rack = settings.get("broker.rack");
         let config = Self {
@@ -322,12 +335,17 @@ impl ClusterConfig {
                 "must be at least 1",
             ));
         }
-        Ok(Some(config))
+        Ok(config)
     }
 
     /// Whether this node runs a controller voter.
     pub fn is_voter(&self, node_id: i32) -> bool {
-        u64::try_from(node_id).is_ok_and(|id| self.voters.contains_key(&id))
+        match &self.voters {
+            Voters::Alone => true,
+            Voters::Listed(voters) => {
+                u64::try_from(node_id).is_ok_and(|id| voters.contains_key(&id))
+            }
+        }
     }
 }
 
@@ -456,11 +474,7 @@ impl BrokerConfig {
                 initial_rebalance_delay_ms: parse(settings, "group.initial.rebalance.delay.ms")?,
                 max_members: parse(settings, "group.max.size")?,
             },
-            cluster: None,
-        };
-        let config = Self {
-            cluster: ClusterConfig::from_settings(settings, config.node_id)?,
-            ..config
+            cluster: ClusterConfig::from_settings(settings, parse(settings, "node.id")?)?,
         };
         if config.offsets_topic_partitions < 1 {
             return Err(invalid(
@@ -514,8 +528,8 @@ mod tests {
             })
             .expect("known keys");
         let config = BrokerConfig::from_settings(&settings).expect("valid");
-        let cluster = config.cluster.expect("clustered");
-        assert_eq!(cluster.voters.len(), 3);
+        let cluster = config.cluster;
+        assert!(matches!(&cluster.voters, Voters::Listed(v) if v.len() == 3));
         assert!(cluster.is_voter(2) && !cluster.is_voter(4));
         assert_eq!(
             cluster.controller_listen.as_deref(),
@@ -524,14 +538,10 @@ mod tests {
         settings.set("node.id", "3", "test").expect("known key");
         let config = BrokerConfig::from_settings(&settings).expect("valid");
         assert_eq!(
-            config.cluster.and_then(|c| c.controller_listen).as_deref(),
+            config.cluster.controller_listen.as_deref(),
             Some("0.0.0.0:19194"),
             "a DNS voter name binds every interface"
         );
-        assert!(BrokerConfig::from_settings(&Settings::defaults())
-            .expect("defaults")
-            .cluster
-            .is_none());
         for (key, value) in [
             ("controller.quorum.voters", "1@nowhere"),
             ("controller.quorum.voters", "1@h:1,1@h:2"),
@@ -554,6 +564,13 @@ mod tests {
         );
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert!(config.auto_create_topics);
+        assert_eq!(config.cluster.voters, Voters::Alone, "a one-voter quorum");
+        assert!(config.cluster.is_voter(config.node_id));
+        assert_eq!(
+            config.cluster.controller_listen.as_deref(),
+            Some("127.0.0.1:0"),
+            "on loopback, where nothing else needs to reach it"
+        );
     }
 
     #[test]

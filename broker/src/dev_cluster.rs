@@ -3,8 +3,9 @@
 //! 19643+i and, for the first three, a controller voter on 19191+i; its data lives in
 //! `DIR/<i>` and its pid in `DIR/<i>/pid`.
 //!
-//! [`broker_args`] is the pure plan (tested); [`run`] starts the processes, forwards SIGTERM
-//! and waits for them.
+//! [`broker_args`] is the pure plan (tested); [`run`] starts the processes, prints the
+//! bootstrap line once every broker serves (its `/readyz` answers), forwards SIGTERM and waits
+//! for them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -24,6 +25,14 @@ pub const MAX_VOTERS: u16 = 3;
 pub enum DevClusterError {
     #[error("--brokers must be between 1 and 50, not {0}")]
     BadCount(u16),
+    #[error("broker {node} exited with {status} while starting; see {log}")]
+    Exited {
+        node: u16,
+        status: std::process::ExitStatus,
+        log: PathBuf,
+    },
+    #[error("brokers {0:?} did not serve within {1:?}; see their broker.log")]
+    NotReady(Vec<u16>, std::time::Duration),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -105,7 +114,11 @@ pub async fn run(
         source,
     })?;
     let mut children: Vec<(u16, Child)> = Vec::new();
-    if let Err(e) = start_all(&exe, plan, dir, &mut children) {
+    let started = match start_all(&exe, plan, dir, &mut children) {
+        Ok(()) => wait_until_serving(&mut children, dir).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = started {
         // No broker outlives a start that failed half-way.
         stop_all(&mut children);
         return Err(e);
@@ -150,6 +163,53 @@ fn start_all(
         children.push((id, child));
         std::fs::write(node_dir.join("pid"), format!("{pid}\n")).map_err(io)?;
         info!(node = id, pid, "started broker");
+    }
+    Ok(())
+}
+
+/// How long the brokers get to serve.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Polls each broker's `/readyz` until all answer 200 (a broker answers only once it serves
+/// clients), failing early when one exits and late after [`READY_WITHIN`].
+async fn wait_until_serving(
+    children: &mut [(u16, Child)],
+    dir: &Path,
+) -> Result<(), DevClusterError> {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + READY_WITHIN;
+    let mut waiting: Vec<u16> = children.iter().map(|(id, _)| *id).collect();
+    while !waiting.is_empty() {
+        for (id, child) in children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(DevClusterError::Exited {
+                    node: *id,
+                    status,
+                    log: dir.join(id.to_string()).join("broker.log"),
+                });
+            }
+        }
+        let mut still = Vec::new();
+        for id in waiting {
+            let url = format!("http://127.0.0.1:{}/readyz", FIRST_HTTP_PORT + id - 1);
+            let ready = http
+                .get(&url)
+                .timeout(std::time::Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if !ready {
+                still.push(id);
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DevClusterError::NotReady(waiting, READY_WITHIN));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     Ok(())
 }

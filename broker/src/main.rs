@@ -1,11 +1,13 @@
 //! The `tokafka-broker` binary: with no arguments, a single-node broker with embedded
 //! defaults (Kafka protocol on :9092, data in ./data).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
 use tokafka_broker::config::{keys_help, BrokerConfig, Settings};
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Parser, Debug)]
@@ -27,7 +29,7 @@ struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     http_listen: Option<String>,
     /// Controller voters of the cluster, ID@HOST:PORT,... (controller.quorum.voters); without
-    /// it the broker runs standalone.
+    /// it this node alone is a one-voter quorum.
     #[arg(long, value_name = "ID@HOST:PORT,...")]
     controller_voters: Option<String>,
     /// Address this node's controller listener binds when it is a voter
@@ -102,12 +104,19 @@ fn settings_from(cli: &Cli) -> anyhow::Result<Settings> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn".into());
+    // Colours only for a person at a terminal: a log file or pipe gets plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
+            .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .init(),
     }
@@ -125,17 +134,18 @@ fn main() -> anyhow::Result<()> {
     }
     let config = BrokerConfig::from_settings(&settings_from(&cli)?)?;
     runtime.block_on(async move {
-        let running = tokafka_broker::run::start(config).await?;
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("signal received");
+            stop.cancel();
+        });
+        let running = tokafka_broker::run::start_until(config, token).await?;
         println!(
             "tokafka broker listening on {} (HTTP {})",
             running.kafka_address, running.http_address
         );
-        let token = running.shutdown_token();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            info!("signal received");
-            token.cancel();
-        });
         running.wait().await?;
         anyhow::Ok(())
     })

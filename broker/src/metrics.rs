@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::topics::TopicRegistry;
+use crate::replica::Partition;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -113,12 +113,12 @@ impl Metrics {
     }
 
     /// Renders the Prometheus text exposition, refreshing the per-partition gauges first.
-    pub fn render(&self, topics: &TopicRegistry) -> String {
+    pub fn render(&self, partitions: &[std::sync::Arc<Partition>]) -> String {
         self.log_end_offset.clear();
         self.log_start_offset.clear();
         self.log_size_bytes.clear();
-        let partitions = topics.all_partitions();
-        self.partitions.set(partitions.len() as i64);
+        self.partitions
+            .set(i64::try_from(partitions.len()).unwrap_or(i64::MAX));
         for p in partitions {
             let labels = vec![
                 ("topic", p.topic.clone()),

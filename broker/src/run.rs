@@ -1,7 +1,9 @@
-//! Running a broker: open the data directory, bind the Kafka and HTTP listeners, run the
-//! periodic work (retention and offsets compaction, time-based flushes, producer snapshots),
-//! and shut down cleanly: stop accepting, answer the requests already read, flush, and mark
-//! every log clean.
+//! Running a broker: claim the data directory, open the hosted replicas, join the cluster
+//! (a node alone bootstraps its one-voter quorum), serve the HTTP side port at once and the
+//! Kafka listener only once the broker can serve — registered, unfenced and caught up with
+//! the metadata, as Kafka's brokers do — run the periodic work, and shut down cleanly: move
+//! leadership away, stop accepting, answer the requests already read, flush, and mark every
+//! log clean.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,18 +14,27 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::Broker;
+use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
-use crate::{http, server};
+use crate::data_dir::DataDirError;
+use crate::group::offsets::OffsetStore;
+use crate::group::GroupCoordinator;
+use crate::replica::{CatalogError, ReplicaManager};
+use crate::{data_dir, http, server};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Broker(#[from] BrokerError),
+    DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Replicas(#[from] CatalogError),
     #[error("{0}")]
     Bind(std::io::Error),
     #[error(transparent)]
     Cluster(crate::controller::quorum::QuorumError),
+    #[error("stopped before the broker could serve")]
+    StoppedBeforeServing,
     #[error("closing the logs failed: {0}")]
     Close(String),
 }
@@ -44,9 +55,7 @@ impl RunningBroker {
     /// A failure to close the logs cleanly.
     pub async fn shutdown(self) -> Result<(), RunError> {
         self.shutdown.cancel();
-        self.task
-            .await
-            .unwrap_or_else(|e| Err(RunError::Close(e.to_string())))
+        self.wait().await
     }
 
     /// The token that stops the broker (e.g. wired to SIGTERM).
@@ -65,33 +74,46 @@ impl RunningBroker {
     }
 }
 
-/// Opens the broker and starts serving.
+/// Starts a broker and returns once it serves: its Kafka listener is bound only then, so a
+/// client that connects the moment the port opens gets full answers. Cancelling `shutdown`
+/// before that (e.g. on SIGTERM) stops the start.
 ///
 /// # Errors
-/// Opening the data directory or binding a listener failed.
-pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
-    let kafka_listener = server::bind(&config.listen).await.map_err(RunError::Bind)?;
+/// The data directory, the replicas or the controller voter cannot be opened, a listener
+/// cannot be bound, or `shutdown` was cancelled first.
+pub async fn start_until(
+    config: BrokerConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningBroker, RunError> {
+    let config = Arc::new(config);
     let http_listener = server::bind(&config.http_listen)
         .await
         .map_err(RunError::Bind)?;
-    let kafka_address = kafka_listener.local_addr().map_err(RunError::Bind)?;
     let http_address = http_listener.local_addr().map_err(RunError::Bind)?;
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-        .await
-        .map_err(|e| RunError::Close(e.to_string()))??;
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let opening = Arc::clone(&config);
+    let (replicas, isr_proposals) = tokio::task::spawn_blocking(move || {
+        data_dir::claim(&opening.data_dir, opening.node_id)?;
+        ReplicaManager::open(opening).map_err(RunError::from)
+    })
+    .await
+    .map_err(|e| RunError::Close(e.to_string()))??;
+    let groups = Arc::new(GroupCoordinator::new(
+        OffsetStore::new(config.offsets_topic_partitions),
+        config.group_limits,
+    ));
     // The cluster's own tasks stop after the broker has stopped serving (controlled shutdown
     // needs the quorum and the followers while leadership moves away).
     let cluster_stop = CancellationToken::new();
-    if let Some(cluster_config) = broker.config.cluster.clone() {
-        let cluster = crate::cluster::Cluster::start(&broker, cluster_config, cluster_stop.clone())
-            .await
-            .map_err(RunError::Cluster)?;
-        let _ = broker.cluster.set(Arc::clone(&cluster));
-        crate::cluster::fetcher::spawn_fetchers(Arc::clone(&broker), cluster, cluster_stop.clone());
-    }
-
+    let cluster = Cluster::start(
+        &config,
+        Arc::clone(&replicas),
+        Arc::clone(&groups),
+        isr_proposals,
+        cluster_stop.clone(),
+    )
+    .await
+    .map_err(RunError::Cluster)?;
+    let broker = Arc::new(Broker::new(Arc::clone(&config), replicas, cluster, groups));
     let http_task = tokio::spawn(http::serve(
         Arc::clone(&broker),
         http_listener,
@@ -99,6 +121,27 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
     ));
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&broker), shutdown.clone()));
     let group_timers = tokio::spawn(Arc::clone(&broker.groups).run_timers(shutdown.clone()));
+    let started = tokio::time::Instant::now();
+    let serving = tokio::select! {
+        () = shutdown.cancelled() => false,
+        s = wait_until_serving(&broker) => s,
+    };
+    let kafka_listener = if serving {
+        server::bind(&config.listen).await.map_err(RunError::Bind)
+    } else {
+        Err(RunError::StoppedBeforeServing)
+    };
+    let kafka_listener = match kafka_listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            shutdown.cancel();
+            let _ = tokio::join!(http_task, housekeeping, group_timers);
+            close(&broker, cluster_stop).await?;
+            return Err(e);
+        }
+    };
+    let kafka_address = kafka_listener.local_addr().map_err(RunError::Bind)?;
+    let tracker = TaskTracker::new();
     let accept = tokio::spawn(server::accept_loop(
         Arc::clone(&broker),
         kafka_listener,
@@ -106,17 +149,22 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
         tracker.clone(),
     ));
     broker.set_ready(true);
-    info!(node_id = broker.config.node_id, %kafka_address, %http_address, data_dir = %broker.config.data_dir.display(), "broker started");
-
+    info!(
+        node_id = broker.config.node_id,
+        %kafka_address,
+        %http_address,
+        data_dir = %broker.config.data_dir.display(),
+        replicas = broker.replicas.catalog.all_partitions().len(),
+        ready_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "broker serving"
+    );
     let task = {
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
-            if let Some(cluster) = broker.cluster() {
-                info!("controlled shutdown: moving leadership away");
-                cluster.controlled_shutdown().await;
-            }
+            info!("controlled shutdown: moving leadership away");
+            broker.cluster.controlled_shutdown().await;
             info!("shutting down: no new connections, finishing requests in flight");
             broker.set_ready(false);
             let _ = accept.await;
@@ -125,18 +173,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
             if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
                 warn!("requests still in flight after the shutdown timeout");
             }
-            let _ = housekeeping.await;
-            let _ = group_timers.await;
-            let _ = http_task.await;
-            let closing = Arc::clone(&broker);
-            tokio::task::spawn_blocking(move || closing.topics.close_all())
-                .await
-                .map_err(|e| RunError::Close(e.to_string()))?
-                .map_err(|e| RunError::Close(e.to_string()))?;
-            cluster_stop.cancel();
-            if let Some(cluster) = broker.cluster() {
-                cluster.stop_voter().await;
-            }
+            let _ = tokio::join!(housekeeping, group_timers, http_task);
+            close(&broker, cluster_stop).await?;
             info!("broker stopped cleanly");
             Ok(())
         })
@@ -148,6 +186,37 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
         shutdown,
         task,
     })
+}
+
+/// [`start_until`] with a shutdown token of its own.
+///
+/// # Errors
+/// As [`start_until`].
+pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
+    start_until(config, CancellationToken::new()).await
+}
+
+/// Waits until the cluster says this broker may serve, logging while it waits.
+async fn wait_until_serving(broker: &Broker) -> bool {
+    const NOTE_EVERY: Duration = Duration::from_secs(5);
+    loop {
+        if broker.cluster.wait_until_serving(NOTE_EVERY).await {
+            return true;
+        }
+        info!("waiting for the controller quorum to register and unfence this broker");
+    }
+}
+
+/// Closes every log cleanly, then stops the cluster's tasks and the controller voter.
+async fn close(broker: &Arc<Broker>, cluster_stop: CancellationToken) -> Result<(), RunError> {
+    let closing = Arc::clone(broker);
+    tokio::task::spawn_blocking(move || closing.replicas.catalog.close_all())
+        .await
+        .map_err(|e| RunError::Close(e.to_string()))?
+        .map_err(|e| RunError::Close(e.to_string()))?;
+    cluster_stop.cancel();
+    broker.cluster.stop_voter().await;
+    Ok(())
 }
 
 /// Periodic work until shutdown.
@@ -163,26 +232,23 @@ async fn housekeeping(broker: Arc<Broker>, shutdown: CancellationToken) {
     // Kafka's replica.high.watermark.checkpoint.interval.ms.
     let mut high_watermarks = tokio::time::interval(Duration::from_secs(5));
     loop {
+        let b = Arc::clone(&broker);
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = retention.tick() => {
-                let b = Arc::clone(&broker);
-                let deleted = tokio::task::spawn_blocking(move || b.topics.apply_retention() + b.groups.offsets.compact_all()).await.unwrap_or(0);
+                let deleted = tokio::task::spawn_blocking(move || b.replicas.apply_retention() + b.groups.offsets.compact_all()).await.unwrap_or(0);
                 if deleted > 0 {
                     info!(segments = deleted, "retention and compaction deleted segments");
                 }
             }
             _ = flush.tick() => {
-                let b = Arc::clone(&broker);
-                let _ = tokio::task::spawn_blocking(move || b.topics.flush_due()).await;
+                let _ = tokio::task::spawn_blocking(move || b.replicas.flush_due()).await;
             }
-            _ = high_watermarks.tick(), if config.cluster.is_some() => {
-                let b = Arc::clone(&broker);
-                let _ = tokio::task::spawn_blocking(move || b.topics.checkpoint_high_watermarks()).await;
+            _ = high_watermarks.tick() => {
+                let _ = tokio::task::spawn_blocking(move || b.replicas.checkpoint_high_watermarks()).await;
             }
             _ = snapshot.tick() => {
-                let b = Arc::clone(&broker);
-                let _ = tokio::task::spawn_blocking(move || b.topics.snapshot_producers()).await;
+                let _ = tokio::task::spawn_blocking(move || b.replicas.snapshot_producers()).await;
             }
         }
     }

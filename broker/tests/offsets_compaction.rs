@@ -7,12 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokafka_broker::config::BrokerConfig;
 use tokafka_broker::group::membership::{GroupSnapshot, MemberSnapshot};
 use tokafka_broker::group::offsets::{
     decode_key, decode_value, CommittedOffset, OffsetStore, RecordKey, OFFSETS_TOPIC,
 };
-use tokafka_broker::topics::TopicRegistry;
+use tokafka_broker::log::LogConfig;
+use tokafka_broker::replica::Partition;
+use tokafka_broker::testing::led_alone;
 
 const OFFSETS_PARTITIONS: i32 = 2;
 const GROUPS: u64 = 6;
@@ -25,27 +26,46 @@ struct State {
     groups: BTreeMap<String, GroupSnapshot>,
 }
 
-/// An offsets store over `dir` whose segments roll every few KiB.
+/// An offsets store over `dir` whose segments roll every few KiB, its partitions led by this
+/// node alone (in a new epoch at every open) and loaded.
 struct Broker {
-    topics: TopicRegistry,
+    partitions: Vec<Arc<Partition>>,
     store: OffsetStore,
+    /// The stable groups the loads replayed.
+    replayed: std::collections::HashMap<String, GroupSnapshot>,
 }
 
 fn open(dir: &Path) -> Broker {
-    let mut config = BrokerConfig::for_tests(dir);
-    config.offsets_topic_segment_bytes = 4096;
-    let topics = TopicRegistry::open(Arc::new(config)).expect("topics");
-    let store = OffsetStore::open(&topics, OFFSETS_PARTITIONS).expect("store");
-    Broker { topics, store }
+    let config = LogConfig {
+        segment_bytes: 4096,
+        ..LogConfig::default()
+    };
+    let store = OffsetStore::new(OFFSETS_PARTITIONS);
+    let mut partitions = Vec::new();
+    let mut replayed = std::collections::HashMap::new();
+    for index in 0..OFFSETS_PARTITIONS {
+        let dir = dir.join(format!("{OFFSETS_TOPIC}-{index}"));
+        let partition = led_alone(OFFSETS_TOPIC, index, &dir, config.clone());
+        let epoch = partition.leader_epoch(-1).expect("led");
+        replayed.extend(store.load(Arc::clone(&partition), epoch).expect("load"));
+        partitions.push(partition);
+    }
+    Broker {
+        partitions,
+        store,
+        replayed,
+    }
 }
 
 impl Broker {
     fn close(self) {
-        self.topics.close_all().expect("close");
+        for partition in &self.partitions {
+            partition.close().expect("close");
+        }
     }
 
     /// Consumes the store's replayed groups: call once, right after open.
-    fn state(&self) -> State {
+    fn state(&mut self) -> State {
         let offsets = self
             .store
             .groups()
@@ -55,15 +75,13 @@ impl Broker {
                 (g, offsets)
             })
             .collect();
-        let groups = self.store.take_replayed_groups().into_iter().collect();
+        let groups = std::mem::take(&mut self.replayed).into_iter().collect();
         State { offsets, groups }
     }
 
-    fn partition_log(&self, index: i32) -> Arc<tokafka_broker::topics::Partition> {
-        self.topics
-            .get(OFFSETS_TOPIC)
-            .and_then(|t| t.partition(index))
-            .expect("offsets partition")
+    fn partition_log(&self, index: i32) -> Arc<Partition> {
+        let slot = usize::try_from(index).expect("index");
+        Arc::clone(&self.partitions[slot])
     }
 
     fn offsets_bytes(&self) -> u64 {
@@ -146,7 +164,7 @@ fn history(dir: &Path) -> State {
     let broker = open(dir);
     write_history(&broker.store, 0, 3_000);
     broker.close();
-    let broker = open(dir);
+    let mut broker = open(dir);
     let state = broker.state();
     assert!(state.offsets.len() > 1 && !state.groups.is_empty());
     broker.close();
@@ -180,7 +198,7 @@ fn a_compacted_log_replays_to_the_state_before_compaction() {
         "{bytes_before} bytes before, {bytes_after} after"
     );
     broker.close();
-    let broker = open(dir.path());
+    let mut broker = open(dir.path());
     assert_eq!(broker.state(), before);
     // Nothing sealed is left to compact.
     assert_eq!(broker.store.compact(0).expect("compact"), None);
@@ -206,7 +224,7 @@ fn a_crash_after_the_snapshot_before_any_deletion_replays_to_the_same_state() {
     assert_eq!(log.log_end_offset(), end + done.snapshot_records as i64);
     assert_eq!(done.snapshot_end, log.log_end_offset());
     drop(broker); // no clean close: as a crash after the flushed snapshot
-    let broker = open(dir.path());
+    let mut broker = open(dir.path());
     assert_eq!(broker.state(), before);
     broker.close();
 }
@@ -232,12 +250,12 @@ fn a_crash_after_deleting_only_the_oldest_segments_replays_to_the_same_state() {
         superseded / 2
     );
     drop(broker);
-    let broker = open(dir.path());
+    let mut broker = open(dir.path());
     assert_eq!(broker.state(), before);
     // And a full pass over what is left keeps it.
     assert!(broker.store.compact(1).expect("compact").is_some());
     broker.close();
-    let broker = open(dir.path());
+    let mut broker = open(dir.path());
     assert_eq!(broker.state(), before);
     broker.close();
 }
@@ -282,7 +300,7 @@ fn commits_racing_compaction_replay_as_they_were_made() {
         })
         .collect();
     broker.close();
-    let broker = open(dir.path());
+    let mut broker = open(dir.path());
     let replayed = broker.state();
     assert_eq!(replayed.offsets, offsets);
     broker.close();

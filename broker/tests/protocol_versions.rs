@@ -13,11 +13,11 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable, StrBytes};
 use tokafka_broker::broker::Broker;
-use tokafka_broker::config::BrokerConfig;
 use tokafka_broker::log::test_batches::{batch, BatchSpec};
 use tokafka_broker::protocol::dispatch::{handle, Outcome};
 use tokafka_broker::protocol::versions::SUPPORTED;
 use tokafka_broker::protocol::Part;
+use tokafka_broker::testing;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -164,11 +164,9 @@ fn request_for(api: ApiKey, version: i16) -> Option<Bytes> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_supported_version_is_answered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig::for_tests(dir.path())).expect("broker");
-    broker
-        .topics
-        .create("versions", 1, 1, Default::default())
-        .expect("topic");
+    let running = testing::single_node(dir.path()).await;
+    let broker = Arc::clone(&running.broker);
+    testing::create_topic(&broker, "versions", 1).await;
     let mut checked = 0;
     for &(api, min, max) in SUPPORTED {
         for version in min..=max {
@@ -188,11 +186,11 @@ async fn every_supported_version_is_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produced_batches_fetch_back_at_every_version() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig::for_tests(dir.path())).expect("broker");
-    broker
-        .topics
-        .create("versions", 1, 1, Default::default())
-        .expect("topic");
+    let running = testing::single_node(dir.path()).await;
+    let broker = Arc::clone(&running.broker);
+    let partition = testing::create_topic(&broker, "versions", 1)
+        .await
+        .remove(0);
     let produce_range = SUPPORTED
         .iter()
         .find(|s| s.0 == ApiKey::Produce)
@@ -215,13 +213,8 @@ async fn produced_batches_fetch_back_at_every_version() {
         let partition = &response.responses[0].partition_responses[0];
         assert_eq!(partition.error_code, 0, "produce v{version}");
     }
-    let end = broker
-        .topics
-        .get("versions")
-        .and_then(|t| t.partition(0))
-        .map(|p| p.log.log_end_offset());
     let produced = i64::from(produce_range.2 - produce_range.1 + 1) * 2;
-    assert_eq!(end, Some(produced));
+    assert_eq!(partition.log.log_end_offset(), produced);
     let fetch_range = SUPPORTED
         .iter()
         .find(|s| s.0 == ApiKey::Fetch)
@@ -263,11 +256,11 @@ async fn produced_batches_fetch_back_at_every_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_batch_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig::for_tests(dir.path())).expect("broker");
-    broker
-        .topics
-        .create("versions", 1, 1, Default::default())
-        .expect("topic");
+    let running = testing::single_node(dir.path()).await;
+    let broker = Arc::clone(&running.broker);
+    let partition = testing::create_topic(&broker, "versions", 1)
+        .await
+        .remove(0);
     let mut records = batch(&BatchSpec::records(2));
     let last = records.len() - 1;
     records[last] ^= 0xff;
@@ -287,18 +280,17 @@ async fn a_corrupt_batch_is_refused_and_nothing_is_written() {
         response.responses[0].partition_responses[0].error_code, 2,
         "CORRUPT_MESSAGE"
     );
-    let end = broker
-        .topics
-        .get("versions")
-        .and_then(|t| t.partition(0))
-        .map(|p| p.log.log_end_offset());
-    assert_eq!(end, Some(0));
+    assert_eq!(partition.log.log_end_offset(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_cannot_write_to_the_offsets_topic() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Broker::open(BrokerConfig::for_tests(dir.path())).expect("broker");
+    let running = testing::single_node(dir.path()).await;
+    let broker = Arc::clone(&running.broker);
+    let offsets = testing::create_topic(&broker, "__consumer_offsets", 1)
+        .await
+        .remove(0);
     let records = Bytes::from(batch(&BatchSpec::records(1)));
     let request = ProduceRequest::default()
         .with_acks(1)
@@ -316,10 +308,5 @@ async fn clients_cannot_write_to_the_offsets_topic() {
         response.responses[0].partition_responses[0].error_code, 17,
         "INVALID_TOPIC_EXCEPTION"
     );
-    let end = broker
-        .topics
-        .get("__consumer_offsets")
-        .and_then(|t| t.partition(0))
-        .map(|p| p.log.log_end_offset());
-    assert_eq!(end, Some(0));
+    assert_eq!(offsets.log.log_end_offset(), 0);
 }

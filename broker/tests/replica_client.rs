@@ -16,14 +16,15 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use kafka_protocol::ResponseError;
 use rand::{Rng, SeedableRng};
-use tokafka_broker::config::BrokerConfig;
 use tokafka_broker::log::test_batches::{batch, BatchSpec};
 use tokafka_broker::protocol::versions;
+use tokafka_broker::replica::AppendOrigin;
 use tokafka_broker::replication::client::{
     pick_version, ClientError, ConnectionConfig, EpochEnd, EpochQuery, FetchParams,
     LeaderConnection, PartitionFetch, FETCH_VERSIONS, OFFSET_FOR_LEADER_EPOCH_VERSIONS,
 };
-use tokafka_broker::run::{start, RunningBroker};
+use tokafka_broker::run::RunningBroker;
+use tokafka_broker::testing;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -47,23 +48,20 @@ struct Leader {
 
 async fn leader_with_batches(record_counts: &[usize]) -> Leader {
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(BrokerConfig::for_tests(dir.path()))
+    let running = testing::single_node(dir.path()).await;
+    let partition = testing::create_topic(&running.broker, TOPIC, 1)
         .await
-        .expect("broker starts");
-    let topic = running
-        .broker
-        .topics
-        .create(TOPIC, 1, -1, Default::default())
-        .expect("create topic");
-    let partition = topic.partition(0).expect("partition 0");
+        .remove(0);
     let mut stored = Vec::new();
     for (seed, &count) in record_counts.iter().enumerate() {
         let mut bytes = batch(&BatchSpec::records(count).seed(seed as u64));
-        partition.append(&mut bytes, 0).expect("append");
-        stored.push(bytes); // now carrying the offsets the leader assigned
+        partition
+            .append_as_leader(&mut bytes, AppendOrigin::Client { acks: 1 })
+            .expect("append");
+        stored.push(bytes); // now carrying the offsets and epoch the leader assigned
     }
     Leader {
-        topic_id: topic.id,
+        topic_id: partition.topic_id,
         running,
         stored,
         _dir: dir,

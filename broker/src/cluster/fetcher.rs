@@ -17,13 +17,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::roles::{fetch_plan, PartitionKey, Role};
+use super::roles::{fetch_plan, PartitionKey};
 use super::Cluster;
-use crate::broker::Broker;
+use crate::replica::{Partition, ReplicaManager, ReplicaRole as Role};
 use crate::replication::client::{
     ConnectionConfig, EpochQuery, FetchParams, LeaderConnection, PartitionFetch,
 };
-use crate::topics::Partition;
 
 /// Pause of a partition whose fetch the leader refused.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
@@ -36,11 +35,15 @@ const MAX_TRUNCATION_ROUNDS: usize = 16;
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Runs the fetchers for as long as `stop` is not cancelled, following role changes.
-pub fn spawn_fetchers(broker: Arc<Broker>, cluster: Arc<Cluster>, stop: CancellationToken) {
-    tokio::spawn(manage(broker, cluster, stop));
+pub fn spawn_fetchers(
+    replicas: Arc<ReplicaManager>,
+    cluster: Arc<Cluster>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(manage(replicas, cluster, stop));
 }
 
-async fn manage(broker: Arc<Broker>, cluster: Arc<Cluster>, stop: CancellationToken) {
+async fn manage(replicas: Arc<ReplicaManager>, cluster: Arc<Cluster>, stop: CancellationToken) {
     let mut changes = cluster.subscribe_roles();
     let mut running: Vec<(CancellationToken, tokio::task::JoinHandle<()>)> = Vec::new();
     loop {
@@ -60,7 +63,7 @@ async fn manage(broker: Arc<Broker>, cluster: Arc<Cluster>, stop: CancellationTo
                 .filter_map(|k| roles.get(&k).cloned().map(|r| (k, r)))
                 .collect();
             let task = tokio::spawn(follow_leader(
-                Arc::clone(&broker),
+                Arc::clone(&replicas),
                 Arc::clone(&cluster),
                 leader,
                 partitions,
@@ -97,7 +100,7 @@ impl Followed {
 
 /// Fetches from `leader` until `stop`: connects (with backoff), truncates, then fetches.
 async fn follow_leader(
-    broker: Arc<Broker>,
+    replicas: Arc<ReplicaManager>,
     cluster: Arc<Cluster>,
     leader: i32,
     partitions: Vec<(PartitionKey, Role)>,
@@ -106,7 +109,7 @@ async fn follow_leader(
     let mut followed: Vec<Followed> = partitions
         .into_iter()
         .filter_map(|(key, role)| {
-            let partition = broker.topics.get(&key.0).and_then(|t| t.partition(key.1))?;
+            let partition = replicas.catalog.partition(&key.0, key.1)?;
             Some(Followed {
                 key,
                 role,
@@ -148,7 +151,7 @@ async fn follow_leader(
                 }
             }
         }
-        if let Err(e) = fetch_loop(&mut connection, &broker, &cluster, &mut followed, &stop).await {
+        if let Err(e) = fetch_loop(&mut connection, &cluster, &mut followed, &stop).await {
             debug!(leader, error = %e, "fetch from leader failed; reconnecting");
             pause(&stop, backoff).await;
         }
@@ -253,7 +256,6 @@ async fn truncate_divergent(
 /// Fetches until an error or `stop`.
 async fn fetch_loop(
     connection: &mut LeaderConnection,
-    broker: &Arc<Broker>,
     cluster: &Cluster,
     followed: &mut [Followed],
     stop: &CancellationToken,
@@ -305,17 +307,13 @@ async fn fetch_loop(
                 continue;
             };
             let f = &mut followed[i];
-            apply_fetched(broker, f, fetched).await;
+            apply_fetched(f, fetched).await;
         }
     }
 }
 
 /// Appends what one partition's answer brought and takes the leader's high watermark.
-async fn apply_fetched(
-    broker: &Arc<Broker>,
-    f: &mut Followed,
-    fetched: crate::replication::client::FetchedPartition,
-) {
+async fn apply_fetched(f: &mut Followed, fetched: crate::replication::client::FetchedPartition) {
     let code = ResponseError::try_from_code(fetched.error_code);
     match code {
         None => {}
@@ -346,7 +344,7 @@ async fn apply_fetched(
         let mut records = fetched.records[..whole].to_vec();
         let partition = Arc::clone(&f.partition);
         let result =
-            tokio::task::spawn_blocking(move || partition.append_replicated(&mut records)).await;
+            tokio::task::spawn_blocking(move || partition.append_as_follower(&mut records)).await;
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -376,11 +374,7 @@ async fn apply_fetched(
             debug!(topic = %f.key.0, partition = f.key.1, error = %e, "cannot follow the leader's log start");
         }
     }
-    let hw = fetched.high_watermark.min(log.log_end_offset());
-    if hw > log.high_watermark() {
-        log.set_high_watermark(hw);
-        broker.appended.notify_waiters();
-    }
+    f.partition.follow_high_watermark(fetched.high_watermark);
 }
 
 /// Length of the longest prefix of `records` made of whole batches (a fetch answer may end

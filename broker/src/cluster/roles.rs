@@ -1,42 +1,17 @@
 //! What this broker should be for each partition, derived from the cluster metadata.
 //!
 //! [`desired_roles`] is a pure function of the metadata and the broker's id: every partition
-//! that lists this broker as a replica gets a [`Role`], leader or follower, with the leader
-//! epoch it belongs to. The applier compares it with what runs and changes only the
+//! that lists this broker as a replica gets a [`ReplicaRole`], leader or follower, with the
+//! leader epoch it belongs to. The applier compares it with what runs and changes only the
 //! difference.
 
 use std::collections::BTreeMap;
 
-use uuid::Uuid;
-
 use crate::controller::metadata::{ClusterMetadata, NO_LEADER};
+use crate::replica::ReplicaRole as Role;
 
 /// A partition by topic name and index.
 pub type PartitionKey = (String, i32);
-
-/// This broker's part in one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Role {
-    pub topic_id: Uuid,
-    /// The leader this role follows (this broker's id when leading); `NO_LEADER` when none.
-    pub leader: i32,
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-}
-
-impl Role {
-    pub fn is_leader(&self, me: i32) -> bool {
-        self.leader == me
-    }
-
-    /// Whether a change from `self` to `next` needs the replica to start over in its new
-    /// role (become leader, follow another leader, or follow the same leader in a new epoch).
-    pub fn epoch_changed(&self, next: &Role) -> bool {
-        self.leader != next.leader || self.leader_epoch != next.leader_epoch
-    }
-}
 
 /// The role of this broker (`me`) in every partition it is a replica of.
 pub fn desired_roles(metadata: &ClusterMetadata, me: i32) -> BTreeMap<PartitionKey, Role> {
@@ -84,6 +59,7 @@ pub fn fetch_plan(
 mod tests {
     use super::*;
     use crate::controller::metadata::Command;
+    use uuid::Uuid;
 
     fn cluster() -> ClusterMetadata {
         let mut metadata = ClusterMetadata::default();

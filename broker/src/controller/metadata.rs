@@ -216,6 +216,9 @@ pub enum Command {
         broker: i32,
         nonce: u64,
     },
+    /// Takes in the topics of a data directory written by the former standalone mode (see
+    /// [`crate::controller::import`]); idempotent.
+    ImportStandalone(super::import::StandaloneImport),
 }
 
 /// Why a command changed nothing.
@@ -636,6 +639,10 @@ impl ClusterMetadata {
                 if self.cluster_id.is_none() {
                     self.cluster_id = Some(id.clone());
                 }
+                Ok(())
+            }
+            Command::ImportStandalone(import) => {
+                self.import_standalone(import);
                 Ok(())
             }
             Command::SetUncleanLeaderElection { enabled } => {

@@ -4,6 +4,7 @@
 
 use std::io::Cursor;
 
+pub mod import;
 pub mod liveness;
 pub mod metadata;
 pub mod placement;

@@ -182,10 +182,17 @@ impl Voter {
                 )
             })
             .collect();
-        // Every voter may bootstrap with the same membership; a node with state refuses.
-        match raft.initialize(members).await {
-            Ok(()) => info!(node = id, "controller quorum bootstrapped"),
-            Err(e) => debug!(node = id, error = %e, "quorum already initialized"),
+        // Every voter may bootstrap with the same membership; a node with state has been
+        // bootstrapped before (asking again would only make openraft log an error).
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        if !initialized {
+            match raft.initialize(members).await {
+                Ok(()) => info!(node = id, "controller quorum bootstrapped"),
+                Err(e) => debug!(node = id, error = %e, "quorum already initialized"),
+            }
         }
         Ok(Self {
             raft,

@@ -191,6 +191,9 @@ async fn heartbeat(
         .brokers
         .get(&beat.broker_id)
         .filter(|b| b.incarnation == beat.incarnation);
+    if broker.is_some_and(|b| b.fenced && !b.shutting_down) {
+        state.liveness.wake();
+    }
     Json(HeartbeatReply::Recorded {
         registered: broker.is_some(),
         fenced: broker.is_none_or(|b| b.fenced),

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -34,11 +34,7 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Extra time a parked request waits beyond its own timeout before giving up.
 const WAIT_SLACK: Duration = Duration::from_secs(5);
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::clock::now_ms;
 
 #[derive(Default)]
 struct Slot {
@@ -134,12 +130,11 @@ pub struct GroupCoordinator {
 }
 
 impl GroupCoordinator {
-    /// A coordinator that resumes the stable groups found in `offsets`; their members have a
-    /// full session timeout from now to show up.
+    /// A coordinator of no group yet: groups come with the offsets partitions this broker
+    /// comes to lead ([`load_partition`](Self::load_partition)).
     pub fn new(offsets: OffsetStore, limits: GroupLimits) -> Self {
-        let groups = restored(offsets.take_replayed_groups(), limits);
         Self {
-            groups: Mutex::new(groups),
+            groups: Mutex::new(HashMap::new()),
             limits,
             offsets,
             snapshot_seq: AtomicU64::new(0),
@@ -154,7 +149,7 @@ impl GroupCoordinator {
     /// Reading the partition failed; its groups stay uncoordinated here.
     pub fn load_partition(
         &self,
-        partition: Arc<crate::topics::Partition>,
+        partition: Arc<crate::replica::Partition>,
         leader_epoch: i32,
     ) -> Result<(), OffsetStoreError> {
         let snapshots = self.offsets.load(partition, leader_epoch)?;
@@ -516,8 +511,6 @@ impl GroupCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BrokerConfig;
-    use crate::topics::TopicRegistry;
 
     fn join_request() -> JoinRequest {
         JoinRequest {
@@ -536,10 +529,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_join_waiting_when_the_group_moves_away_is_told_not_coordinator() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = Arc::new(BrokerConfig::for_tests(dir.path()));
-        let topics = TopicRegistry::open(Arc::clone(&config)).expect("topics");
-        let offsets = OffsetStore::open(&topics, 4).expect("offsets");
+        let offsets = OffsetStore::new(4);
         let limits = GroupLimits {
             initial_rebalance_delay_ms: 60_000,
             ..GroupLimits::default()

@@ -1,7 +1,6 @@
 //! Consumer groups: the classic group protocol ([`membership`]), the coordinator that drives
 //! it ([`coordinator`]), and committed offsets in `__consumer_offsets` ([`offsets`]).
 
-pub mod compaction;
 pub mod coordinator;
 pub mod membership;
 pub mod offsets;

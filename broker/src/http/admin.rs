@@ -13,8 +13,8 @@
 //!
 //! The summary is the pure [`ClusterSummary::of`] (and [`QuorumSummary::of`] for the quorum);
 //! the handlers only read the quorum's state and write commands through the quorum. The
-//! summaries answered after a write carry no quorum state. Errors answer with a status and `{"error": "..."}`; a standalone broker answers
-//! 409 to all of them.
+//! summaries answered after a write carry no quorum state. Errors answer with a status and
+//! `{"error": "..."}`. A single node is a cluster of one and answers like any other.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -265,14 +265,6 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// The answer of a standalone broker to the cluster admin API.
-fn standalone() -> Response {
-    error(
-        StatusCode::CONFLICT,
-        "this broker runs standalone (no controller.quorum.voters)",
-    )
-}
-
 fn summary(cluster: &Cluster) -> ClusterSummary {
     ClusterSummary::of(
         &cluster.metadata(),
@@ -284,13 +276,13 @@ fn summary(cluster: &Cluster) -> ClusterSummary {
 async fn write(cluster: &Cluster, command: Command) -> Response {
     match cluster.write(&command).await {
         Ok(()) => Json(summary(cluster)).into_response(),
-        Err((code, message)) => {
-            let status = match code {
+        Err(refused) => {
+            let status = match refused.code {
                 ResponseError::BrokerNotAvailable => StatusCode::NOT_FOUND,
                 ResponseError::RequestTimedOut => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::BAD_REQUEST,
             };
-            error(status, message)
+            error(status, refused.message)
         }
     }
 }
@@ -298,9 +290,7 @@ async fn write(cluster: &Cluster, command: Command) -> Response {
 /// The summary with the quorum's state; a quorum that cannot be learned in time leaves
 /// `quorum` empty rather than failing the answer.
 async fn describe(State(broker): State<Arc<Broker>>) -> Response {
-    let Some(cluster) = broker.cluster() else {
-        return standalone();
-    };
+    let cluster = &broker.cluster;
     let quorum = match cluster.quorum.quorum_state(QUORUM_DEADLINE).await {
         Ok(state) => QuorumSummary::of(&state.leader, &state.following),
         Err(error) => {
@@ -316,30 +306,22 @@ async fn describe(State(broker): State<Arc<Broker>>) -> Response {
 }
 
 async fn decommission(State(broker): State<Arc<Broker>>, Path(id): Path<i32>) -> Response {
-    let Some(cluster) = broker.cluster() else {
-        return standalone();
-    };
+    let cluster = &broker.cluster;
     write(cluster, Command::DecommissionBroker { id }).await
 }
 
 async fn recommission(State(broker): State<Arc<Broker>>, Path(id): Path<i32>) -> Response {
-    let Some(cluster) = broker.cluster() else {
-        return standalone();
-    };
+    let cluster = &broker.cluster;
     write(cluster, Command::RecommissionBroker { id }).await
 }
 
 async fn unregister(State(broker): State<Arc<Broker>>, Path(id): Path<i32>) -> Response {
-    let Some(cluster) = broker.cluster() else {
-        return standalone();
-    };
+    let cluster = &broker.cluster;
     write(cluster, Command::UnregisterBroker { id }).await
 }
 
 async fn elect_preferred(State(broker): State<Arc<Broker>>) -> Response {
-    let Some(cluster) = broker.cluster() else {
-        return standalone();
-    };
+    let cluster = &broker.cluster;
     let metadata = cluster.metadata();
     let partitions: Vec<(String, i32)> = metadata
         .partitions()
@@ -351,9 +333,7 @@ async fn elect_preferred(State(broker): State<Arc<Broker>>) -> Response {
 
 /// Reassigns replicas so every live broker holds about as many (after adding brokers).
 async fn spread_replicas(State(broker): State<Arc<Broker>>) -> Response {
-    let Some(cluster) = broker.cluster() else {
-        return standalone();
-    };
+    let cluster = &broker.cluster;
     write(cluster, Command::SpreadReplicas).await
 }
 

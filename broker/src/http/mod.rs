@@ -26,7 +26,9 @@ pub fn router(broker: Arc<Broker>) -> Router {
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let body = broker.metrics.render(&broker.topics);
+    let body = broker
+        .metrics
+        .render(&broker.replicas.catalog.all_partitions());
     (
         [(
             header::CONTENT_TYPE,

@@ -118,7 +118,9 @@ async fn route(
         ApiKey::DeleteTopics => apis::admin::delete_topics(broker, frame).await,
         ApiKey::CreatePartitions => apis::admin::create_partitions(broker, frame).await,
         ApiKey::DescribeConfigs => apis::configs::describe_configs(broker, frame),
-        ApiKey::IncrementalAlterConfigs => apis::configs::incremental_alter_configs(broker, frame),
+        ApiKey::IncrementalAlterConfigs => {
+            apis::configs::incremental_alter_configs(broker, frame).await
+        }
         ApiKey::DescribeCluster => apis::admin::describe_cluster(broker, frame),
         ApiKey::InitProducerId => apis::init_producer_id::handle(broker, frame).await,
         ApiKey::FindCoordinator => apis::groups::find_coordinator(broker, frame).await,

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::cluster::{spread_replicas, Cluster};
+use crate::cluster::{spread_replicas, Cluster, Refusal};
 use crate::controller::metadata::{ClusterMetadata, Command};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
@@ -32,18 +32,14 @@ pub const SOURCE_TOPIC: i8 = 1;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
 
-/// The Kafka error code and message of a topic operation failure.
-pub fn topic_error(error: &TopicError) -> (ResponseError, String) {
+/// The Kafka error and message of a refused topic request.
+pub fn topic_refusal(error: &TopicError) -> Refusal {
     let code = match error {
-        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
-        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
         TopicError::InvalidName { .. } => ResponseError::InvalidTopicException,
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        TopicError::Log(_) | TopicError::Store { .. } => ResponseError::KafkaStorageError,
     };
-    (code, error.to_string())
+    Refusal::new(code, error.to_string())
 }
 
 pub async fn create_topics(
@@ -51,86 +47,7 @@ pub async fn create_topics(
     frame: &RequestFrame,
 ) -> Result<Outcome, HandlerError> {
     let request: CreateTopicsRequest = frame.decode()?;
-    if let Some(cluster) = broker.cluster() {
-        let response = create_topics_in_cluster(broker, cluster, &request, frame.version).await;
-        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
-    }
-    let mut results = Vec::with_capacity(request.topics.len());
-    for wanted in &request.topics {
-        let name = wanted.name.0.as_str();
-        let mut result = CreatableTopicResult::default()
-            .with_name(wanted.name.clone())
-            .with_num_partitions(-1)
-            .with_replication_factor(-1);
-        let configs = requested_configs(wanted);
-        let (mut partitions, mut replication_factor) =
-            (wanted.num_partitions, wanted.replication_factor);
-        let manual = !wanted.assignments.is_empty();
-        if manual {
-            partitions = wanted.assignments.len() as i32;
-            replication_factor = wanted
-                .assignments
-                .first()
-                .map_or(0, |a| a.broker_ids.len() as i16);
-        }
-        let misassigned = wanted
-            .assignments
-            .iter()
-            .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id));
-        let outcome = if misassigned {
-            Err((
-                ResponseError::InvalidReplicaAssignment,
-                "replicas must be on the one broker".to_string(),
-            ))
-        } else if request.validate_only {
-            broker
-                .topics
-                .validate_create(name, partitions, replication_factor, &configs)
-                .map(|(p, r)| (p, r, Uuid::nil()))
-                .map_err(|e| topic_error(&e))
-        } else {
-            broker
-                .topics
-                .create(name, partitions, replication_factor, configs.clone())
-                .map(|t| (t.partition_count(), t.replication_factor, t.id))
-                .map_err(|e| topic_error(&e))
-        };
-        match outcome {
-            Ok((p, r, id)) if frame.version < 5 => {
-                let _ = (p, r, id);
-            }
-            Ok((p, r, id)) => {
-                result.num_partitions = p;
-                result.replication_factor = r;
-                if frame.version >= 7 {
-                    result.topic_id = id;
-                }
-                let described = topic_config::effective(&configs, &broker.config)
-                    .into_iter()
-                    .map(|(key, value, is_default)| {
-                        CreatableTopicConfigs::default()
-                            .with_name(str_bytes(key))
-                            .with_value(Some(str_bytes(&value)))
-                            .with_config_source(if is_default {
-                                SOURCE_DEFAULT
-                            } else {
-                                SOURCE_TOPIC
-                            })
-                    })
-                    .collect();
-                result.configs = Some(described);
-            }
-            Err((code, message)) => {
-                result.error_code = code.code();
-                if frame.version >= 1 {
-                    result.error_message = Some(str_bytes(&message));
-                }
-            }
-        }
-        results.push(result);
-    }
-    broker.appended.notify_waiters();
-    let response = CreateTopicsResponse::default().with_topics(results);
+    let response = create(broker, &request, frame.version).await;
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
@@ -139,22 +56,18 @@ pub async fn delete_topics(
     frame: &RequestFrame,
 ) -> Result<Outcome, HandlerError> {
     let request: DeleteTopicsRequest = frame.decode()?;
-    let cluster = broker.cluster();
-    // In a cluster the metadata says what exists and the controller deletes; standalone, the
-    // local registry does both.
-    let metadata = cluster.map(|c| c.metadata());
+    // The metadata says what exists and the controller deletes.
+    let metadata = broker.cluster.metadata();
     let v6 = frame.version >= 6;
     let mut responses = Vec::new();
     for (name, id) in topics_to_delete(&request) {
-        let found: Option<(String, Uuid)> = match (&metadata, &name) {
-            (Some(m), Some(name)) => m.topics.get(name).map(|t| (name.clone(), t.id)),
-            (Some(m), None) => m
+        let found: Option<(String, Uuid)> = match &name {
+            Some(name) => metadata.topics.get(name).map(|t| (name.clone(), t.id)),
+            None => metadata
                 .topics
                 .iter()
                 .find(|(_, t)| t.id == id)
                 .map(|(n, t)| (n.clone(), t.id)),
-            (None, Some(name)) => broker.topics.get(name).map(|t| (t.name.clone(), t.id)),
-            (None, None) => broker.topics.get_by_id(id).map(|t| (t.name.clone(), t.id)),
         };
         let mut result = DeletableTopicResult::default()
             .with_name(Some(super::topic_name(name.as_deref().unwrap_or_default())))
@@ -172,17 +85,14 @@ pub async fn delete_topics(
         if v6 {
             result.topic_id = found_id;
         }
-        let deleted = match cluster {
-            Some(cluster) => cluster.delete_topic(&found_name).await,
-            None => broker
-                .topics
-                .delete(&found_name)
-                .map_err(|e| topic_error(&e)),
-        };
-        if let Err((code, message)) = deleted {
-            result.error_code = code.code();
+        let deleted = broker
+            .cluster
+            .write(&Command::DeleteTopic { name: found_name })
+            .await;
+        if let Err(refused) = deleted {
+            result.error_code = refused.code.code();
             if frame.version >= 5 {
-                result.error_message = Some(str_bytes(&message));
+                result.error_message = Some(str_bytes(&refused.message));
             }
         }
         responses.push(result);
@@ -212,19 +122,12 @@ pub async fn create_partitions(
     frame: &RequestFrame,
 ) -> Result<Outcome, HandlerError> {
     let request: CreatePartitionsRequest = frame.decode()?;
-    let cluster = broker.cluster();
     let mut results = Vec::with_capacity(request.topics.len());
     for wanted in &request.topics {
         let mut result = CreatePartitionsTopicResult::default().with_name(wanted.name.clone());
-        let outcome = match cluster {
-            Some(cluster) => {
-                add_partitions_in_cluster(cluster, wanted, request.validate_only).await
-            }
-            None => add_partitions_standalone(broker, wanted, request.validate_only),
-        };
-        if let Err((code, message)) = outcome {
-            result.error_code = code.code();
-            result.error_message = Some(str_bytes(&message));
+        if let Err(refused) = add_partitions(&broker.cluster, wanted, request.validate_only).await {
+            result.error_code = refused.code.code();
+            result.error_message = Some(str_bytes(&refused.message));
         }
         results.push(result);
     }
@@ -232,44 +135,22 @@ pub async fn create_partitions(
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
-fn add_partitions_standalone(
-    broker: &Broker,
-    wanted: &CreatePartitionsTopic,
-    validate_only: bool,
-) -> Result<(), (ResponseError, String)> {
-    let misassigned = wanted
-        .assignments
-        .iter()
-        .flatten()
-        .any(|a| a.broker_ids.iter().any(|b| b.0 != broker.config.node_id));
-    if misassigned {
-        return Err((
-            ResponseError::InvalidReplicaAssignment,
-            "replicas must be on the one broker".to_string(),
-        ));
-    }
-    broker
-        .topics
-        .create_partitions(wanted.name.0.as_str(), wanted.count, validate_only)
-        .map_err(|e| topic_error(&e))
-}
-
-/// The replicas of the partitions a CreatePartitions request adds to a cluster topic: the
-/// request's assignment, or placed like the topic's first partitions.
+/// The replicas of the partitions a CreatePartitions request adds to a topic: the request's
+/// assignment, or placed like the topic's first partitions.
 fn plan_new_partitions(
     metadata: &ClusterMetadata,
     wanted: &CreatePartitionsTopic,
-) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+) -> Result<Vec<Vec<i32>>, Refusal> {
     let name = wanted.name.0.as_str();
     let topic = metadata.topics.get(name).ok_or_else(|| {
-        (
+        Refusal::new(
             ResponseError::UnknownTopicOrPartition,
             format!("topic `{name}` does not exist"),
         )
     })?;
     let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
     if wanted.count <= current || wanted.count > 100_000 {
-        return Err((
+        return Err(Refusal::new(
             ResponseError::InvalidPartitions,
             format!(
                 "topic has {current} partitions; {} must be more, and at most 100000",
@@ -287,7 +168,7 @@ fn plan_new_partitions(
     });
     if let Some(assignments) = &wanted.assignments {
         if assignments.len() != usize::try_from(adding).unwrap_or(0) {
-            return Err((
+            return Err(Refusal::new(
                 ResponseError::InvalidReplicaAssignment,
                 format!(
                     "{} assignments for {adding} new partitions",
@@ -302,13 +183,13 @@ fn plan_new_partitions(
         for replicas in &assignment {
             let distinct: std::collections::BTreeSet<&i32> = replicas.iter().collect();
             if replicas.len() != replication_factor || distinct.len() != replicas.len() {
-                return Err((
+                return Err(Refusal::new(
                     ResponseError::InvalidReplicaAssignment,
                     format!("replicas {replicas:?} must be {replication_factor} distinct brokers"),
                 ));
             }
             if let Some(unknown) = replicas.iter().find(|r| !metadata.brokers.contains_key(r)) {
-                return Err((
+                return Err(Refusal::new(
                     ResponseError::InvalidReplicaAssignment,
                     format!("broker {unknown} is not registered"),
                 ));
@@ -323,14 +204,14 @@ fn plan_new_partitions(
         i16::try_from(replication_factor).unwrap_or(i16::MAX),
         current,
     )
-    .map_err(|e| (ResponseError::InvalidReplicationFactor, e.to_string()))
+    .map_err(|e| Refusal::new(ResponseError::InvalidReplicationFactor, e.to_string()))
 }
 
-async fn add_partitions_in_cluster(
+async fn add_partitions(
     cluster: &Cluster,
     wanted: &CreatePartitionsTopic,
     validate_only: bool,
-) -> Result<(), (ResponseError, String)> {
+) -> Result<(), Refusal> {
     let metadata = cluster.metadata();
     let assignment = plan_new_partitions(&metadata, wanted)?;
     if validate_only {
@@ -369,9 +250,10 @@ pub fn describe_cluster(
     if frame.version >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
         response.error_code = ResponseError::UnsupportedEndpointType.code();
         response.error_message = Some(str_bytes("only the broker endpoint type is served"));
-    } else if let Some(cluster) = broker.cluster() {
+    } else {
         // Every broker that serves: registered and unfenced, as Kafka lists them.
-        response.brokers = cluster
+        response.brokers = broker
+            .cluster
             .metadata()
             .brokers
             .values()
@@ -384,11 +266,6 @@ pub fn describe_cluster(
                     .with_rack(b.rack.as_deref().map(str_bytes))
             })
             .collect();
-    } else {
-        response.brokers = vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.config.node_id))
-            .with_host(str_bytes(&broker.config.advertised_host))
-            .with_port(broker.config.advertised_port)];
     }
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
@@ -408,6 +285,26 @@ fn requested_configs(
         .collect()
 }
 
+/// Every topic config with its effective value, as CreateTopics v5+ answers.
+fn described_configs(
+    configs: &BTreeMap<String, String>,
+    broker: &crate::config::BrokerConfig,
+) -> Vec<CreatableTopicConfigs> {
+    topic_config::effective(configs, broker)
+        .into_iter()
+        .map(|(key, value, is_default)| {
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(key))
+                .with_value(Some(str_bytes(&value)))
+                .with_config_source(if is_default {
+                    SOURCE_DEFAULT
+                } else {
+                    SOURCE_TOPIC
+                })
+        })
+        .collect()
+}
+
 /// How long CreateTopics waits for this broker to see the topics it created.
 const SEE_CREATED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -418,25 +315,25 @@ fn plan_creation(
     metadata: &ClusterMetadata,
     wanted: &kafka_protocol::messages::create_topics_request::CreatableTopic,
     configs: &BTreeMap<String, String>,
-) -> Result<Vec<Vec<i32>>, (ResponseError, String)> {
+) -> Result<Vec<Vec<i32>>, Refusal> {
     let name = wanted.name.0.as_str();
-    crate::topics::validate_topic_name(name).map_err(|e| topic_error(&e))?;
+    crate::topics::validate_topic_name(name).map_err(|e| topic_refusal(&e))?;
     if metadata.topics.contains_key(name) {
-        return Err((
+        return Err(Refusal::new(
             ResponseError::TopicAlreadyExists,
             format!("topic `{name}` already exists"),
         ));
     }
     for (key, value) in configs {
         topic_config::validate_entry(key, value)
-            .map_err(|e| topic_error(&TopicError::InvalidConfig(e)))?;
+            .map_err(|e| topic_refusal(&TopicError::InvalidConfig(e)))?;
     }
     if !wanted.assignments.is_empty() {
         let mut assignment = Vec::with_capacity(wanted.assignments.len());
         for a in &wanted.assignments {
             let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
             if let Some(unknown) = replicas.iter().find(|r| !metadata.brokers.contains_key(r)) {
-                return Err((
+                return Err(Refusal::new(
                     ResponseError::InvalidReplicaAssignment,
                     format!("broker {unknown} is not registered"),
                 ));
@@ -445,17 +342,8 @@ fn plan_creation(
         }
         return Ok(assignment);
     }
-    let partitions = if wanted.num_partitions == -1 {
-        broker.config.num_partitions
-    } else {
-        wanted.num_partitions
-    };
-    if !(1..=100_000).contains(&partitions) {
-        return Err((
-            ResponseError::InvalidPartitions,
-            format!("{partitions} partitions (must be between 1 and 100000)"),
-        ));
-    }
+    let partitions = crate::topics::partition_count(wanted.num_partitions, &broker.config)
+        .map_err(|e| topic_refusal(&e))?;
     let replication_factor = if wanted.replication_factor == -1 {
         broker.config.default_replication_factor
     } else {
@@ -464,12 +352,14 @@ fn plan_creation(
     spread_replicas(metadata, partitions, replication_factor)
 }
 
-async fn create_topics_in_cluster(
+/// Creates the requested topics through the controller, each refused alone when it breaks a
+/// rule (nothing is written for it then), and waits until this broker sees the new ones.
+async fn create(
     broker: &Broker,
-    cluster: &Cluster,
     request: &CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
+    let cluster = &broker.cluster;
     let metadata = cluster.metadata();
     let mut results = Vec::with_capacity(request.topics.len());
     let mut created = Vec::new();
@@ -498,15 +388,16 @@ async fn create_topics_in_cluster(
                     result.replication_factor = assignment
                         .first()
                         .map_or(0, |r| i16::try_from(r.len()).unwrap_or(i16::MAX));
+                    result.configs = Some(described_configs(&configs, &broker.config));
                     if version >= 7 {
                         result.topic_id = id;
                     }
                 }
             }
-            Err((code, message)) => {
-                result.error_code = code.code();
+            Err(refused) => {
+                result.error_code = refused.code.code();
                 if version >= 1 {
-                    result.error_message = Some(str_bytes(&message));
+                    result.error_message = Some(str_bytes(&refused.message));
                 }
             }
         }

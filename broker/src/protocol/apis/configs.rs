@@ -13,13 +13,15 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use super::admin::{topic_error, SOURCE_DEFAULT, SOURCE_STATIC_BROKER, SOURCE_TOPIC};
+use super::admin::{topic_refusal, SOURCE_DEFAULT, SOURCE_STATIC_BROKER, SOURCE_TOPIC};
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::cluster::Refusal;
 use crate::config::KEYS;
+use crate::controller::metadata::Command;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
-use crate::topics::{config as topic_config, ConfigOp};
+use crate::topics::{apply_config_ops, config as topic_config, ConfigOp, TopicError};
 
 /// Resource types of the config APIs.
 const RESOURCE_TOPIC: i8 = 2;
@@ -51,9 +53,9 @@ pub fn describe_configs(
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         match resource.resource_type {
-            RESOURCE_TOPIC => match broker.topics.get(name) {
+            RESOURCE_TOPIC => match broker.cluster.metadata().topics.get(name) {
                 Some(topic) => {
-                    result.configs = topic_config::effective(&topic.configs(), &broker.config)
+                    result.configs = topic_config::effective(&topic.configs, &broker.config)
                         .into_iter()
                         .filter(|(key, _, _)| wanted(key))
                         .map(|(key, value, is_default)| {
@@ -134,7 +136,49 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-pub fn incremental_alter_configs(
+/// How long IncrementalAlterConfigs waits for this broker to see the change it committed.
+const SEE_ALTERED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Applies `ops` to topic `name` through the controller (all or nothing), and waits until
+/// this broker's metadata shows the result.
+async fn alter_topic(
+    broker: &Broker,
+    name: &str,
+    ops: &[ConfigOp],
+    validate_only: bool,
+) -> Result<(), Refusal> {
+    let cluster = &broker.cluster;
+    let current = cluster
+        .metadata()
+        .topics
+        .get(name)
+        .map(|t| t.configs.clone())
+        .ok_or_else(|| {
+            Refusal::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic `{name}` does not exist"),
+            )
+        })?;
+    let configs = apply_config_ops(&current, ops, &broker.config)
+        .map_err(|e| topic_refusal(&TopicError::InvalidConfig(e)))?;
+    if validate_only || configs == current {
+        return Ok(());
+    }
+    cluster
+        .write(&Command::AlterConfigs {
+            name: name.to_string(),
+            configs: configs.clone(),
+        })
+        .await?;
+    cluster
+        .wait_for_metadata(SEE_ALTERED_WITHIN, |m| {
+            m.topics.get(name).is_some_and(|t| t.configs == configs)
+        })
+        .await;
+    Ok(())
+}
+
+pub async fn incremental_alter_configs(
     broker: &Arc<Broker>,
     frame: &RequestFrame,
 ) -> Result<Outcome, HandlerError> {
@@ -164,26 +208,23 @@ pub fn incremental_alter_configs(
                 })
                 .collect();
             match ops {
-                Ok(ops) => broker
-                    .topics
-                    .alter_configs(name, &ops, request.validate_only)
-                    .map_err(|e| topic_error(&e)),
-                Err(message) => Err((ResponseError::InvalidConfig, message)),
+                Ok(ops) => alter_topic(broker, name, &ops, request.validate_only).await,
+                Err(message) => Err(Refusal::new(ResponseError::InvalidConfig, message)),
             }
         } else if resource.resource_type == RESOURCE_BROKER {
-            Err((
+            Err(Refusal::new(
                 ResponseError::InvalidConfig,
-                "broker configs are static: set them in the config file".to_string(),
+                "broker configs are static: set them in the config file",
             ))
         } else {
-            Err((
+            Err(Refusal::new(
                 ResponseError::InvalidRequest,
                 format!("resource type {} is not supported", resource.resource_type),
             ))
         };
-        if let Err((code, message)) = outcome {
-            response.error_code = code.code();
-            response.error_message = Some(str_bytes(&message));
+        if let Err(refused) = outcome {
+            response.error_code = refused.code.code();
+            response.error_message = Some(str_bytes(&refused.message));
         }
         responses.push(response);
     }

@@ -24,12 +24,13 @@ use tracing::{debug, info, warn};
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::cluster::{spread_replicas, Cluster};
+use crate::cluster::spread_replicas;
 use crate::controller::metadata::{ClusterMetadata, NO_LEADER};
 use crate::group::membership::{codes, JoinRequest};
 use crate::group::offsets::{partition_for, OFFSETS_TOPIC};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
+use crate::replica::TopicRef;
 
 /// FindCoordinator key type of consumer groups.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -60,14 +61,7 @@ pub async fn find_coordinator(
                 "only group coordinators are served".to_string(),
             ))
         } else {
-            match broker.cluster() {
-                Some(cluster) => coordinator_in_cluster(broker, cluster, key).await,
-                None => Ok((
-                    broker.config.node_id,
-                    broker.config.advertised_host.clone(),
-                    broker.config.advertised_port,
-                )),
-            }
+            coordinator(broker, key).await
         };
         answers.push(answer);
     }
@@ -113,18 +107,15 @@ pub async fn find_coordinator(
 /// A coordinator's (node id, host, port), or the error to answer.
 type CoordinatorAnswer = Result<(i32, String, i32), (ResponseError, String)>;
 
-/// The coordinator of `group` in a cluster: the leader of its `__consumer_offsets`
-/// partition. The topic is created through the controller on first use (clients retry
-/// COORDINATOR_NOT_AVAILABLE meanwhile).
-async fn coordinator_in_cluster(
-    broker: &Broker,
-    cluster: &Cluster,
-    group: &str,
-) -> CoordinatorAnswer {
+/// The coordinator of `group`: the leader of its `__consumer_offsets` partition. The topic is
+/// created through the controller on first use (clients retry COORDINATOR_NOT_AVAILABLE
+/// meanwhile).
+async fn coordinator(broker: &Broker, group: &str) -> CoordinatorAnswer {
+    let cluster = &broker.cluster;
     let metadata = cluster.metadata();
     let not_available = |why: String| Err((ResponseError::CoordinatorNotAvailable, why));
     let Some(topic) = metadata.topics.get(OFFSETS_TOPIC) else {
-        create_offsets_topic(broker, cluster, &metadata).await;
+        create_offsets_topic(broker, &metadata).await;
         return not_available(format!("{OFFSETS_TOPIC} is being created"));
     };
     let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
@@ -141,7 +132,8 @@ async fn coordinator_in_cluster(
 /// Creates `__consumer_offsets` through the controller: `offsets.topic.num.partitions`
 /// partitions, compacted, with `offsets.topic.replication.factor` replicas or as many as
 /// there are brokers. A failure (another broker created it first) is only logged.
-async fn create_offsets_topic(broker: &Broker, cluster: &Cluster, metadata: &ClusterMetadata) {
+async fn create_offsets_topic(broker: &Broker, metadata: &ClusterMetadata) {
+    let cluster = &broker.cluster;
     let brokers = i16::try_from(metadata.placement_brokers().len()).unwrap_or(i16::MAX);
     let replication_factor = cluster.config.offsets_topic_replication_factor.min(brokers);
     let assignment = match spread_replicas(
@@ -150,8 +142,8 @@ async fn create_offsets_topic(broker: &Broker, cluster: &Cluster, metadata: &Clu
         replication_factor,
     ) {
         Ok(assignment) => assignment,
-        Err((_, message)) => {
-            warn!(error = %message, "cannot place {OFFSETS_TOPIC} yet");
+        Err(refused) => {
+            warn!(error = %refused, "cannot place {OFFSETS_TOPIC} yet");
             return;
         }
     };
@@ -166,25 +158,22 @@ async fn create_offsets_topic(broker: &Broker, cluster: &Cluster, metadata: &Clu
         .await
     {
         Ok(_) => info!(replication_factor, "created {OFFSETS_TOPIC}"),
-        Err((_, message)) => debug!(error = %message, "{OFFSETS_TOPIC} not created here"),
+        Err(refused) => debug!(error = %refused, "{OFFSETS_TOPIC} not created here"),
     }
 }
 
 /// Why this broker cannot serve `group` now: NOT_COORDINATOR when it does not lead the
-/// group's offsets partition, COORDINATOR_LOAD_IN_PROGRESS while it loads it. A standalone
-/// broker coordinates every group.
+/// group's offsets partition, COORDINATOR_LOAD_IN_PROGRESS while it loads it.
 pub fn coordinator_error(broker: &Broker, group: &str) -> Option<ResponseError> {
-    let cluster = broker.cluster()?;
     let offsets = &broker.groups.offsets;
     let index = partition_for(group, offsets.partition_count());
     if offsets.is_loaded(index) {
         return None;
     }
     let leading = broker
-        .topics
-        .get(OFFSETS_TOPIC)
-        .and_then(|t| t.partition(index))
-        .is_some_and(|p| cluster.is_leading(&p));
+        .replicas
+        .partition(TopicRef::Name(OFFSETS_TOPIC), index)
+        .is_some_and(|p| p.is_leader());
     Some(if leading {
         ResponseError::CoordinatorLoadInProgress
     } else {

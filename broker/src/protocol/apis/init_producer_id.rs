@@ -1,8 +1,8 @@
 //! InitProducerId for idempotent producers: a fresh producer id, or the next epoch of the
 //! producer id the client already holds (KIP-360). Transactions are not supported yet.
 //!
-//! Invariant: no two producers get the same id, also across the brokers of a cluster (whose
-//! ids come from blocks the controller quorum hands out).
+//! Invariant: no two producers get the same id, across the brokers of a cluster and their
+//! restarts (ids come from blocks the controller quorum hands out).
 
 use std::sync::Arc;
 
@@ -28,15 +28,8 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
         response.producer_id = request.producer_id;
         response.producer_epoch = request.producer_epoch + 1;
     } else {
-        // In a cluster the quorum hands out blocks, so that ids are unique across brokers.
-        let allocated = match broker.cluster() {
-            Some(cluster) => cluster
-                .allocate_producer_id()
-                .await
-                .map_err(|(_, message)| message),
-            None => broker.producer_ids.allocate().map_err(|e| e.to_string()),
-        };
-        match allocated {
+        // The quorum hands out blocks, so that ids are unique across brokers.
+        match broker.cluster.allocate_producer_id().await {
             Ok(id) => {
                 response.producer_id = ProducerId(id);
                 response.producer_epoch = 0;

@@ -7,24 +7,22 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
+use crate::replica::TopicRef;
 
 /// Kafka's "undefined" epoch and offset.
 const UNDEFINED: i64 = -1;
 
 pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
     let request: OffsetForLeaderEpochRequest = frame.decode()?;
-    let cluster = broker.cluster();
     let topics = request
         .topics
         .iter()
         .map(|wanted| {
             let name = wanted.topic.0.as_str();
-            let topic = broker.topics.get(name);
             let partitions = wanted
                 .partitions
                 .iter()
@@ -33,18 +31,18 @@ pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, Han
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(UNDEFINED);
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
+                    let Some(partition) =
+                        broker.replicas.partition(TopicRef::Name(name), p.partition)
                     else {
-                        answer.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        answer.error_code = broker
+                            .cluster
+                            .not_hosted_error(TopicRef::Name(name), p.partition)
+                            .code();
                         return answer;
                     };
-                    if let Some(cluster) = cluster {
-                        if let Err(refused) =
-                            cluster.leader_epoch(&partition, p.current_leader_epoch)
-                        {
-                            answer.error_code = refused.0.code();
-                            return answer;
-                        }
+                    if let Err(refused) = partition.leader_epoch(p.current_leader_epoch) {
+                        answer.error_code = refused.code();
+                        return answer;
                     }
                     if let Some((epoch, end)) = partition.log.end_offset_for_epoch(p.leader_epoch) {
                         answer.leader_epoch = epoch;

@@ -10,9 +10,9 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
-use crate::cluster::TopicRef;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
+use crate::replica::TopicRef;
 
 /// Special timestamps of ListOffsets.
 const LATEST: i64 = -1;
@@ -20,10 +20,9 @@ const EARLIEST: i64 = -2;
 
 pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
     let request: ListOffsetsRequest = frame.decode()?;
-    let cluster = broker.cluster();
     let mut topics = Vec::with_capacity(request.topics.len());
     for wanted in &request.topics {
-        let topic = broker.topics.get(wanted.name.0.as_str());
+        let name = wanted.name.0.as_str();
         let partitions = wanted
             .partitions
             .iter()
@@ -33,22 +32,19 @@ pub fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, Han
                     .with_timestamp(-1)
                     .with_offset(-1)
                     .with_leader_epoch(if frame.version >= 4 { 0 } else { -1 });
-                let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                let Some(partition) = broker
+                    .replicas
+                    .partition(TopicRef::Name(name), p.partition_index)
                 else {
-                    let code = cluster.map_or(ResponseError::UnknownTopicOrPartition, |c| {
-                        c.not_hosted_error(
-                            TopicRef::Name(wanted.name.0.as_str()),
-                            p.partition_index,
-                        )
-                    });
+                    let code = broker
+                        .cluster
+                        .not_hosted_error(TopicRef::Name(name), p.partition_index);
                     return response.with_error_code(code.code());
                 };
                 // Only the leader answers, in the epoch the client names (a follower's high
                 // watermark may lag the leader's).
-                if let Some(cluster) = cluster {
-                    if let Err(refused) = cluster.leader_epoch(&partition, p.current_leader_epoch) {
-                        return response.with_error_code(refused.0.code());
-                    }
+                if let Err(refused) = partition.leader_epoch(p.current_leader_epoch) {
+                    return response.with_error_code(refused.code());
                 }
                 let log = &partition.log;
                 match p.timestamp {

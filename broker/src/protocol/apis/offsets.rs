@@ -20,56 +20,43 @@ use kafka_protocol::ResponseError;
 use tracing::warn;
 
 use super::{str_bytes, topic_name};
-use crate::broker::Broker;
-use crate::group::coordinator::{now_ms, CommitCheck};
 use std::time::Duration;
 
 use super::groups::coordinator_error;
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::group::coordinator::CommitCheck;
 use crate::group::offsets::{CommitPoint, CommittedOffset, OffsetStoreError};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
+use crate::replica::NotCommitted;
 
 /// GROUP_SUBSCRIBED_TO_TOPIC: offsets of a topic the group consumes cannot be deleted.
 const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 
-/// How long a commit on a cluster waits for the offsets partition's in-sync replicas
-/// (Kafka's `offsets.commit.timeout.ms`).
+/// How long a commit waits for the offsets partition's in-sync replicas (Kafka's
+/// `offsets.commit.timeout.ms`).
 const COMMIT_REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether `topic`-`partition` exists: in the cluster's metadata, or on a standalone broker.
+/// Whether `topic`-`partition` exists in the cluster's metadata.
 fn partition_exists(broker: &Broker, topic: &str, partition: i32) -> bool {
-    match broker.cluster() {
-        Some(cluster) => cluster.metadata().partition(topic, partition).is_some(),
-        None => broker
-            .topics
-            .get(topic)
-            .and_then(|t| t.partition(partition))
-            .is_some(),
-    }
+    broker
+        .cluster
+        .metadata()
+        .partition(topic, partition)
+        .is_some()
 }
 
-/// Waits until `point` is replicated to the in-sync replicas of its offsets partition (at
-/// once on a standalone broker); the error to answer otherwise.
-async fn replicated(broker: &Broker, point: &CommitPoint) -> Result<(), ResponseError> {
-    let Some(cluster) = broker.cluster() else {
-        return Ok(());
-    };
-    let deadline = tokio::time::Instant::now() + COMMIT_REPLICATION_TIMEOUT;
-    loop {
-        let notified = broker.appended.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if point.partition.log.high_watermark() >= point.end {
-            return Ok(());
-        }
-        if !cluster.is_leading(&point.partition) {
-            return Err(ResponseError::NotCoordinator);
-        }
-        tokio::select! {
-            () = &mut notified => {}
-            () = tokio::time::sleep_until(deadline) => return Err(ResponseError::RequestTimedOut),
-        }
-    }
+/// Waits until `point` is replicated to the in-sync replicas of its offsets partition; the
+/// error to answer otherwise.
+async fn replicated(point: &CommitPoint) -> Result<(), ResponseError> {
+    point
+        .committed(COMMIT_REPLICATION_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            NotCommitted::LeadershipLost => ResponseError::NotCoordinator,
+            NotCommitted::TimedOut => ResponseError::RequestTimedOut,
+        })
 }
 
 pub async fn offset_commit(
@@ -128,7 +115,7 @@ pub async fn offset_commit(
     if !entries.is_empty() {
         let failure = match broker.groups.commit(group_id, entries) {
             Ok(None) => None,
-            Ok(Some(point)) => replicated(broker, &point).await.err(),
+            Ok(Some(point)) => replicated(&point).await.err(),
             Err(OffsetStoreError::NotLoaded(_)) => Some(ResponseError::NotCoordinator),
             Err(e) => {
                 warn!(group = group_id, error = %e, "offset commit failed");
@@ -324,7 +311,7 @@ pub async fn offset_delete(
     }
     match broker.groups.delete_offsets(group, &to_delete) {
         Ok(Some(point)) => {
-            if let Err(error) = replicated(broker, &point).await {
+            if let Err(error) = replicated(&point).await {
                 response.error_code = error.code();
             }
         }

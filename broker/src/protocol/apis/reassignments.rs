@@ -1,10 +1,10 @@
 //! Leadership and replica placement: ElectLeaders, AlterPartitionReassignments and
 //! ListPartitionReassignments.
 //!
-//! In a cluster each request becomes commands through the controller quorum; whether an
-//! election or a move is possible is decided by the pure functions of
-//! [`crate::controller::placement`] first, so that every partition gets the precise Kafka
-//! error. A standalone broker leads every partition it has and has nowhere to move them.
+//! Each request becomes commands through the controller quorum; whether an election or a move
+//! is possible is decided by the pure functions of [`crate::controller::placement`] first, so
+//! that every partition gets the precise Kafka error (a single node's partitions have nowhere
+//! to move and already lead where they can).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Refusal};
 use crate::controller::metadata::{ClusterMetadata, Command, CommandError, PartitionRecord};
 use crate::controller::placement::{preferred_election, unclean_election, Election};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
@@ -37,9 +37,6 @@ const UNCLEAN: i8 = 1;
 
 /// How long ElectLeaders waits for this broker to see the leaders it elected.
 const SEE_ELECTED_WITHIN: Duration = Duration::from_secs(5);
-
-/// A per-partition outcome: the Kafka error and its message.
-type Refusal = (ResponseError, String);
 
 /// The partitions a request names, or every partition of the cluster for `None`.
 fn named_or_all(
@@ -59,7 +56,7 @@ fn named_or_all(
 }
 
 fn unknown_partition(topic: &str, partition: i32) -> Refusal {
-    (
+    Refusal::new(
         ResponseError::UnknownTopicOrPartition,
         format!("partition {topic}-{partition} does not exist"),
     )
@@ -75,7 +72,7 @@ fn election_check(
     let (outcome, unavailable) = match election_type {
         PREFERRED => (
             preferred_election(metadata, record),
-            (
+            Refusal::new(
                 ResponseError::PreferredLeaderNotAvailable,
                 format!(
                     "preferred leader {} is not alive and in the ISR",
@@ -85,13 +82,13 @@ fn election_check(
         ),
         UNCLEAN => (
             unclean_election(metadata, record),
-            (
+            Refusal::new(
                 ResponseError::EligibleLeadersNotAvailable,
-                "no replica is alive".to_string(),
+                "no replica is alive",
             ),
         ),
         other => {
-            return Err((
+            return Err(Refusal::new(
                 ResponseError::InvalidRequest,
                 format!("unknown election type {other}"),
             ))
@@ -99,7 +96,7 @@ fn election_check(
     };
     match outcome {
         Election::Possible => Ok(()),
-        Election::NotNeeded => Err((
+        Election::NotNeeded => Err(Refusal::new(
             ResponseError::ElectionNotNeeded,
             format!("leader {} is already the one elected", record.leader),
         )),
@@ -123,28 +120,12 @@ pub async fn elect_leaders(
             .map(|t| (t.topic.0.to_string(), t.partitions))
             .collect()
     });
-    let outcomes = match broker.cluster() {
-        Some(cluster) => elect_in_cluster(cluster, election_type, named).await,
-        None => named_or_all_local(broker, named)
-            .into_iter()
-            .map(|(topic, partition, exists)| {
-                let outcome = if exists {
-                    Err((
-                        ResponseError::ElectionNotNeeded,
-                        "a standalone broker leads every partition".to_string(),
-                    ))
-                } else {
-                    Err(unknown_partition(&topic, partition))
-                };
-                (topic, partition, outcome)
-            })
-            .collect(),
-    };
+    let outcomes = elect(&broker.cluster, election_type, named).await;
     let mut results: Vec<ReplicaElectionResult> = Vec::new();
     for (topic, partition, outcome) in outcomes {
         let (code, message) = match outcome {
             Ok(()) => (0, None),
-            Err((code, message)) => (code.code(), Some(str_bytes(&message))),
+            Err(refused) => (refused.code.code(), Some(str_bytes(&refused.message))),
         };
         let result = PartitionResult::default()
             .with_partition_id(partition)
@@ -163,33 +144,8 @@ pub async fn elect_leaders(
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
-/// The named partitions of a standalone broker (or all of them), with whether each exists.
-fn named_or_all_local(
-    broker: &Broker,
-    named: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, i32, bool)> {
-    match named {
-        Some(topics) => topics
-            .into_iter()
-            .flat_map(|(topic, partitions)| {
-                let held = broker.topics.get(&topic);
-                partitions.into_iter().map(move |p| {
-                    let exists = held.as_ref().is_some_and(|t| t.partition(p).is_some());
-                    (topic.clone(), p, exists)
-                })
-            })
-            .collect(),
-        None => broker
-            .topics
-            .all_partitions()
-            .into_iter()
-            .map(|p| (p.topic.to_string(), p.index, true))
-            .collect(),
-    }
-}
-
 /// Elects leaders through the controller; one outcome per named partition.
-async fn elect_in_cluster(
+async fn elect(
     cluster: &Cluster,
     election_type: i8,
     named: Option<Vec<(String, Vec<i32>)>>,
@@ -258,13 +214,13 @@ fn reassignment_check(
 ) -> Result<(), Refusal> {
     let distinct: std::collections::BTreeSet<&i32> = target.iter().collect();
     if target.is_empty() || distinct.len() != target.len() {
-        return Err((
+        return Err(Refusal::new(
             ResponseError::InvalidReplicaAssignment,
             format!("target replicas {target:?} must be distinct and non-empty"),
         ));
     }
     if let Some(unknown) = target.iter().find(|b| !metadata.brokers.contains_key(b)) {
-        return Err((
+        return Err(Refusal::new(
             ResponseError::InvalidReplicaAssignment,
             format!("broker {unknown} is not registered"),
         ));
@@ -275,7 +231,7 @@ fn reassignment_check(
         record.original.len()
     };
     if !allow_replication_factor_change && current != target.len() {
-        return Err((
+        return Err(Refusal::new(
             ResponseError::InvalidReplicationFactor,
             format!(
                 "target has {} replicas, the partition {current}, and the request does not \
@@ -295,7 +251,7 @@ fn reassignment_refusal(error: &CommandError) -> Refusal {
         }
         other => crate::cluster::command_error_code(other),
     };
-    (code, error.to_string())
+    Refusal::new(code, error.to_string())
 }
 
 pub async fn alter_partition_reassignments(
@@ -304,8 +260,8 @@ pub async fn alter_partition_reassignments(
 ) -> Result<Outcome, HandlerError> {
     let request: AlterPartitionReassignmentsRequest = frame.decode()?;
     let allow_rf_change = frame.version < 1 || request.allow_replication_factor_change;
-    let cluster = broker.cluster();
-    let metadata = cluster.map(|c| c.metadata());
+    let cluster = &broker.cluster;
+    let metadata = cluster.metadata();
     let mut responses = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let name = topic.name.0.as_str();
@@ -316,16 +272,10 @@ pub async fn alter_partition_reassignments(
                 .replicas
                 .as_ref()
                 .map(|r| r.iter().map(|b| b.0).collect());
-            let outcome = match (cluster, &metadata) {
-                (Some(cluster), Some(metadata)) => {
-                    reassign_in_cluster(cluster, metadata, name, index, target, allow_rf_change)
-                        .await
-                }
-                _ => reassign_standalone(broker, name, index, target.as_deref()),
-            };
+            let outcome = reassign(cluster, &metadata, name, index, target, allow_rf_change).await;
             let (code, message) = match outcome {
                 Ok(()) => (0, None),
-                Err((code, message)) => (code.code(), Some(str_bytes(&message))),
+                Err(refused) => (refused.code.code(), Some(str_bytes(&refused.message))),
             };
             partitions.push(
                 ReassignablePartitionResponse::default()
@@ -346,7 +296,7 @@ pub async fn alter_partition_reassignments(
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
-async fn reassign_in_cluster(
+async fn reassign(
     cluster: &Cluster,
     metadata: &ClusterMetadata,
     topic: &str,
@@ -378,39 +328,7 @@ async fn reassign_in_cluster(
     {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(reassignment_refusal(&e)),
-        Err(e) => Err((ResponseError::RequestTimedOut, e.to_string())),
-    }
-}
-
-/// A standalone broker keeps every partition on itself: moving it there is a no-op, anything
-/// else is refused.
-fn reassign_standalone(
-    broker: &Broker,
-    topic: &str,
-    partition: i32,
-    target: Option<&[i32]>,
-) -> Result<(), Refusal> {
-    if broker
-        .topics
-        .get(topic)
-        .and_then(|t| t.partition(partition))
-        .is_none()
-    {
-        return Err(unknown_partition(topic, partition));
-    }
-    match target {
-        None => Err((
-            ResponseError::NoReassignmentInProgress,
-            format!("partition {topic}-{partition} has no reassignment in progress"),
-        )),
-        Some([only]) if *only == broker.config.node_id => Ok(()),
-        Some(other) => Err((
-            ResponseError::InvalidReplicaAssignment,
-            format!(
-                "a standalone broker keeps its partitions on itself (broker {}), not {other:?}",
-                broker.config.node_id
-            ),
-        )),
+        Err(e) => Err(Refusal::new(ResponseError::RequestTimedOut, e.to_string())),
     }
 }
 
@@ -420,10 +338,7 @@ pub fn list_partition_reassignments(
 ) -> Result<Outcome, HandlerError> {
     let request: ListPartitionReassignmentsRequest = frame.decode()?;
     let mut response = ListPartitionReassignmentsResponse::default();
-    let Some(cluster) = broker.cluster() else {
-        return Ok(Outcome::Respond(respond(frame, Answer::new(response))?));
-    };
-    let metadata = cluster.metadata();
+    let metadata = broker.cluster.metadata();
     let named = request.topics.map(|topics| {
         topics
             .into_iter()
@@ -476,7 +391,7 @@ mod tests {
         let code = |target: &[i32], allow| {
             reassignment_check(&m, record, target, allow)
                 .err()
-                .map(|(code, _)| code)
+                .map(|refused| refused.code)
         };
         assert_eq!(
             code(&[], true),
@@ -502,7 +417,11 @@ mod tests {
     fn elections_map_to_the_kafka_errors() {
         let m = metadata();
         let record = m.partition("t", 0).expect("p");
-        let code = |kind| election_check(&m, kind, record).err().map(|(c, _)| c);
+        let code = |kind| {
+            election_check(&m, kind, record)
+                .err()
+                .map(|refused| refused.code)
+        };
         assert_eq!(code(PREFERRED), Some(ResponseError::ElectionNotNeeded));
         assert_eq!(code(UNCLEAN), Some(ResponseError::ElectionNotNeeded));
         assert_eq!(code(7), Some(ResponseError::InvalidRequest));

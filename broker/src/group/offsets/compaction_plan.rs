@@ -1,5 +1,5 @@
 //! What a compaction of one `__consumer_offsets` partition keeps: pure decisions, no I/O
-//! (the reads and appends are in [`OffsetStore::compact`](super::offsets::OffsetStore::compact)).
+//! (the reads and appends are in [`OffsetStore::compact`](super::OffsetStore::compact)).
 //!
 //! Snapshot compaction. The topic is internal (clients may not produce to it and nobody
 //! consumes it), so its records may move to new offsets. Let `S` be the base offset of the
