@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::roles::{desired_roles, PartitionKey};
-use super::Cluster;
+use super::node::Cluster;
 use crate::clock::now_ms;
 use crate::controller::metadata::ClusterMetadata;
 use crate::group::offsets::OFFSETS_TOPIC;
@@ -28,12 +28,13 @@ pub async fn run(
     groups: Arc<GroupCoordinator>,
     shutdown: CancellationToken,
 ) {
-    let mut rx = cluster.metadata.clone();
+    let mut rx = cluster.followed.clone();
     // Topics seen in some applied state: only those may be dropped when they disappear (a
     // lagging voter's first answer must not delete a topic it does not know yet).
     let mut seen: BTreeSet<String> = BTreeSet::new();
     loop {
-        let metadata = Arc::clone(&rx.borrow_and_update().1);
+        let (index, metadata) = rx.borrow_and_update().clone();
+        let applying = Arc::clone(&metadata);
         let (c, r, g) = (
             Arc::clone(&cluster),
             Arc::clone(&replicas),
@@ -41,12 +42,24 @@ pub async fn run(
         );
         let seen_before = seen.clone();
         let applied =
-            tokio::task::spawn_blocking(move || apply_once(&c, &r, &g, &metadata, &seen_before))
+            tokio::task::spawn_blocking(move || apply_once(&c, &r, &g, &applying, &seen_before))
                 .await;
-        match applied {
-            Ok(now_seen) => seen = now_seen,
-            Err(e) => warn!(error = %e, "metadata apply task failed"),
-        }
+        let serving = match applied {
+            Ok((now_seen, serving)) => {
+                seen = now_seen;
+                serving
+            }
+            Err(e) => {
+                warn!(error = %e, "metadata apply task failed");
+                false
+            }
+        };
+        // Published in this order, so that a broker that starts serving answers from
+        // metadata its replicas already reflect.
+        cluster.applied.send_replace((index, metadata));
+        cluster
+            .serving
+            .send_if_modified(|s| std::mem::replace(s, serving) != serving);
         tokio::select! {
             () = shutdown.cancelled() => return,
             changed = rx.changed() => if changed.is_err() { return },
@@ -54,14 +67,15 @@ pub async fn run(
     }
 }
 
-/// One pass of [`run`]; returns the topics seen.
+/// One pass of [`run`]; returns the topics seen, and whether this broker may serve
+/// (registered in this incarnation, unfenced, and the cluster has its id).
 fn apply_once(
     cluster: &Cluster,
     replicas: &ReplicaManager,
     groups: &GroupCoordinator,
     metadata: &ClusterMetadata,
     seen: &BTreeSet<String>,
-) -> BTreeSet<String> {
+) -> (BTreeSet<String>, bool) {
     let me = cluster.me;
     let Some(registration) = metadata
         .brokers
@@ -69,7 +83,7 @@ fn apply_once(
         .filter(|b| b.incarnation == cluster.incarnation)
     else {
         debug!("metadata predates this broker's registration; waiting");
-        return seen.clone();
+        return (seen.clone(), false);
     };
     let desired = desired_roles(metadata, me);
     drop_unassigned(replicas, metadata, &desired, seen);
@@ -131,15 +145,13 @@ fn apply_once(
     }
     coordinate_offsets_partitions(groups, &hosted);
     let serving = !registration.fenced && metadata.cluster_id.is_some();
-    cluster
-        .serving
-        .send_if_modified(|s| std::mem::replace(s, serving) != serving);
-    metadata
+    let now_seen = metadata
         .topics
         .keys()
         .cloned()
         .chain(seen.iter().cloned())
-        .collect()
+        .collect();
+    (now_seen, serving)
 }
 
 /// Drops the local replicas the metadata no longer assigns here: whole topics it deleted

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::roles::{fetch_plan, PartitionKey};
-use super::Cluster;
+use super::node::Cluster;
 use crate::replica::{Partition, ReplicaManager, ReplicaRole as Role};
 use crate::replication::client::{
     ConnectionConfig, EpochQuery, FetchParams, LeaderConnection, PartitionFetch,

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::{Cluster, ADMIN_DEADLINE};
+use super::node::{Cluster, ADMIN_DEADLINE};
 use crate::controller::metadata::Command;
 use crate::replica::{IsrProposal, ReplicaManager, TopicRef};
 

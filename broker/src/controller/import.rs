@@ -8,31 +8,7 @@
 //! Applying the command is idempotent (a topic that exists is left alone), so an import cut
 //! short by a crash is simply written again at the next start.
 
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
-use super::metadata::{ClusterMetadata, PartitionRecord, TopicRecord, NO_LEADER};
-
-/// What a standalone data directory holds, for the quorum.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StandaloneImport {
-    /// The node that holds every imported replica.
-    pub broker: i32,
-    /// The cluster id the standalone broker answered with.
-    pub cluster_id: String,
-    pub topics: Vec<ImportedTopic>,
-    /// Producer ids below this one may have been handed out.
-    pub producer_ids_from: i64,
-}
-
-/// One topic of a standalone data directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImportedTopic {
-    pub name: String,
-    pub id: Uuid,
-    pub partitions: i32,
-    pub configs: std::collections::BTreeMap<String, String>,
-}
+use super::metadata::{ClusterMetadata, PartitionRecord, StandaloneImport, TopicRecord, NO_LEADER};
 
 impl ClusterMetadata {
     /// Applies an import: each topic not known yet is added with its one replica on
@@ -75,7 +51,8 @@ impl ClusterMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::metadata::Command;
+    use crate::controller::metadata::{Command, ImportedTopic};
+    use uuid::Uuid;
 
     fn import() -> StandaloneImport {
         StandaloneImport {

@@ -216,10 +216,32 @@ pub enum Command {
         broker: i32,
         nonce: u64,
     },
-    /// Takes in the topics of a data directory written by the former standalone mode (see
-    /// [`crate::controller::import`]); idempotent.
-    ImportStandalone(super::import::StandaloneImport),
+    /// Takes in the topics of a data directory written by the former standalone mode (applied
+    /// by `controller/import.rs`); idempotent.
+    ImportStandalone(StandaloneImport),
 }
+
+/// What a standalone data directory holds, for the quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandaloneImport {
+    /// The node that holds every imported replica.
+    pub broker: i32,
+    /// The cluster id the standalone broker answered with.
+    pub cluster_id: String,
+    pub topics: Vec<ImportedTopic>,
+    /// Producer ids below this one may have been handed out.
+    pub producer_ids_from: i64,
+}
+
+/// One topic of a standalone data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedTopic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
 
 /// Why a command changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -98,7 +98,11 @@ class Broker:
     def bootstrap(self):
         return f"{self.host}:{self.port}"
 
-    def start(self):
+    def start(self, wait=True):
+        """Starts the broker; with `wait`, returns once it serves (its /readyz answers 200,
+        which a broker does only once the controller quorum has registered and unfenced it:
+        the brokers of a new cluster are started with `wait=False` and waited for together,
+        see `start_all`)."""
         assert BROKER_BIN.exists(), (
             f"{BROKER_BIN} is missing: build it with `cargo build --release -p tokafka-broker`"
         )
@@ -119,6 +123,12 @@ class Broker:
         self._log.flush()
         env = dict(os.environ, RUST_BACKTRACE="0", NO_COLOR="1")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self):
+        """Waits until the broker serves (its /readyz answers 200)."""
         wait_until(self._ready, START_DEADLINE_S, f"broker /readyz on {self.http_port}")
         comm = Path(f"/proc/{self.proc.pid}/comm").read_text().strip()
         assert comm == BROKER_BIN.name[:15], f"pid {self.proc.pid} is {comm!r}, not the broker"
@@ -199,6 +209,15 @@ class Broker:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def start_all(brokers):
+    """Starts the brokers of a new cluster together and waits until each serves: none can
+    serve before a majority of the controller voters runs."""
+    for b in brokers:
+        b.start(wait=False)
+    for b in brokers:
+        b.wait_ready()
 
 
 @pytest.fixture

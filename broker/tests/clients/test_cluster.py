@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import kwire
-from conftest import Broker, free_port, wait_until
+from conftest import Broker, free_port, start_all, wait_until
 
 PARTITIONS = 3
 SESSION_TIMEOUT_MS = 3000
@@ -65,8 +65,7 @@ def running_cluster(tmp_path, network=None, settings=None):
         for i in NODE_IDS
     }
     try:
-        for b in brokers.values():
-            b.start()
+        start_all(brokers.values())
         bootstrap = ",".join(b.bootstrap for b in brokers.values())
         admin = AdminClient({"bootstrap.servers": bootstrap})
         wait_until(lambda: broker_count(admin) == 3, 30, "3 registered brokers")
@@ -175,7 +174,10 @@ class Load:
             }
         )
         self.lock = threading.Lock()
-        self.acked = {p: [] for p in range(PARTITIONS)}  # (offset, seq)
+        # (offset, seq); the offset is None for a record librdkafka acknowledged implicitly
+        # (the broker took a later batch of the same idempotent producer in sequence, which
+        # proves the earlier one persisted, before the answer for the earlier one arrived).
+        self.acked = {p: [] for p in range(PARTITIONS)}
         self.errors = []
         self.ack_times = []
         self.stop_flag = threading.Event()
@@ -260,9 +262,11 @@ def check(bootstrap, topic, load):
         for i, s in enumerate(seqs):
             positions.setdefault(s, []).append(i)
         duplicated += sum(len(v) - 1 for v in positions.values())
-        acked = sorted(load.acked[p])
+        # In the order the producer sent them (its sequence): where they are stored must be
+        # in the same order.
+        acked = sorted(load.acked[p], key=lambda a: a[1])
         acked_positions = []
-        for offset, s in acked:
+        for _, s in acked:
             if s not in positions:
                 lost += 1
             else:

@@ -315,7 +315,7 @@ def test_leadership_returns_to_preferred_replicas_automatically(tmp_path):
 
 
 @pytest.mark.parametrize("election_type", [0, 1])
-def test_a_standalone_broker_has_no_election_to_make(broker_factory, election_type):
+def test_a_single_node_has_no_election_to_make_and_nowhere_to_drain(broker_factory, election_type):
     broker = broker_factory()
     kadmin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
     try:
@@ -324,7 +324,12 @@ def test_a_standalone_broker_has_no_election_to_make(broker_factory, election_ty
         answer = kadmin.elect_leaders(election_type, {"solo": [0, 5]}, raise_errors=False)
         codes = sorted(p[1] for t in answer.replica_election_results for p in t[1])
         assert codes == [3, ElectionNotNeededError.errno], answer
+        # A single node is a cluster of one: its replicas have nowhere to go, and the drain
+        # is refused with nothing changed.
         status, body = http(broker, "POST", "/v1/brokers/1/decommission")
-        assert status == 409 and "standalone" in body["error"]
+        assert status == 400 and "cannot drain broker 1" in body["error"], body
+        status, summary = http(broker, "GET", "/v1/cluster")
+        assert status == 200
+        assert [(b["id"], b["decommissioning"]) for b in summary["brokers"]] == [(1, False)]
     finally:
         kadmin.close()

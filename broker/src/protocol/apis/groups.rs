@@ -107,15 +107,33 @@ pub async fn find_coordinator(
 /// A coordinator's (node id, host, port), or the error to answer.
 type CoordinatorAnswer = Result<(i32, String, i32), (ResponseError, String)>;
 
+/// How long the first FindCoordinator waits for `__consumer_offsets` to be created and led.
+const OFFSETS_TOPIC_CREATED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The coordinator of `group`: the leader of its `__consumer_offsets` partition. The topic is
-/// created through the controller on first use (clients retry COORDINATOR_NOT_AVAILABLE
-/// meanwhile).
+/// created through the controller on first use, and the answer waits (a few seconds at most)
+/// until this broker has applied it with a leader for the group's partition, so that the
+/// first consumer of a new cluster finds its coordinator at once (COORDINATOR_NOT_AVAILABLE,
+/// which clients retry, when that takes longer).
 async fn coordinator(broker: &Broker, group: &str) -> CoordinatorAnswer {
     let cluster = &broker.cluster;
-    let metadata = cluster.metadata();
+    let mut metadata = cluster.metadata();
     let not_available = |why: String| Err((ResponseError::CoordinatorNotAvailable, why));
-    let Some(topic) = metadata.topics.get(OFFSETS_TOPIC) else {
+    if !metadata.topics.contains_key(OFFSETS_TOPIC) {
         create_offsets_topic(broker, &metadata).await;
+        let led = |m: &ClusterMetadata| {
+            m.topics.get(OFFSETS_TOPIC).is_some_and(|t| {
+                let count = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
+                m.partition(OFFSETS_TOPIC, partition_for(group, count))
+                    .is_some_and(|p| p.leader != NO_LEADER)
+            })
+        };
+        cluster
+            .wait_for_metadata(OFFSETS_TOPIC_CREATED_WITHIN, led)
+            .await;
+        metadata = cluster.metadata();
+    }
+    let Some(topic) = metadata.topics.get(OFFSETS_TOPIC) else {
         return not_available(format!("{OFFSETS_TOPIC} is being created"));
     };
     let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
