@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tokafka_broker::http::admin::ClusterSummary;
+use tokafka_contract::admin::ClusterSummary;
 
 use crate::names::ClusterNames;
 

@@ -1,9 +1,12 @@
-//! tokafka-operator: the Kubernetes operator that runs tokafka `BrokerCluster`s.
+//! tokafka-operator: the Kubernetes operator that runs tokafka `BrokerCluster`s. It speaks to
+//! the brokers through the contract crate (`tokafka-contract`: their admin API and their
+//! configuration keys), never through the broker crate.
 //!
 //! Pure decisions, unit-tested without a cluster:
-//! - [`crd`]: the `BrokerCluster` API (`tokafka.io/v1alpha1`) and its schema;
+//! - [`crd`]: the `BrokerCluster` API (`tokafka.io/v1alpha1`), its schema, and which broker
+//!   keys `spec.config` may set;
 //! - [`names`]: names and labels of what a cluster owns;
-//! - [`broker_config`]: the brokers' configuration (user keys checked against the broker's);
+//! - [`broker_config`]: the brokers' configuration, validated by the contract's rules;
 //! - [`resources`]: the desired ConfigMap, Services, StatefulSet and PodDisruptionBudget;
 //! - [`scaling`]: how many brokers the StatefulSet may run;
 //! - [`rollout`]: which broker pod a rolling restart restarts next;

@@ -328,7 +328,7 @@ async fn run_scale_step(
     ctx: &Context,
     names: &ClusterNames,
     step: &scaling::ScaleStep,
-    summary: Option<&tokafka_broker::http::admin::ClusterSummary>,
+    summary: Option<&tokafka_contract::admin::ClusterSummary>,
     running: Option<i32>,
     desired: i32,
     asked: i32,
@@ -423,7 +423,7 @@ async fn balance(
     ctx: &Context,
     cluster: &BrokerCluster,
     names: &ClusterNames,
-    summary: &tokafka_broker::http::admin::ClusterSummary,
+    summary: &tokafka_contract::admin::ClusterSummary,
     replicas: i32,
 ) {
     let port = cluster.spec.listeners.http;
@@ -469,7 +469,7 @@ async fn balance(
 /// Whether spec.rebalance asks for a preferred-leader election now.
 fn leader_rebalance_due(
     cluster: &BrokerCluster,
-    summary: &tokafka_broker::http::admin::ClusterSummary,
+    summary: &tokafka_contract::admin::ClusterSummary,
 ) -> bool {
     cluster.spec.rebalance.enabled
         && scaling::needs_leader_rebalance(

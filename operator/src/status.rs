@@ -13,7 +13,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use tokafka_broker::http::admin::ClusterSummary;
+use tokafka_contract::admin::ClusterSummary;
 
 use crate::crd::{BrokerClusterStatus, BrokerState, RolloutStatus};
 use crate::names::{ClusterNames, POD_INDEX_LABEL};

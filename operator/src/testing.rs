@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use tokafka_broker::http::admin::{BrokerSummary, ClusterSummary, QuorumSummary, VoterSummary};
+use tokafka_contract::admin::{BrokerSummary, ClusterSummary, QuorumSummary, VoterSummary};
 
 use crate::names::ClusterNames;
 
