@@ -183,7 +183,7 @@ impl Plan {
     }
 }
 
-/// Whether `spec` reconciliation is paused by the [`PAUSE_ANNOTATION`].
+/// Whether reconciling `cluster` is paused by the [`PAUSE_ANNOTATION`] (`"true"`).
 pub fn paused(cluster: &BrokerCluster) -> bool {
     cluster
         .metadata
