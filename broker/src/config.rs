@@ -1,199 +1,18 @@
-//! Broker configuration: Kafka-named keys with embedded defaults, layered as
-//! defaults < config file < `TOKAFKA_<KEY>` environment variables < command-line flags.
+//! The broker's typed configuration, read from raw [`Settings`].
 //!
-//! Every key the broker understands is declared once in [`KEYS`] with its default and its
-//! documentation, so `--help`, validation and the typed [`BrokerConfig`] cannot disagree.
-//! Unknown keys are refused: a typo in a config file is an error, not a silently ignored line.
+//! The keys, their defaults, the layering of settings (defaults < config file <
+//! `TOKAFKA_<KEY>` environment variables < command-line flags) and the validation of every
+//! value live in the contract crate ([`tokafka_contract::config`]), which the operator shares:
+//! [`BrokerConfig::from_settings`] runs that validation first, so the operator and the broker
+//! cannot disagree about what a valid configuration is. This module only types what passed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use tokafka_contract::config::{
+    env_name, keys_help, split_host_port, validate, ConfigError, KeySpec, Settings, KEYS,
+};
+
 use crate::log::{FlushPolicy, LogConfig};
-
-/// One configuration key.
-pub struct KeySpec {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub doc: &'static str,
-}
-
-/// Every broker configuration key, with its default.
-pub const KEYS: &[KeySpec] = &[
-    KeySpec { name: "node.id", default: "1", doc: "Id of this broker in the cluster." },
-    KeySpec { name: "log.dirs", default: "./data", doc: "Directory holding the partition logs and broker metadata." },
-    KeySpec { name: "listeners", default: "0.0.0.0:9092", doc: "HOST:PORT the Kafka protocol listener binds." },
-    KeySpec { name: "advertised.listeners", default: "", doc: "HOST:PORT given to clients in metadata; defaults to the listener, with 127.0.0.1 for an unspecified host." },
-    KeySpec { name: "http.listeners", default: "0.0.0.0:9644", doc: "HOST:PORT of the HTTP side port (/metrics, /healthz, /readyz)." },
-    KeySpec { name: "num.partitions", default: "1", doc: "Partitions of an auto-created topic, and of CreateTopics with -1." },
-    KeySpec { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics." },
-    KeySpec { name: "auto.create.topics.enable", default: "true", doc: "Create a topic when a client asks for its metadata." },
-    KeySpec { name: "min.insync.replicas", default: "1", doc: "Default min.insync.replicas of topics." },
-    KeySpec { name: "log.retention.ms", default: "604800000", doc: "Default retention.ms of topics (-1: unlimited)." },
-    KeySpec { name: "log.retention.bytes", default: "-1", doc: "Default retention.bytes of topics (-1: unlimited)." },
-    KeySpec { name: "log.segment.bytes", default: "1073741824", doc: "Default segment.bytes of topics." },
-    KeySpec { name: "log.roll.ms", default: "604800000", doc: "Default segment.ms of topics." },
-    KeySpec { name: "log.index.interval.bytes", default: "4096", doc: "Default index.interval.bytes of topics." },
-    KeySpec { name: "log.index.size.max.bytes", default: "10485760", doc: "Default segment.index.bytes of topics." },
-    KeySpec { name: "log.flush.interval.messages", default: "-1", doc: "Default flush.messages of topics (-1: never forced)." },
-    KeySpec { name: "log.flush.interval.ms", default: "-1", doc: "Default flush.ms of topics (-1: never forced)." },
-    KeySpec { name: "log.retention.check.interval.ms", default: "300000", doc: "How often retention runs." },
-    KeySpec { name: "log.cleanup.policy", default: "delete", doc: "Default cleanup.policy of topics." },
-    KeySpec { name: "message.max.bytes", default: "1048588", doc: "Default max.message.bytes of topics: the largest record batch accepted." },
-    KeySpec { name: "socket.request.max.bytes", default: "104857600", doc: "Largest request frame accepted; larger frames close the connection." },
-    KeySpec { name: "connections.max.idle.ms", default: "600000", doc: "Connections idle this long are closed." },
-    KeySpec { name: "max.connections", default: "10000", doc: "Connections accepted at once; further ones wait in the accept backlog." },
-    KeySpec { name: "queued.max.requests", default: "32", doc: "Requests read ahead per connection while earlier ones are processed." },
-    KeySpec { name: "fetch.max.bytes", default: "57671680", doc: "Upper bound on the bytes of one fetch response." },
-    KeySpec { name: "producer.state.snapshot.interval.ms", default: "30000", doc: "How often idempotent-producer state is snapshotted to disk." },
-    KeySpec { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of the internal __consumer_offsets topic (fixed once created)." },
-    KeySpec { name: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of the internal __consumer_offsets topic (set when it is created); compaction works on sealed segments." },
-    KeySpec { name: "group.min.session.timeout.ms", default: "6000", doc: "Smallest session timeout a group member may ask for." },
-    KeySpec { name: "group.max.session.timeout.ms", default: "1800000", doc: "Largest session timeout a group member may ask for." },
-    KeySpec { name: "group.initial.rebalance.delay.ms", default: "3000", doc: "Wait for more members before the first rebalance of an empty group." },
-    KeySpec { name: "group.max.size", default: "1000", doc: "Most members a consumer group may have." },
-    KeySpec { name: "shutdown.timeout.ms", default: "30000", doc: "Longest wait for in-flight requests on SIGTERM." },
-    KeySpec { name: "controller.quorum.voters", default: "", doc: "Controller voters as ID@HOST:PORT,...; empty: this node alone is a one-voter quorum (KRaft's combined mode)." },
-    KeySpec { name: "controller.listeners", default: "", doc: "HOST:PORT this node's controller (Raft) listener binds when it is a voter; defaults to its entry in controller.quorum.voters, or for a node alone to an ephemeral port on 127.0.0.1." },
-    KeySpec { name: "broker.rack", default: "", doc: "Rack of this broker, shown in metadata (empty: none)." },
-    KeySpec { name: "broker.session.timeout.ms", default: "9000", doc: "A broker silent this long is fenced by the controller." },
-    KeySpec { name: "broker.heartbeat.interval.ms", default: "2000", doc: "How often a broker heartbeats to the controller." },
-    KeySpec { name: "replica.lag.time.max.ms", default: "30000", doc: "A follower not caught up for this long leaves the in-sync replica set." },
-    KeySpec { name: "replica.fetch.wait.max.ms", default: "500", doc: "Longest wait of a follower fetch at the leader." },
-    KeySpec { name: "replica.fetch.max.bytes", default: "1048576", doc: "Bytes a follower asks for per partition and fetch." },
-    KeySpec { name: "unclean.leader.election.enable", default: "false", doc: "Elect a leader outside the ISR when no in-sync replica is alive (may lose acknowledged records)." },
-    KeySpec { name: "auto.leader.rebalance.enable", default: "true", doc: "Move leadership back to preferred replicas when the imbalance passes the threshold." },
-    KeySpec { name: "leader.imbalance.per.broker.percentage", default: "10", doc: "Leader imbalance (percent of a broker's preferred partitions led elsewhere) that triggers a rebalance." },
-    KeySpec { name: "leader.imbalance.check.interval.seconds", default: "30", doc: "How often the leader imbalance is checked." },
-    KeySpec { name: "offsets.topic.replication.factor", default: "3", doc: "Replication factor of __consumer_offsets (capped at the brokers registered when it is created)." },
-    KeySpec { name: "controlled.shutdown.max.wait.ms", default: "30000", doc: "Longest wait on SIGTERM for leadership to move away before stopping." },
-];
-
-/// Configuration errors, each naming the key or source at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("unknown configuration key `{key}` (from {source_name})")]
-    UnknownKey { key: String, source_name: String },
-    #[error("invalid value `{value}` for `{key}`: {reason}")]
-    InvalidValue {
-        key: String,
-        value: String,
-        reason: String,
-    },
-    #[error("cannot read config file {path}: {source}")]
-    ReadFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config file {path} line {line}: expected KEY=VALUE")]
-    BadLine { path: PathBuf, line: usize },
-}
-
-/// Raw settings by key, before typing.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    values: BTreeMap<String, String>,
-}
-
-impl Settings {
-    /// The embedded defaults.
-    pub fn defaults() -> Self {
-        let values = KEYS
-            .iter()
-            .map(|k| (k.name.to_string(), k.default.to_string()))
-            .collect();
-        Self { values }
-    }
-
-    /// Sets a key, refusing unknown ones.
-    ///
-    /// # Errors
-    /// [`ConfigError::UnknownKey`].
-    pub fn set(&mut self, key: &str, value: &str, source_name: &str) -> Result<(), ConfigError> {
-        if !KEYS.iter().any(|k| k.name == key) {
-            return Err(ConfigError::UnknownKey {
-                key: key.to_string(),
-                source_name: source_name.to_string(),
-            });
-        }
-        self.values
-            .insert(key.to_string(), value.trim().to_string());
-        Ok(())
-    }
-
-    pub fn get(&self, key: &str) -> &str {
-        self.values.get(key).map_or("", String::as_str)
-    }
-
-    /// Applies a Kafka-style properties file: `key=value` lines, `#` comments.
-    ///
-    /// # Errors
-    /// Unreadable file, malformed line or unknown key.
-    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        self.apply_properties(&text, path)
-    }
-
-    fn apply_properties(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                continue;
-            }
-            let (key, value) = line.split_once('=').ok_or(ConfigError::BadLine {
-                path: path.to_path_buf(),
-                line: i + 1,
-            })?;
-            self.set(key.trim(), value, &path.display().to_string())?;
-        }
-        Ok(())
-    }
-
-    /// Applies `TOKAFKA_<KEY>` variables: the key upper-cased with dots as underscores
-    /// (`TOKAFKA_LOG_RETENTION_MS` sets `log.retention.ms`).
-    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) {
-        for (name, value) in vars {
-            let Some(suffix) = name.strip_prefix("TOKAFKA_") else {
-                continue;
-            };
-            if let Some(spec) = KEYS.iter().find(|k| env_name(k.name) == suffix) {
-                self.values
-                    .insert(spec.name.to_string(), value.trim().to_string());
-            }
-        }
-    }
-}
-
-/// The environment-variable suffix of a key.
-pub fn env_name(key: &str) -> String {
-    key.to_ascii_uppercase().replace(['.', '-'], "_")
-}
-
-/// Help text listing every key, its variable and its default.
-pub fn keys_help() -> String {
-    let mut out = String::from(
-        "Configuration keys (config file KEY=VALUE, env TOKAFKA_<KEY>, or --set KEY=VALUE):\n",
-    );
-    for k in KEYS {
-        let default = if k.default.is_empty() {
-            "(derived)"
-        } else {
-            k.default
-        };
-        out.push_str(&format!(
-            "  {:<38} {}\n  {:<38} env TOKAFKA_{}, default {}\n",
-            k.name,
-            k.doc,
-            "",
-            env_name(k.name),
-            default
-        ));
-    }
-    out
-}
 
 /// The typed broker configuration.
 #[derive(Debug, Clone)]
@@ -231,7 +50,7 @@ pub enum Voters {
     /// once it is bound (KRaft's combined mode).
     Alone,
     /// These voters by node id, at the `HOST:PORT` of their controller listeners.
-    Listed(BTreeMap<u64, String>),
+    Listed(std::collections::BTreeMap<u64, String>),
 }
 
 /// How the broker takes part in its cluster, run by a controller quorum.
@@ -277,7 +96,7 @@ impl ClusterConfig {
             Voters::Alone
         } else {
             Voters::Listed(
-                crate::controller::quorum::parse_voters(voters_value)
+                tokafka_contract::config::parse_voters(voters_value)
                     .map_err(|reason| invalid("controller.quorum.voters", voters_value, &reason))?,
             )
         };
@@ -295,6 +114,7 @@ impl ClusterConfig {
                 None => address.clone(),
             })
         } else {
+            // A node alone: only this process talks to its voter.
             Some("127.0.0.1:0".to_string())
         };
         let rack = settings.get("broker.rack");
@@ -319,22 +139,6 @@ impl ClusterConfig {
             controlled_shutdown_max_wait_ms: parse(settings, "controlled.shutdown.max.wait.ms")?,
             default_min_insync_replicas: parse(settings, "min.insync.replicas")?,
         };
-        if config.heartbeat_interval_ms == 0
-            || config.session_timeout_ms <= config.heartbeat_interval_ms
-        {
-            return Err(invalid(
-                "broker.session.timeout.ms",
-                settings.get("broker.session.timeout.ms"),
-                "must exceed broker.heartbeat.interval.ms, which must be positive",
-            ));
-        }
-        if config.offsets_topic_replication_factor < 1 {
-            return Err(invalid(
-                "offsets.topic.replication.factor",
-                settings.get("offsets.topic.replication.factor"),
-                "must be at least 1",
-            ));
-        }
         Ok(config)
     }
 
@@ -375,20 +179,14 @@ fn optional_i64(settings: &Settings, key: &str) -> Result<Option<i64>, ConfigErr
     Ok((v >= 0).then_some(v))
 }
 
-/// Splits `HOST:PORT` (IPv6 hosts in brackets).
-pub fn split_host_port(value: &str) -> Option<(String, u16)> {
-    let (host, port) = value.rsplit_once(':')?;
-    let port = port.parse().ok()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host.to_string(), port))
-}
-
 impl BrokerConfig {
-    /// Types and checks the settings.
+    /// Checks the settings with the contract's [`validate`], then types them.
     ///
     /// # Errors
-    /// The first invalid value.
+    /// The first invalid value (typing what `validate` accepted does not fail; its errors are
+    /// a backstop).
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        validate(settings)?;
         let listen = settings.get("listeners").to_string();
         let (listen_host, listen_port) = split_host_port(&listen)
             .ok_or_else(|| invalid("listeners", &listen, "expected HOST:PORT"))?;
@@ -406,8 +204,6 @@ impl BrokerConfig {
                 .ok_or_else(|| invalid("advertised.listeners", advertised, "expected HOST:PORT"))?
         };
         let http_listen = settings.get("http.listeners").to_string();
-        split_host_port(&http_listen)
-            .ok_or_else(|| invalid("http.listeners", &http_listen, "expected HOST:PORT"))?;
 
         let flush_messages = optional_i64(settings, "log.flush.interval.messages")?;
         let log_defaults = LogConfig {
@@ -423,28 +219,14 @@ impl BrokerConfig {
                 every_ms: optional_i64(settings, "log.flush.interval.ms")?,
             },
         };
+        // The log's own invariants; the contract bounds these keys alike (see the test
+        // `the_contracts_log_bounds_are_the_logs_own`), so this refuses nothing `validate` let
+        // through.
         log_defaults
             .validate()
             .map_err(|e| invalid("log.*", "", &e.to_string()))?;
         let cleanup_policy = settings.get("log.cleanup.policy").to_string();
-        if !matches!(
-            cleanup_policy.as_str(),
-            "delete" | "compact" | "compact,delete" | "delete,compact"
-        ) {
-            return Err(invalid(
-                "log.cleanup.policy",
-                &cleanup_policy,
-                "expected delete and/or compact",
-            ));
-        }
         let num_partitions: i32 = parse(settings, "num.partitions")?;
-        if num_partitions < 1 {
-            return Err(invalid(
-                "num.partitions",
-                settings.get("num.partitions"),
-                "must be at least 1",
-            ));
-        }
         let config = Self {
             node_id: parse(settings, "node.id")?,
             data_dir: PathBuf::from(settings.get("log.dirs")),
@@ -476,20 +258,6 @@ impl BrokerConfig {
             },
             cluster: ClusterConfig::from_settings(settings, parse(settings, "node.id")?)?,
         };
-        if config.offsets_topic_partitions < 1 {
-            return Err(invalid(
-                "offsets.topic.num.partitions",
-                "0",
-                "must be at least 1",
-            ));
-        }
-        if config.queued_max_requests == 0 || config.max_connections == 0 {
-            return Err(invalid(
-                "queued.max.requests/max.connections",
-                "0",
-                "must be at least 1",
-            ));
-        }
         Ok(config)
     }
 
@@ -497,15 +265,13 @@ impl BrokerConfig {
     /// ephemeral listener.
     pub fn for_tests(data_dir: &Path) -> Self {
         let mut settings = Settings::defaults();
-        settings
-            .values
-            .insert("log.dirs".into(), data_dir.display().to_string());
-        settings
-            .values
-            .insert("listeners".into(), "127.0.0.1:0".into());
-        settings
-            .values
-            .insert("http.listeners".into(), "127.0.0.1:0".into());
+        for (key, value) in [
+            ("log.dirs", data_dir.display().to_string()),
+            ("listeners", "127.0.0.1:0".to_string()),
+            ("http.listeners", "127.0.0.1:0".to_string()),
+        ] {
+            settings.set(key, &value, "for_tests").expect("a known key");
+        }
         Self::from_settings(&settings).expect("the embedded defaults are valid")
     }
 }
@@ -624,5 +390,56 @@ mod tests {
             split_host_port("[::1]:9092"),
             Some(("::1".to_string(), 9092))
         );
+    }
+
+    #[test]
+    fn the_contracts_log_bounds_are_the_logs_own() {
+        use crate::log::format::BATCH_HEADER_SIZE;
+        // (key, the smallest or largest value the log takes, one past it)
+        let edges = [
+            ("log.segment.bytes", 14, 13),
+            ("log.segment.bytes", u64::from(i32::MAX as u32), 1 << 31),
+            ("log.index.size.max.bytes", 16, 15),
+            ("log.roll.ms", 1, 0),
+            (
+                "message.max.bytes",
+                BATCH_HEADER_SIZE as u64,
+                BATCH_HEADER_SIZE as u64 - 1,
+            ),
+        ];
+        for (key, inside, outside) in edges {
+            let mut settings = Settings::defaults();
+            settings
+                .set(key, &inside.to_string(), "test")
+                .expect("known");
+            let config = BrokerConfig::from_settings(&settings).expect(key);
+            assert!(config.log_defaults.validate().is_ok(), "{key}={inside}");
+            settings
+                .set(key, &outside.to_string(), "test")
+                .expect("known");
+            assert!(
+                validate(&settings).is_err(),
+                "the contract refuses {key}={outside}"
+            );
+            let log = match key {
+                "log.segment.bytes" => LogConfig {
+                    segment_bytes: outside,
+                    ..config.log_defaults
+                },
+                "log.index.size.max.bytes" => LogConfig {
+                    segment_index_bytes: outside as usize,
+                    ..config.log_defaults
+                },
+                "log.roll.ms" => LogConfig {
+                    segment_ms: outside as i64,
+                    ..config.log_defaults
+                },
+                _ => LogConfig {
+                    max_message_bytes: outside as usize,
+                    ..config.log_defaults
+                },
+            };
+            assert!(log.validate().is_err(), "the log refuses {key}={outside}");
+        }
     }
 }

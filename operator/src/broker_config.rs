@@ -6,33 +6,19 @@
 //! - a key the broker does not know, or one the operator sets itself, is refused (the same
 //!   rule is in the CRD schema, so the API server refuses it first; this check covers objects
 //!   stored before the rule existed);
-//! - a value the broker would refuse at start-up is refused here, by the broker's own parser,
-//!   so a bad value becomes an error on the BrokerCluster instead of crash-looping pods;
+//! - a value the broker would refuse at start-up is refused here, by the broker's own
+//!   validation (the contract's, which the broker runs before it starts), so a bad value
+//!   becomes an error on the BrokerCluster instead of crash-looping pods;
 //! - the rendered file is deterministic (sorted keys), so its hash changes only when the
 //!   configuration does.
 
 use std::collections::BTreeMap;
 
-use tokafka_broker::config::{BrokerConfig, Settings, KEYS};
+use k8s_openapi::api::core::v1::ConfigMap;
+use tokafka_contract::config::{find, parse_voters, validate, Settings};
 
-use crate::crd::BrokerClusterSpec;
+use crate::crd::{BrokerClusterSpec, OPERATOR_OWNED_KEYS};
 use crate::names::ClusterNames;
-
-/// Keys the operator sets from the spec or per pod; `spec.config` may not set them.
-pub const OPERATOR_OWNED_KEYS: &[&str] = &[
-    "node.id",
-    "log.dirs",
-    "listeners",
-    "advertised.listeners",
-    "http.listeners",
-    "controller.quorum.voters",
-    "controller.listeners",
-    "broker.rack",
-    "default.replication.factor",
-    "min.insync.replicas",
-    "auto.leader.rebalance.enable",
-    "leader.imbalance.per.broker.percentage",
-];
 
 /// Key of the properties file in the ConfigMap (mounted at [`CONFIG_DIR`]).
 pub const PROPERTIES_KEY: &str = "broker.properties";
@@ -52,13 +38,6 @@ pub enum ConfigProblem {
     OwnedKeys(String),
     #[error("spec.config is refused by the broker: {0}")]
     BadValue(String),
-}
-
-/// Keys `spec.config` may set: every broker key the operator does not own.
-pub fn user_settable_keys() -> impl Iterator<Item = &'static str> {
-    KEYS.iter()
-        .map(|k| k.name)
-        .filter(|name| !OPERATOR_OWNED_KEYS.contains(name))
 }
 
 /// The controller voters' node ids for a new cluster of `replicas` brokers: one voter for one
@@ -82,15 +61,28 @@ pub fn voters_value(names: &ClusterNames, voters: &[i32], controller_port: i32) 
         .join(",")
 }
 
-/// Node ids named by a `controller.quorum.voters` value; `None` when it is malformed.
+/// Node ids named by a `controller.quorum.voters` value (the broker's own parser); `None`
+/// when it is malformed.
 pub fn parse_voter_ids(value: &str) -> Option<Vec<i32>> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| item.split_once('@').and_then(|(id, _)| id.parse().ok()))
-        .collect::<Option<Vec<i32>>>()
-        .filter(|ids| !ids.is_empty())
+    parse_voters(value)
+        .ok()?
+        .into_keys()
+        .map(|id| i32::try_from(id).ok())
+        .collect()
+}
+
+/// The voters of a cluster: those of its ConfigMap once it exists (a voter set is Raft
+/// membership: it never changes), else [`initial_voters`] for `replicas` brokers.
+pub fn cluster_voters(config_map: Option<&ConfigMap>, replicas: i32) -> Vec<i32> {
+    config_map
+        .and_then(|cm| cm.data.as_ref())
+        .and_then(|data| data.get(PROPERTIES_KEY))
+        .and_then(|text| {
+            parse_properties(text)
+                .get("controller.quorum.voters")
+                .and_then(|v| parse_voter_ids(v))
+        })
+        .unwrap_or_else(|| initial_voters(replicas))
 }
 
 /// The cluster-wide settings every broker of `spec` runs with (per-pod ones are flags).
@@ -107,7 +99,7 @@ pub fn cluster_settings(
         .config
         .keys()
         .map(String::as_str)
-        .filter(|k| !KEYS.iter().any(|spec| spec.name == *k))
+        .filter(|k| find(k).is_none())
         .collect();
     if !unknown.is_empty() {
         return Err(ConfigProblem::UnknownKeys(unknown.join(", ")));
@@ -148,8 +140,8 @@ pub fn cluster_settings(
     Ok(settings)
 }
 
-/// Runs the broker's own configuration parser over the settings plus the per-pod keys of
-/// broker 0, so a value the broker would refuse is refused now.
+/// Runs the broker's own validation (the contract's) over the settings plus the per-pod keys
+/// of broker 0, so a value the broker would refuse is refused now.
 fn check_with_broker_parser(
     settings: &BTreeMap<String, String>,
     names: &ClusterNames,
@@ -176,9 +168,7 @@ fn check_with_broker_parser(
         full.set(key, value, "spec.config")
             .map_err(|e| ConfigProblem::BadValue(e.to_string()))?;
     }
-    BrokerConfig::from_settings(&full)
-        .map(|_| ())
-        .map_err(|e| ConfigProblem::BadValue(e.to_string()))
+    validate(&full).map_err(|e| ConfigProblem::BadValue(e.to_string()))
 }
 
 /// The properties file holding `settings` (sorted, one `key=value` per line).

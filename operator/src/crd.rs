@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
+use tokafka_contract::config::KEYS;
 
 /// A tokafka cluster: a StatefulSet of brokers that form one replicated cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -85,12 +86,35 @@ pub struct BrokerClusterSpec {
     pub rebalance: RebalanceSpec,
 }
 
+/// Keys the operator sets from the spec or per pod; `spec.config` may not set them.
+pub const OPERATOR_OWNED_KEYS: &[&str] = &[
+    "node.id",
+    "log.dirs",
+    "listeners",
+    "advertised.listeners",
+    "http.listeners",
+    "controller.quorum.voters",
+    "controller.listeners",
+    "broker.rack",
+    "default.replication.factor",
+    "min.insync.replicas",
+    "auto.leader.rebalance.enable",
+    "leader.imbalance.per.broker.percentage",
+];
+
+/// Keys `spec.config` may set: every broker key the operator does not own.
+pub fn user_settable_keys() -> impl Iterator<Item = &'static str> {
+    KEYS.iter()
+        .map(|k| k.name)
+        .filter(|name| !OPERATOR_OWNED_KEYS.contains(name))
+}
+
 /// The CEL rule that refuses `spec.config` keys the broker does not know or the operator
 /// owns, naming them in the message.
 fn known_config_keys_rule() -> Rule {
     // A map literal: membership in a map is a constant-cost lookup, where a list would cost
     // the API server's CEL budget a string comparison per key.
-    let allowed = crate::broker_config::user_settable_keys()
+    let allowed = user_settable_keys()
         .map(|k| format!("'{k}': true"))
         .collect::<Vec<_>>()
         .join(", ");

@@ -1,22 +1,36 @@
-//! tokafka-operator: the Kubernetes operator that runs tokafka `BrokerCluster`s.
+//! tokafka-operator: the Kubernetes operator that runs tokafka `BrokerCluster`s. It speaks to
+//! the brokers through the contract crate (`tokafka-contract`: their admin API and their
+//! configuration keys), never through the broker crate.
+//!
+//! A reconciliation is a pipeline (see [`reconcile`]): [`observe`] (every read) → [`plan`]
+//! (one pure [`plan::Plan`]) → [`apply`] (carries it out) → status ([`status`]).
 //!
 //! Pure decisions, unit-tested without a cluster:
-//! - [`crd`]: the `BrokerCluster` API (`tokafka.io/v1alpha1`) and its schema;
+//! - [`crd`]: the `BrokerCluster` API (`tokafka.io/v1alpha1`), its schema, and which broker
+//!   keys `spec.config` may set;
 //! - [`names`]: names and labels of what a cluster owns;
-//! - [`broker_config`]: the brokers' configuration (user keys checked against the broker's);
+//! - [`broker_config`]: the brokers' configuration, validated by the contract's rules;
 //! - [`resources`]: the desired ConfigMap, Services, StatefulSet and PodDisruptionBudget;
-//! - [`scaling`]: how many brokers the StatefulSet may run;
-//! - [`rollout`]: which broker pod a rolling restart restarts next;
-//! - [`status`]: conditions and per-broker state from what was observed.
+//! - [`scaling`]: how many brokers the StatefulSet may run, and how a broker leaves;
+//! - [`rollout`]: which broker pods a rolling restart restarts next;
+//! - [`plan`]: everything one reconciliation does, from what it observed;
+//! - [`status`]: conditions and per-broker state from what was observed and done;
+//! - [`reasons`]: condition types, condition and Event reasons, Event actions.
 //!
-//! Thin I/O layers: [`reconcile`] (the controller), [`admin`] (the brokers' admin API) and
-//! [`metrics`] (Prometheus metrics and health endpoints).
+//! Thin I/O layers: [`observe`], [`apply`], [`reconcile`] (the controller), [`admin`] (the
+//! brokers' admin API), [`context`] (what reconciliations share) and [`metrics`] (Prometheus
+//! metrics and the health endpoints).
 
 pub mod admin;
+pub mod apply;
 pub mod broker_config;
+pub mod context;
 pub mod crd;
 pub mod metrics;
 pub mod names;
+pub mod observe;
+pub mod plan;
+pub mod reasons;
 pub mod reconcile;
 pub mod resources;
 pub mod rollout;

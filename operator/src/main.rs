@@ -82,12 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.metrics_listen)
         .await
         .with_context(|| format!("binding {}", cli.metrics_listen))?;
-    let routes = metrics::routes(metrics.clone());
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, routes).await {
-            tracing::error!(%error, "the HTTP side port stopped");
-        }
-    });
+    tokio::spawn(metrics::serve(listener, metrics.clone()));
     let client = Client::try_default()
         .await
         .context("no Kubernetes client configuration (in-cluster or kubeconfig)")?;

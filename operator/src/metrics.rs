@@ -1,21 +1,37 @@
 //! The operator's Prometheus metrics and its HTTP side port (`/metrics`, `/healthz`,
-//! `/readyz`).
+//! `/readyz`), served by a minimal HTTP/1 server on the hyper that kube's client brings: the
+//! answers are a pure function of the path ([`Metrics::answer`]), the server around it bounds
+//! connections and the time a request's head may take.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections served at once; further ones wait in the accept backlog.
+const CONNECTIONS_MAX: usize = 32;
+/// Wait after a failed accept before the next.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
+/// Time a client gets to send a request's head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -105,39 +121,165 @@ impl Metrics {
     }
 }
 
-async fn metrics(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    match m.encode() {
-        Ok(body) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+/// One answer of the side port.
+pub type Answer = Response<Full<Bytes>>;
+
+fn answer(status: StatusCode, content_type: Option<&'static str>, body: String) -> Answer {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    response
+}
+
+impl Metrics {
+    /// The answer to `method path`: `/metrics` (OpenMetrics text), `/healthz` (the process
+    /// serves), `/readyz` (ready once the API server has answered: a replica waiting for the
+    /// Lease is Ready too); 405 for a method other than GET or HEAD, 404 elsewhere.
+    pub fn answer(&self, method: &Method, path: &str) -> Answer {
+        if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+            return answer(StatusCode::NOT_FOUND, None, String::new());
+        }
+        if method != Method::GET && method != Method::HEAD {
+            let mut refused = answer(StatusCode::METHOD_NOT_ALLOWED, None, String::new());
+            refused
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+            return refused;
+        }
+        match path {
+            "/metrics" => match self.encode() {
+                Ok(body) => answer(StatusCode::OK, Some(OPENMETRICS), body),
+                Err(_) => answer(StatusCode::INTERNAL_SERVER_ERROR, None, String::new()),
+            },
+            "/healthz" => answer(StatusCode::OK, Some(TEXT), "ok\n".into()),
+            _ if self.api_reachable.load(Ordering::Relaxed) => {
+                answer(StatusCode::OK, Some(TEXT), "ready\n".into())
+            }
+            _ => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(TEXT),
+                "not ready\n".into(),
+            ),
+        }
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// Ready once the API server has answered: a replica waiting for the Lease is Ready too.
-async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
-    if m.api_reachable.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+/// Serves the side port on `listener` until dropped, at most [`CONNECTIONS_MAX`] connections
+/// at once. A failed accept (out of file descriptors, say) is logged and retried after
+/// [`ACCEPT_RETRY`]; a failed connection is logged.
+///
+/// # Cancel safety
+/// Dropping the future stops accepting; connections already accepted run to their end.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "the HTTP side port cannot accept a connection");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let answer = metrics.answer(request.method(), request.uri().path());
+                async move { Ok::<_, Infallible>(answer) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "side-port connection failed");
+            }
+            drop(slot);
+        });
     }
 }
 
-/// The side-port routes.
-pub fn routes(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/metrics", get(self::metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(metrics)
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn body(answer: Answer) -> String {
+        let bytes = answer.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text() {
+        let metrics = Metrics::new();
+        metrics.reconciled(Duration::from_millis(20));
+        metrics.failed("kube", Duration::from_millis(20));
+        let answer = metrics.answer(&Method::GET, "/metrics");
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(answer.headers()[header::CONTENT_TYPE], OPENMETRICS);
+        let text = body(answer).await;
+        assert!(text.contains("tokafka_operator_reconciles_total{result=\"success\"} 1"));
+        assert!(text.contains("tokafka_operator_reconcile_errors_total{reason=\"kube\"} 1"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn ready_once_the_api_server_answered_and_always_healthy() {
+        let metrics = Metrics::new();
+        let answer = metrics.answer(&Method::GET, "/readyz");
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body(answer).await, "not ready\n");
+        metrics.set_api_reachable();
+        let answer = metrics.answer(&Method::GET, "/readyz");
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(body(answer).await, "ready\n");
+        assert_eq!(body(metrics.answer(&Method::GET, "/healthz")).await, "ok\n");
+    }
+
+    #[test]
+    fn other_paths_and_methods_are_refused() {
+        let metrics = Metrics::new();
+        assert_eq!(
+            metrics.answer(&Method::GET, "/").status(),
+            StatusCode::NOT_FOUND
+        );
+        let post = metrics.answer(&Method::POST, "/metrics");
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers()[header::ALLOW], "GET,HEAD");
+        assert_eq!(
+            metrics.answer(&Method::HEAD, "/healthz").status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn the_server_answers_over_tcp() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = tokio::spawn(serve(listener, Metrics::new()));
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut reply))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\nok\n"), "{reply}");
+        server.abort();
+    }
 }

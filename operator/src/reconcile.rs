@@ -1,44 +1,45 @@
-//! The reconciler: brings the objects a `BrokerCluster` owns to their desired state, reports
-//! status and Events, and cleans up on deletion.
+//! The reconciler: the controller that watches BrokerClusters, and the pipeline each
+//! reconciliation runs:
 //!
-//! It watches BrokerClusters as untyped objects and parses each one itself, so one object the
-//! operator cannot read becomes an error condition on that object instead of a failed list
-//! that would stall the watch of every cluster.
+//! 1. [`observe`](crate::observe): every read (the cluster's objects, its pods, the brokers'
+//!    own view);
+//! 2. [`plan`](crate::plan): one pure [`Plan`] of everything to do (scale, build, roll,
+//!    balance);
+//! 3. [`apply`](crate::apply): carries the plan out, thinly;
+//! 4. status: computed by the pure [`compute_status`] from what was observed, planned and
+//!    done, and written when it changed, with an Event per condition change.
+//!
+//! Deletion runs [`cleanup`] through the finalizer instead. It watches BrokerClusters as
+//! untyped objects and parses each one itself, so one object the operator cannot read becomes
+//! an error condition on that object instead of a failed list that would stall the watch of
+//! every cluster.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use crate::admin;
-use crate::broker_config::{
-    cluster_settings, initial_voters, parse_properties, parse_voter_ids, PROPERTIES_KEY,
-};
+use crate::apply::{apply, delete_owned, Outcome};
+use crate::context::object_key;
+pub use crate::context::{api_resource, Context, Error};
 use crate::crd::{BrokerCluster, BrokerClusterStatus};
 use crate::metrics::Metrics;
 use crate::names::{ClusterNames, FIELD_MANAGER, FINALIZER, PAUSE_ANNOTATION};
-use crate::resources::{
-    claim_size_change, desired_objects, keep_immutable_fields, names_of, recorded_pod_hash,
-    BuildError,
-};
-use crate::rollout;
-use crate::scaling;
-use crate::status::{
-    changed_conditions, compute_status, pod_ordinal, pod_ready, Observed, DEGRADED, PROGRESSING,
-    READY,
-};
+use crate::observe::{observe, Observation};
+use crate::plan::{leader_rebalance_due, paused, plan, Plan};
+use crate::reasons::{action, condition, event};
+use crate::resources::names_of;
+use crate::status::{changed_conditions, compute_status, settled, Observed};
 
 /// Requeue interval of a Ready, settled cluster (the brokers' own state is polled, not
 /// watched).
@@ -48,79 +49,6 @@ const BUSY_RESYNC: Duration = Duration::from_secs(3);
 /// First retry after an error; doubled per consecutive error up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// Why a reconciliation failed (it is retried with backoff).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("serialising: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-impl Error {
-    /// A short label for the error metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube",
-            Error::Build(_) => "build",
-            Error::Finalizer(_) => "finalizer",
-            Error::Json(_) => "serialise",
-        }
-    }
-}
-
-/// What every reconciliation shares.
-pub struct Context {
-    pub client: Client,
-    pub http: reqwest::Client,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    /// Consecutive failures per object (`namespace/name`), for the backoff.
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Context {
-    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
-        Self {
-            client,
-            http: reqwest::Client::new(),
-            recorder,
-            metrics,
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn note_failure(&self, key: String) -> u32 {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = failures.entry(key).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
-    }
-
-    fn note_success(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
-    }
-}
-
-/// The BrokerCluster API resource (for the untyped watch).
-pub fn api_resource() -> ApiResource {
-    ApiResource::erase::<BrokerCluster>(&())
-}
-
-fn key(obj: &DynamicObject) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
-}
 
 /// Exponential backoff for the `failures`-th consecutive failure.
 pub fn backoff(failures: u32) -> Duration {
@@ -134,13 +62,13 @@ pub fn backoff(failures: u32) -> Duration {
 /// [`Error`] when the API server refused a call; the controller retries with backoff.
 pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let object_key = key(&obj);
+    let key = object_key(&obj);
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &namespace, &api_resource());
     let result = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
-            FinalizerEvent::Apply(obj) => apply(&obj, &ctx).await,
+            FinalizerEvent::Apply(obj) => reconcile_cluster(&obj, &ctx).await,
             FinalizerEvent::Cleanup(obj) => cleanup(&obj, &ctx).await,
         }
     })
@@ -149,7 +77,7 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
     ctx.metrics.set_api_reachable();
     match &result {
         Ok(_) => {
-            ctx.note_success(&object_key);
+            ctx.note_success(&key);
             ctx.metrics.reconciled(started.elapsed());
         }
         Err(error) => ctx.metrics.failed(error.reason(), started.elapsed()),
@@ -159,9 +87,9 @@ pub async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Act
 
 /// Retry policy: exponential backoff per object.
 pub fn error_policy(obj: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = ctx.note_failure(key(&obj));
+    let failures = ctx.note_failure(object_key(&obj));
     let delay = backoff(failures);
-    tracing::warn!(cluster = %key(&obj), %error, failures, retry_in = ?delay, "reconcile failed");
+    tracing::warn!(cluster = %object_key(&obj), %error, failures, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
 
@@ -169,467 +97,62 @@ fn parse<T: DeserializeOwned>(obj: &DynamicObject) -> Result<T, serde_json::Erro
     serde_json::from_value(serde_json::to_value(obj)?)
 }
 
-async fn apply(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
+/// One pass of the pipeline over a BrokerCluster that is not being deleted.
+async fn reconcile_cluster(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     let cluster: BrokerCluster = match parse(obj) {
         Ok(cluster) => cluster,
         Err(error) => return report_unreadable(obj, ctx, &error).await,
     };
     let names = names_of(&cluster)?;
     if paused(&cluster) {
-        tracing::info!(cluster = %key(obj), "reconciliation paused by {PAUSE_ANNOTATION}");
+        tracing::info!(cluster = %object_key(obj), "reconciliation paused by {PAUSE_ANNOTATION}");
         return Ok(Action::await_change());
     }
-    let client = &ctx.client;
-    let ns = names.namespace.as_str();
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let voters = config_maps
-        .get_opt(&names.config_map())
-        .await?
-        .and_then(|cm| cm.data)
-        .and_then(|data| data.get(PROPERTIES_KEY).cloned())
-        .and_then(|text| {
-            parse_properties(&text)
-                .get("controller.quorum.voters")
-                .and_then(|v| parse_voter_ids(v))
-        })
-        .unwrap_or_else(|| initial_voters(cluster.spec.replicas));
-    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), ns);
-    let existing = statefulsets.get_opt(&names.statefulset()).await?;
-    let running = existing.as_ref().and_then(|s| s.spec.replicas);
-    let http_port = cluster.spec.listeners.http;
-    let asked = running.unwrap_or(0).max(cluster.spec.replicas);
-    // One look at the cluster per reconciliation: scaling, the rollout and status all read
-    // it (a step taken now shows in the next one, a few seconds later).
-    let summary = admin::cluster_summary(&ctx.http, &names, asked, http_port).await;
-    let scale = scaling::scale_step(
-        running,
-        cluster.spec.replicas,
-        &voters,
-        summary.as_ref(),
-        &names,
+    let observed = observe(ctx, cluster, names).await?;
+    let plan = plan(&observed)?;
+    let outcome = apply(ctx, obj, &observed, &plan).await?;
+    let status = compute_status(
+        &observed.names,
+        &status_input(&observed, &plan, &outcome),
+        observed.cluster.status.as_ref(),
+        &observed.now,
     );
-    let (replicas, scale_problem, scaling_note) = run_scale_step(
-        obj,
-        ctx,
-        &names,
-        &scale,
-        summary.as_ref(),
-        running,
-        cluster.spec.replicas,
-        asked,
-        http_port,
-    )
-    .await;
-    let mut desired_pod_hash = None;
-    let spec_problem = match cluster_settings(&cluster.spec, &names, &voters) {
-        Ok(settings) => {
-            let mut desired = desired_objects(&cluster, &settings, replicas)?;
-            desired_pod_hash = desired
-                .statefulset
-                .spec
-                .template
-                .metadata
-                .as_ref()
-                .and_then(recorded_pod_hash)
-                .map(str::to_string);
-            if let Some(existing) = &existing {
-                keep_immutable_fields(&mut desired.statefulset, existing);
-                if let Some((from, to)) = claim_size_change(&cluster, existing) {
-                    expand_claims(obj, ctx, &names, existing, &from, &to).await?;
-                }
-            }
-            apply_object(client, ns, &desired.config_map).await?;
-            apply_object(client, ns, &desired.headless_service).await?;
-            apply_object(client, ns, &desired.client_service).await?;
-            apply_object(client, ns, &desired.pod_disruption_budget).await?;
-            apply_object(client, ns, &desired.statefulset).await?;
-            None
-        }
-        Err(problem) => Some(problem.to_string()),
-    };
-
-    let statefulset = statefulsets.get_opt(&names.statefulset()).await?;
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&names.selector_string()))
-        .await?
-        .items;
-    let step = match &desired_pod_hash {
-        // No rolling restart while a broker drains.
-        Some(hash) if scaling_note.is_none() => {
-            let step = rollout::next_step(
-                &broker_pods(&pods, replicas, hash),
-                summary.as_ref(),
-                &rollout::Policy {
-                    paused: cluster.spec.rollout.paused,
-                    max_under_replicated: usize::try_from(
-                        cluster.spec.rollout.max_under_replicated_partitions,
-                    )
-                    .unwrap_or(0),
-                    voters: voters.clone(),
-                    max_parallel: usize::try_from(cluster.spec.rollout.max_parallel)
-                        .unwrap_or(1)
-                        .max(1),
-                },
-            );
-            run_rollout_step(obj, ctx, &cluster, &names, &step, replicas).await?;
-            if step == rollout::Step::Complete {
-                if let Some(summary) = &summary {
-                    balance(obj, ctx, &cluster, &names, summary, replicas).await;
-                }
-            }
-            Some(step)
-        }
-        _ => None,
-    };
-    let observed = Observed {
-        generation: cluster.metadata.generation,
-        desired_replicas: cluster.spec.replicas,
-        version: cluster.spec.version.as_deref(),
-        statefulset: statefulset.as_ref(),
-        pods: &pods,
-        summary: summary.as_ref(),
-        spec_problem,
-        scale_problem,
-        scaling: scaling_note,
-        desired_pod_hash,
-        rollout: step.as_ref(),
-        gate_timeout_seconds: i64::from(cluster.spec.rollout.health_gate_timeout_seconds),
-    };
-    let status = compute_status(&names, &observed, cluster.status.as_ref(), &now());
     // Drains, restarts, catching up and rebalancing advance on the brokers' state, which is
     // polled, not watched: only a cluster with nothing left to do waits for the long resync.
-    let condition_is = |type_: &str, value: &str| {
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == type_ && c.status == value)
-    };
-    let unbalanced = summary
+    let unbalanced = observed
+        .summary
         .as_ref()
-        .is_some_and(|s| leader_rebalance_due(&cluster, s));
-    let settled = condition_is(READY, "True")
-        && condition_is(PROGRESSING, "False")
-        && condition_is(DEGRADED, "False")
-        && !unbalanced;
-    publish_status(obj, ctx, &cluster, status).await?;
-    Ok(Action::requeue(if settled {
+        .is_some_and(|s| leader_rebalance_due(&observed.cluster, s));
+    let resync = if settled(&status) && !unbalanced {
         READY_RESYNC
     } else {
         BUSY_RESYNC
-    }))
-}
-
-/// Carries out a scaling step through the brokers' admin API: starts a drain, cancels the
-/// drains of brokers that stay, forgets brokers whose pods are gone. Returns the StatefulSet's
-/// replica count, why a scale-down is held (if it is) and what is in progress (if anything).
-#[allow(clippy::too_many_arguments)]
-async fn run_scale_step(
-    obj: &DynamicObject,
-    ctx: &Context,
-    names: &ClusterNames,
-    step: &scaling::ScaleStep,
-    summary: Option<&tokafka_broker::http::admin::ClusterSummary>,
-    running: Option<i32>,
-    desired: i32,
-    asked: i32,
-    http_port: i32,
-) -> (i32, Option<String>, Option<String>) {
-    use reqwest::Method;
-    let replicas = step.replicas();
-    if let Some(summary) = summary {
-        // Only brokers that stay (0..desired) get their drains cancelled: one on its way out
-        // while the StatefulSet steps down still counts among `replicas`.
-        for id in scaling::drains_to_cancel(summary, names, desired) {
-            let path = format!("/v1/brokers/{id}/decommission");
-            match admin::call(&ctx.http, names, asked, http_port, Method::DELETE, &path).await {
-                Ok(()) => {
-                    let event = Event {
-                        type_: EventType::Normal,
-                        reason: "DrainCancelled".into(),
-                        note: Some(format!("broker {id} stays: its drain is cancelled")),
-                        action: "Scale".into(),
-                        secondary: None,
-                    };
-                    publish_event(ctx, obj, event).await;
-                }
-                Err(error) => {
-                    tracing::warn!(cluster = %key(obj), broker = id, %error, "could not cancel a drain")
-                }
-            }
-        }
-        if let Some(running) = running {
-            for id in scaling::brokers_to_forget(summary, names, running.min(replicas)) {
-                let path = format!("/v1/brokers/{id}");
-                if let Err(error) =
-                    admin::call(&ctx.http, names, asked, http_port, Method::DELETE, &path).await
-                {
-                    tracing::debug!(cluster = %key(obj), broker = id, %error, "could not forget a removed broker yet");
-                }
-            }
-        }
-    }
-    let leftover = summary
-        .map(|s| scaling::removed_brokers(s, names, replicas))
-        .unwrap_or_default();
-    match step {
-        scaling::ScaleStep::Run { .. } if !leftover.is_empty() => (
-            replicas,
-            None,
-            Some(format!(
-                "forgetting removed broker(s) {leftover:?} once they have stopped"
-            )),
-        ),
-        scaling::ScaleStep::Run { .. } => (replicas, None, None),
-        scaling::ScaleStep::Blocked { reason, .. } => (replicas, Some(reason.clone()), None),
-        scaling::ScaleStep::Draining { broker, .. } => (
-            replicas,
-            None,
-            Some(format!("draining broker {broker} before removing its pod")),
-        ),
-        scaling::ScaleStep::Decommission { broker, .. } => {
-            let path = format!("/v1/brokers/{broker}/decommission");
-            match admin::call(&ctx.http, names, asked, http_port, Method::POST, &path).await {
-                Ok(()) => {
-                    let event = Event {
-                        type_: EventType::Normal,
-                        reason: "DrainingBroker".into(),
-                        note: Some(format!(
-                            "draining broker {broker}: its replicas move to the brokers that stay"
-                        )),
-                        action: "Scale".into(),
-                        secondary: None,
-                    };
-                    publish_event(ctx, obj, event).await;
-                    (
-                        replicas,
-                        None,
-                        Some(format!("draining broker {broker} before removing its pod")),
-                    )
-                }
-                Err(error) => (
-                    replicas,
-                    Some(format!("broker {broker} cannot be drained: {error}")),
-                    None,
-                ),
-            }
-        }
-    }
-}
-
-/// Keeps a settled cluster balanced through the admin API: replicas spread over all brokers
-/// (after a scale-up), and leadership on preferred replicas when spec.rebalance asks.
-async fn balance(
-    obj: &DynamicObject,
-    ctx: &Context,
-    cluster: &BrokerCluster,
-    names: &ClusterNames,
-    summary: &tokafka_broker::http::admin::ClusterSummary,
-    replicas: i32,
-) {
-    let port = cluster.spec.listeners.http;
-    let (reason, note, path) = if scaling::needs_spread(summary, names, replicas) {
-        (
-            "SpreadingReplicas",
-            "replicas move so every broker holds about as many",
-            "/v1/cluster/spread-replicas",
-        )
-    } else if leader_rebalance_due(cluster, summary) {
-        (
-            "RebalancingLeaders",
-            "leadership moves back to preferred replicas (imbalance above the threshold)",
-            "/v1/cluster/preferred-leader-election",
-        )
-    } else {
-        return;
     };
-    match admin::call(
-        &ctx.http,
-        names,
-        replicas,
-        port,
-        reqwest::Method::POST,
-        path,
-    )
-    .await
-    {
-        Ok(()) => {
-            let event = Event {
-                type_: EventType::Normal,
-                reason: reason.into(),
-                note: Some(note.into()),
-                action: "Balance".into(),
-                secondary: None,
-            };
-            publish_event(ctx, obj, event).await;
-        }
-        Err(error) => tracing::warn!(cluster = %key(obj), %error, "{reason} refused"),
+    publish_status(obj, ctx, &observed.cluster, status).await?;
+    Ok(Action::requeue(resync))
+}
+
+/// What the status is computed from: what was observed, planned and done.
+fn status_input<'a>(o: &'a Observation, plan: &'a Plan, outcome: &'a Outcome) -> Observed<'a> {
+    let spec = &o.cluster.spec;
+    Observed {
+        generation: o.cluster.metadata.generation,
+        desired_replicas: spec.replicas,
+        version: spec.version.as_deref(),
+        statefulset: outcome.statefulset.as_ref().or(o.statefulset.as_ref()),
+        pods: &o.pods,
+        summary: o.summary.as_ref(),
+        spec_problem: plan.build.as_ref().err().cloned(),
+        scale_problem: outcome.scale.problem.clone(),
+        scaling: outcome.scale.in_progress.clone(),
+        desired_pod_hash: plan.build.as_ref().ok().and_then(|b| b.pod_hash.clone()),
+        rollout: outcome.rollout.as_ref(),
+        gate_timeout_seconds: i64::from(spec.rollout.health_gate_timeout_seconds),
     }
-}
-
-/// Whether spec.rebalance asks for a preferred-leader election now.
-fn leader_rebalance_due(
-    cluster: &BrokerCluster,
-    summary: &tokafka_broker::http::admin::ClusterSummary,
-) -> bool {
-    cluster.spec.rebalance.enabled
-        && scaling::needs_leader_rebalance(
-            summary,
-            cluster.spec.rebalance.leader_imbalance_threshold_percent,
-        )
-}
-
-fn paused(cluster: &BrokerCluster) -> bool {
-    cluster
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PAUSE_ANNOTATION))
-        .is_some_and(|v| v == "true")
-}
-
-/// The rollout's view of the pods of brokers `0..replicas`.
-fn broker_pods(pods: &[Pod], replicas: i32, desired_hash: &str) -> Vec<rollout::BrokerPod> {
-    (0..replicas)
-        .map(|ordinal| {
-            let pod = pods.iter().find(|p| pod_ordinal(p) == Some(ordinal));
-            rollout::BrokerPod {
-                ordinal,
-                present: pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none()),
-                ready: pod.is_some_and(pod_ready),
-                up_to_date: pod.and_then(|p| recorded_pod_hash(&p.metadata)) == Some(desired_hash),
-            }
-        })
-        .collect()
-}
-
-/// Carries out one rollout step: a restart deletes the pod of each broker of the batch (each
-/// broker moves its leadership away on SIGTERM, and the StatefulSet recreates the pod from the
-/// current template), with one RestartingBroker Event per pod. When restarted brokers are back
-/// and the gates pass again, leadership returns to the preferred replicas.
-async fn run_rollout_step(
-    obj: &DynamicObject,
-    ctx: &Context,
-    cluster: &BrokerCluster,
-    names: &ClusterNames,
-    step: &rollout::Step,
-    replicas: i32,
-) -> Result<(), Error> {
-    let restarted_before = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.rollout.as_ref())
-        .and_then(|r| r.current.clone());
-    let gates_passed = matches!(
-        step,
-        rollout::Step::Complete | rollout::Step::Restart { .. }
-    );
-    if restarted_before.is_some() && gates_passed {
-        admin::preferred_leader_election(&ctx.http, names, replicas, cluster.spec.listeners.http)
-            .await;
-    }
-    let rollout::Step::Restart { ordinals } = step else {
-        return Ok(());
-    };
-    for &ordinal in ordinals {
-        let pod = names.pod(ordinal);
-        tracing::info!(cluster = %key(obj), %pod, broker = ordinal, "rolling restart: restarting broker");
-        delete_owned::<Pod>(&ctx.client, &names.namespace, &pod).await?;
-        let event = Event {
-            type_: EventType::Normal,
-            reason: "RestartingBroker".into(),
-            note: Some(format!(
-                "restarting broker {ordinal} (pod {pod}) onto the current template"
-            )),
-            action: "RollingRestart".into(),
-            // The pod as the related object: it also keeps one Event per broker, where the
-            // recorder would otherwise count repeats of one Event.
-            secondary: Some(k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: Some(pod.clone()),
-                namespace: Some(names.namespace.clone()),
-                ..Default::default()
-            }),
-        };
-        publish_event(ctx, obj, event).await;
-    }
-    Ok(())
-}
-
-/// Grows every broker's data claim to `to` (claims cannot shrink, and the schema refuses a
-/// smaller size). A storage class that cannot expand refuses the patch: that becomes a Warning
-/// Event, not a failed reconciliation, since the brokers keep running on the old size.
-async fn expand_claims(
-    obj: &DynamicObject,
-    ctx: &Context,
-    names: &ClusterNames,
-    existing: &StatefulSet,
-    from: &str,
-    to: &str,
-) -> Result<(), Error> {
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &names.namespace);
-    let pods = existing.spec.replicas.unwrap_or(0);
-    let patch = serde_json::json!({ "spec": { "resources": { "requests": { "storage": to } } } });
-    for ordinal in 0..pods {
-        let claim = format!("{}-{}", crate::names::DATA_VOLUME, names.pod(ordinal));
-        let Some(current) = claims.get_opt(&claim).await? else {
-            continue;
-        };
-        let requested = current
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .map(|q| q.0.as_str());
-        if requested == Some(to) {
-            continue;
-        }
-        if let Err(error) = claims
-            .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "VolumeExpansionFailed".into(),
-                note: Some(
-                    format!("claim {claim} cannot grow from {from} to {to}: {error}")
-                        .chars()
-                        .take(1000)
-                        .collect(),
-                ),
-                action: "ExpandVolume".into(),
-                secondary: None,
-            };
-            publish_event(ctx, obj, event).await;
-            return Ok(());
-        }
-    }
-    Ok(())
 }
 
 fn now() -> Time {
     Time(Timestamp::now())
-}
-
-/// Server-side apply of one owned object, as the operator's field manager.
-async fn apply_object<K>(client: &Client, ns: &str, object: &K) -> Result<(), Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    Api::<K>::namespaced(client.clone(), ns)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(object),
-        )
-        .await?;
-    Ok(())
 }
 
 /// A JSON merge patch that turns `before` into exactly `after`: a field `after` leaves out is
@@ -683,8 +206,8 @@ async fn publish_status(
     .await?;
     for condition in changed_conditions(&before, &status.conditions) {
         let healthy = match condition.type_.as_str() {
-            "Degraded" => condition.status == "False",
-            "Ready" => condition.status == "True",
+            condition::DEGRADED => condition.status == "False",
+            condition::READY => condition.status == "True",
             _ => true,
         };
         let event = Event {
@@ -698,20 +221,12 @@ async fn publish_status(
                 "{}={}: {}",
                 condition.type_, condition.status, condition.message
             )),
-            action: "Reconcile".into(),
+            action: action::RECONCILE.into(),
             secondary: None,
         };
-        publish_event(ctx, obj, event).await;
+        ctx.publish(obj, event).await;
     }
     Ok(())
-}
-
-/// Events are best effort: a refused Event must not fail the reconciliation.
-async fn publish_event(ctx: &Context, obj: &DynamicObject, event: Event) {
-    let reference = obj.object_ref(&api_resource());
-    if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-        tracing::warn!(cluster = %key(obj), %error, "could not publish an Event");
-    }
 }
 
 /// A BrokerCluster the operator cannot read: report it on the object and wait for an edit.
@@ -721,7 +236,7 @@ async fn report_unreadable(
     error: &serde_json::Error,
 ) -> Result<Action, Error> {
     let problem = format!("the BrokerCluster cannot be read: {error}");
-    tracing::warn!(cluster = %key(obj), %problem);
+    tracing::warn!(cluster = %object_key(obj), %problem);
     let previous: Option<BrokerClusterStatus> = obj
         .data
         .get("status")
@@ -745,12 +260,12 @@ async fn report_unreadable(
         .await?;
         let event = Event {
             type_: EventType::Warning,
-            reason: "InvalidSpec".into(),
+            reason: event::INVALID_SPEC.into(),
             note: Some(problem.chars().take(1000).collect()),
-            action: "Reconcile".into(),
+            action: action::RECONCILE.into(),
             secondary: None,
         };
-        publish_event(ctx, obj, event).await;
+        ctx.publish(obj, event).await;
     }
     Ok(Action::await_change())
 }
@@ -784,7 +299,9 @@ async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
         for claim in listed.items {
             let name = claim.name_any();
             match claims.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => tracing::info!(cluster = %key(obj), claim = %name, "volume claim deleted"),
+                Ok(_) => {
+                    tracing::info!(cluster = %object_key(obj), claim = %name, "volume claim deleted")
+                }
                 // Deleted meanwhile (by the StatefulSet's retention policy): done.
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => return Err(error.into()),
@@ -794,35 +311,16 @@ async fn cleanup(obj: &DynamicObject, ctx: &Context) -> Result<Action, Error> {
     } else {
         "deleting the cluster; its volume claims are kept (storage.deleteClaimsOnDelete is false)"
     };
-    tracing::info!(cluster = %key(obj), note);
+    tracing::info!(cluster = %object_key(obj), note);
     let event = Event {
         type_: EventType::Normal,
-        reason: "Deleting".into(),
+        reason: event::DELETING.into(),
         note: Some(note.into()),
-        action: "Delete".into(),
+        action: action::DELETE.into(),
         secondary: None,
     };
-    publish_event(ctx, obj, event).await;
+    ctx.publish(obj, event).await;
     Ok(Action::await_change())
-}
-
-/// Deletes one object the cluster owns, directly or through its StatefulSet (dependents in
-/// the background, a pod with its grace period); absent is fine.
-async fn delete_owned<K>(client: &Client, ns: &str, name: &str) -> Result<(), Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    match Api::<K>::namespaced(client.clone(), ns)
-        .delete(name, &DeleteParams::background())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
 }
 
 /// Starts the controller for BrokerClusters in `namespace` (all when `None`) and runs it

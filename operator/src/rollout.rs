@@ -24,7 +24,7 @@
 
 use std::cmp::Reverse;
 
-use tokafka_broker::http::admin::{BrokerSummary, ClusterSummary, QuorumSummary};
+use tokafka_contract::admin::{BrokerSummary, ClusterSummary, QuorumSummary};
 
 /// One broker pod as the rollout sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //!   or remove a controller voter, is held: nothing is drained or removed;
 //! - raising the replica count cancels the drains of brokers that stay.
 
-use tokafka_broker::http::admin::{BrokerSummary, ClusterSummary};
+use tokafka_contract::admin::{BrokerSummary, ClusterSummary};
 
 use crate::names::ClusterNames;
 

@@ -13,16 +13,14 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use tokafka_broker::http::admin::ClusterSummary;
+use tokafka_contract::admin::ClusterSummary;
 
 use crate::crd::{BrokerClusterStatus, BrokerState, RolloutStatus};
 use crate::names::{ClusterNames, POD_INDEX_LABEL};
+use crate::reasons::condition::{DEGRADED, PROGRESSING, READY};
+use crate::reasons::reason;
 use crate::resources::recorded_pod_hash;
 use crate::rollout::{halted, Step};
-
-pub const READY: &str = "Ready";
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
 
 /// What the reconciler saw of one cluster.
 #[derive(Clone, Debug, Default)]
@@ -100,14 +98,14 @@ fn ready_verdict(o: &Observed, ready_pods: i32) -> Verdict {
     if let Some(problem) = &o.spec_problem {
         return Verdict {
             status: false,
-            reason: "InvalidSpec",
+            reason: reason::INVALID_SPEC,
             message: problem.clone(),
         };
     }
     if ready_pods < o.desired_replicas {
         return Verdict {
             status: false,
-            reason: "BrokersNotReady",
+            reason: reason::BROKERS_NOT_READY,
             message: format!(
                 "{ready_pods} of {} broker pods are Ready",
                 o.desired_replicas
@@ -117,7 +115,7 @@ fn ready_verdict(o: &Observed, ready_pods: i32) -> Verdict {
     let Some(summary) = o.summary else {
         return Verdict {
             status: false,
-            reason: "ClusterUnreachable",
+            reason: reason::CLUSTER_UNREACHABLE,
             message: "no broker's admin API answered".into(),
         };
     };
@@ -127,7 +125,7 @@ fn ready_verdict(o: &Observed, ready_pods: i32) -> Verdict {
     if serving.len() < usize::try_from(o.desired_replicas).unwrap_or(0) {
         return Verdict {
             status: false,
-            reason: "BrokersNotServing",
+            reason: reason::BROKERS_NOT_SERVING,
             message: format!(
                 "{} of {} brokers are registered and unfenced",
                 serving.len(),
@@ -138,13 +136,13 @@ fn ready_verdict(o: &Observed, ready_pods: i32) -> Verdict {
     if summary.offline_partitions > 0 {
         return Verdict {
             status: false,
-            reason: "OfflinePartitions",
+            reason: reason::OFFLINE_PARTITIONS,
             message: format!("{} partitions have no leader", summary.offline_partitions),
         };
     }
     Verdict {
         status: true,
-        reason: "AllBrokersReady",
+        reason: reason::ALL_BROKERS_READY,
         message: format!("{} brokers form one cluster", o.desired_replicas),
     }
 }
@@ -153,33 +151,33 @@ fn degraded_verdict(o: &Observed, halted_by: Option<&str>) -> Verdict {
     if let Some(problem) = &o.spec_problem {
         return Verdict {
             status: true,
-            reason: "InvalidSpec",
+            reason: reason::INVALID_SPEC,
             message: problem.clone(),
         };
     }
     if let Some(gate) = halted_by {
         return Verdict {
             status: true,
-            reason: "RolloutHalted",
+            reason: reason::ROLLOUT_HALTED,
             message: format!("the rolling restart is halted: {gate}"),
         };
     }
     if let Some(problem) = &o.scale_problem {
         return Verdict {
             status: true,
-            reason: "ScaleDownBlocked",
+            reason: reason::SCALE_DOWN_BLOCKED,
             message: problem.clone(),
         };
     }
     match o.summary {
         Some(s) if s.offline_partitions > 0 => Verdict {
             status: true,
-            reason: "OfflinePartitions",
+            reason: reason::OFFLINE_PARTITIONS,
             message: format!("{} partitions have no leader", s.offline_partitions),
         },
         Some(s) if s.under_replicated_partitions > 0 => Verdict {
             status: true,
-            reason: "UnderReplicatedPartitions",
+            reason: reason::UNDER_REPLICATED_PARTITIONS,
             message: format!(
                 "{} partitions have fewer in-sync replicas than replicas",
                 s.under_replicated_partitions
@@ -187,7 +185,7 @@ fn degraded_verdict(o: &Observed, halted_by: Option<&str>) -> Verdict {
         },
         _ => Verdict {
             status: false,
-            reason: "Healthy",
+            reason: reason::HEALTHY,
             message: "no partition at risk".into(),
         },
     }
@@ -211,7 +209,7 @@ fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
     if o.spec_problem.is_some() {
         return Verdict {
             status: false,
-            reason: "Stable",
+            reason: reason::STABLE,
             message: "nothing can be done until the spec is fixed".into(),
         };
     }
@@ -220,14 +218,18 @@ fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
     if let Some(scaling) = &o.scaling {
         return Verdict {
             status: true,
-            reason: "ScalingDown",
+            reason: reason::SCALING_DOWN,
             message: scaling.clone(),
         };
     }
     let rolling = match o.rollout {
-        Some(Step::Paused { .. }) => Some(("RolloutPaused", "the rollout is paused".to_string())),
-        Some(Step::Wait { gate }) => Some(("RollingRestart", format!("waiting: {gate}"))),
-        Some(Step::Restart { ordinals }) => Some(("RollingRestart", restarting_message(ordinals))),
+        Some(Step::Paused { .. }) => {
+            Some((reason::ROLLOUT_PAUSED, "the rollout is paused".to_string()))
+        }
+        Some(Step::Wait { gate }) => Some((reason::ROLLING_RESTART, format!("waiting: {gate}"))),
+        Some(Step::Restart { ordinals }) => {
+            Some((reason::ROLLING_RESTART, restarting_message(ordinals)))
+        }
         Some(Step::Complete) | None => None,
     };
     if let Some((reason, message)) = rolling {
@@ -247,7 +249,7 @@ fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
     {
         return Verdict {
             status: true,
-            reason: "ReassigningPartitions",
+            reason: reason::REASSIGNING_PARTITIONS,
             message: format!("{moving} partitions are moving between brokers"),
         };
     }
@@ -257,7 +259,7 @@ fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
     if ready_pods != o.desired_replicas || sts_behind || o.statefulset.is_none() {
         return Verdict {
             status: true,
-            reason: "BrokersStarting",
+            reason: reason::BROKERS_STARTING,
             message: format!(
                 "{ready_pods} of {} broker pods are Ready",
                 o.desired_replicas
@@ -266,7 +268,7 @@ fn progressing_verdict(o: &Observed, ready_pods: i32, updated: i32) -> Verdict {
     }
     Verdict {
         status: false,
-        reason: "Stable",
+        reason: reason::STABLE,
         message: "nothing to do".into(),
     }
 }
@@ -379,11 +381,11 @@ pub fn compute_status(
         ),
     ];
     let phase = if is_degraded {
-        "Degraded"
+        DEGRADED
     } else if is_ready {
-        "Ready"
+        READY
     } else {
-        "Progressing"
+        PROGRESSING
     };
     let brokers = (0..observed.desired_replicas)
         .map(|id| {
@@ -434,6 +436,18 @@ pub fn compute_status(
             blocked_since,
         }),
     }
+}
+
+/// Whether a cluster with `status` has nothing left to do: Ready, not Progressing, not
+/// Degraded.
+pub fn settled(status: &BrokerClusterStatus) -> bool {
+    let is = |type_: &str, value: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == value)
+    };
+    is(READY, "True") && is(PROGRESSING, "False") && is(DEGRADED, "False")
 }
 
 /// Conditions whose status changed from `before` to `after` (for Events).
@@ -657,6 +671,45 @@ mod tests {
         assert!(condition_of(&status, PROGRESSING)
             .message
             .ends_with("restarting broker 1"));
+    }
+
+    #[test]
+    fn only_a_ready_cluster_with_nothing_under_way_is_settled() {
+        let names = ClusterNames::new("demo", "kafka");
+        let pods = [pod(0, true), pod(1, true), pod(2, true)];
+        let healthy = summary(&[0, 1, 2], &[], 0, 0);
+        let status = compute_status(&names, &observed(&pods, Some(&healthy)), None, &now(10));
+        assert!(!settled(&status), "no StatefulSet yet: progressing");
+        let caught_up = StatefulSet {
+            metadata: ObjectMeta {
+                generation: Some(4),
+                ..ObjectMeta::default()
+            },
+            status: Some(k8s_openapi::api::apps::v1::StatefulSetStatus {
+                observed_generation: Some(4),
+                ..Default::default()
+            }),
+            ..StatefulSet::default()
+        };
+        let rolled_out = |summary| Observed {
+            statefulset: Some(&caught_up),
+            ..observed(&pods, summary)
+        };
+        let status = compute_status(&names, &rolled_out(Some(&healthy)), None, &now(10));
+        assert!(settled(&status));
+        let urp = summary(&[0, 1, 2], &[], 1, 0);
+        let status = compute_status(&names, &rolled_out(Some(&urp)), None, &now(10));
+        assert!(!settled(&status), "degraded");
+        let moving = ClusterSummary {
+            reassigning_partitions: 2,
+            ..summary(&[0, 1, 2], &[], 0, 0)
+        };
+        let status = compute_status(&names, &rolled_out(Some(&moving)), None, &now(10));
+        assert!(!settled(&status), "progressing");
+        assert!(
+            !settled(&BrokerClusterStatus::default()),
+            "no conditions yet"
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::roles::{desired_roles, PartitionKey};
 use super::node::Cluster;
+use super::roles::{desired_roles, PartitionKey};
 use crate::clock::now_ms;
 use crate::controller::metadata::ClusterMetadata;
 use crate::group::offsets::OFFSETS_TOPIC;

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::roles::{fetch_plan, PartitionKey};
 use super::node::Cluster;
+use super::roles::{fetch_plan, PartitionKey};
 use crate::replica::{Partition, ReplicaManager, ReplicaRole as Role};
 use crate::replication::client::{
     ConnectionConfig, EpochQuery, FetchParams, LeaderConnection, PartitionFetch,

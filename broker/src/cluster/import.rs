@@ -10,8 +10,8 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::config::{BrokerConfig, Voters};
-use crate::controller::metadata::{ImportedTopic, StandaloneImport};
 use crate::controller::metadata::Command;
+use crate::controller::metadata::{ImportedTopic, StandaloneImport};
 use crate::controller::quorum::{QuorumClient, QuorumError};
 use crate::data_dir::{self, FORMAT_QUORUM};
 use crate::replica::catalog::read_records;

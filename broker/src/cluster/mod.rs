@@ -144,4 +144,3 @@ async fn start_voter(
     .await?;
     Ok((Some(voter), voters))
 }
-

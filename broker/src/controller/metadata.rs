@@ -242,7 +242,6 @@ pub struct ImportedTopic {
     pub configs: std::collections::BTreeMap<String, String>,
 }
 
-
 /// Why a command changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CommandError {

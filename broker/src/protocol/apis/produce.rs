@@ -47,11 +47,14 @@ fn refusal(
     }
 }
 
+/// Where a partition's answer comes from: the index of its entry for the replica layer, or
+/// the refusal made here.
+type Slot = Result<usize, (ResponseError, String)>;
+
 pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
     let request: ProduceRequest = frame.decode()?;
     // Each partition's answer: refused here, or the index of its entry for the replica layer.
-    let mut slots: Vec<Vec<(i32, Result<usize, (ResponseError, String)>)>> =
-        Vec::with_capacity(request.topic_data.len());
+    let mut slots: Vec<Vec<(i32, Slot)>> = Vec::with_capacity(request.topic_data.len());
     let mut entries = Vec::new();
     for topic_data in &request.topic_data {
         let name = topic_data.name.0.as_str();
