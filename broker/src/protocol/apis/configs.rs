@@ -190,7 +190,7 @@ pub async fn incremental_alter_configs(
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         let outcome = if resource.resource_type == RESOURCE_TOPIC {
-            let ops: Result<Vec<ConfigOp>, String> = resource
+            let ops: Result<Vec<ConfigOp>, Refusal> = resource
                 .configs
                 .iter()
                 .map(|c| {
@@ -201,15 +201,16 @@ pub async fn incremental_alter_configs(
                         (OP_DELETE, _) => Ok(ConfigOp::Delete(key)),
                         (OP_APPEND, Some(v)) => Ok(ConfigOp::Append(key, v)),
                         (OP_SUBTRACT, Some(v)) => Ok(ConfigOp::Subtract(key, v)),
-                        (op, _) => Err(format!(
-                            "operation {op} on `{key}` is invalid or lacks a value"
+                        (op, _) => Err(Refusal::new(
+                            ResponseError::InvalidConfig,
+                            format!("operation {op} on `{key}` is invalid or lacks a value"),
                         )),
                     }
                 })
                 .collect();
             match ops {
                 Ok(ops) => alter_topic(broker, name, &ops, request.validate_only).await,
-                Err(message) => Err(Refusal::new(ResponseError::InvalidConfig, message)),
+                Err(refused) => Err(refused),
             }
         } else if resource.resource_type == RESOURCE_BROKER {
             Err(Refusal::new(

@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::cluster::spread_replicas;
+use crate::cluster::{spread_replicas, Refusal};
 use crate::controller::metadata::{ClusterMetadata, NO_LEADER};
 use crate::group::membership::{codes, JoinRequest};
 use crate::group::offsets::{partition_for, OFFSETS_TOPIC};
@@ -56,9 +56,9 @@ pub async fn find_coordinator(
     let mut answers = Vec::with_capacity(keys.len());
     for key in &keys {
         let answer = if request.key_type != KEY_TYPE_GROUP {
-            Err((
+            Err(Refusal::new(
                 ResponseError::CoordinatorNotAvailable,
-                "only group coordinators are served".to_string(),
+                "only group coordinators are served",
             ))
         } else {
             coordinator(broker, key).await
@@ -68,9 +68,9 @@ pub async fn find_coordinator(
     let mut response = FindCoordinatorResponse::default();
     let unpack = |answer: &CoordinatorAnswer| match answer {
         Ok((node, host, port)) => (0, None, *node, str_bytes(host), *port),
-        Err((code, message)) => (
-            code.code(),
-            Some(str_bytes(message)),
+        Err(refused) => (
+            refused.code.code(),
+            Some(str_bytes(&refused.message)),
             -1,
             StrBytes::default(),
             -1,
@@ -105,7 +105,7 @@ pub async fn find_coordinator(
 }
 
 /// A coordinator's (node id, host, port), or the error to answer.
-type CoordinatorAnswer = Result<(i32, String, i32), (ResponseError, String)>;
+type CoordinatorAnswer = Result<(i32, String, i32), Refusal>;
 
 /// How long the first FindCoordinator waits for `__consumer_offsets` to be created and led.
 const OFFSETS_TOPIC_CREATED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -118,7 +118,8 @@ const OFFSETS_TOPIC_CREATED_WITHIN: std::time::Duration = std::time::Duration::f
 async fn coordinator(broker: &Broker, group: &str) -> CoordinatorAnswer {
     let cluster = &broker.cluster;
     let mut metadata = cluster.metadata();
-    let not_available = |why: String| Err((ResponseError::CoordinatorNotAvailable, why));
+    let not_available =
+        |why: String| Err(Refusal::new(ResponseError::CoordinatorNotAvailable, why));
     if !metadata.topics.contains_key(OFFSETS_TOPIC) {
         create_offsets_topic(broker, &metadata).await;
         let led = |m: &ClusterMetadata| {

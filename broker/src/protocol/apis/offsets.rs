@@ -31,9 +31,6 @@ use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 use crate::replica::NotCommitted;
 
-/// GROUP_SUBSCRIBED_TO_TOPIC: offsets of a topic the group consumes cannot be deleted.
-const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-
 /// How long a commit waits for the offsets partition's in-sync replicas (Kafka's
 /// `offsets.commit.timeout.ms`).
 const COMMIT_REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -290,8 +287,9 @@ pub async fn offset_delete(
             .partitions
             .iter()
             .map(|p| {
+                // Offsets of a topic the group consumes cannot be deleted.
                 let code = if subscribed.iter().any(|t| t == name) {
-                    GROUP_SUBSCRIBED_TO_TOPIC
+                    ResponseError::GroupSubscribedToTopic.code()
                 } else if !partition_exists(broker, name, p.partition_index) {
                     ResponseError::UnknownTopicOrPartition.code()
                 } else {

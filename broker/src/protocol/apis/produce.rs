@@ -12,36 +12,33 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::cluster::Refusal;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
 use crate::replica::{AppendError, ProduceEntry, TopicRef};
 
 /// Why a partition's records are refused before they reach the replica layer.
-fn refusal(
-    request: &ProduceRequest,
-    topic: &str,
-    has_records: bool,
-) -> Option<(ResponseError, String)> {
+fn refusal(request: &ProduceRequest, topic: &str, has_records: bool) -> Option<Refusal> {
     let acks = request.acks;
     if !(-1..=1).contains(&acks) {
-        Some((
+        Some(Refusal::new(
             ResponseError::InvalidRequiredAcks,
             format!("acks={acks} is not 0, 1 or -1"),
         ))
     } else if topic == OFFSETS_TOPIC {
         // Internal topics are written by the broker only (as in Kafka).
-        Some((
+        Some(Refusal::new(
             ResponseError::InvalidTopicException,
             format!("cannot produce to internal topic {topic}"),
         ))
     } else if request.transactional_id.is_some() {
-        Some((
+        Some(Refusal::new(
             ResponseError::TransactionalIdAuthorizationFailed,
             "transactions are not supported".to_string(),
         ))
     } else if !has_records {
-        Some((ResponseError::CorruptMessage, "no records".to_string()))
+        Some(Refusal::new(ResponseError::CorruptMessage, "no records"))
     } else {
         None
     }
@@ -49,7 +46,7 @@ fn refusal(
 
 /// Where a partition's answer comes from: the index of its entry for the replica layer, or
 /// the refusal made here.
-type Slot = Result<usize, (ResponseError, String)>;
+type Slot = Result<usize, Refusal>;
 
 pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome, HandlerError> {
     let request: ProduceRequest = frame.decode()?;
@@ -105,11 +102,11 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
                         let result = &results[i];
                         match &result.result {
                             Ok(appended) => Ok((appended.base_offset, result.log_start_offset)),
-                            Err(AppendError::NotHosted) => Err((
+                            Err(AppendError::NotHosted) => Err(Refusal::new(
                                 broker.cluster.not_hosted_error(TopicRef::Name(name), index),
                                 format!("{name}-{index} is not hosted on this broker"),
                             )),
-                            Err(e) => Err((e.code(), e.to_string())),
+                            Err(e) => Err(Refusal::new(e.code(), e.to_string())),
                         }
                     });
                     match outcome {
@@ -119,10 +116,10 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
                                 response.log_start_offset = log_start_offset;
                             }
                         }
-                        Err((code, message)) => {
-                            response.error_code = code.code();
+                        Err(refused) => {
+                            response.error_code = refused.code.code();
                             if frame.version >= 8 {
-                                response.error_message = Some(str_bytes(&message));
+                                response.error_message = Some(str_bytes(&refused.message));
                             }
                         }
                     }
