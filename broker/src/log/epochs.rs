@@ -16,7 +16,7 @@ use std::path::Path;
 
 use tracing::warn;
 
-use super::{write_file_atomically, LogError};
+use super::{durable, LogError};
 
 /// File name of the checkpoint in a partition directory.
 pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
@@ -262,10 +262,8 @@ impl EpochCache {
 /// I/O errors other than "not found".
 pub fn read_checkpoint(dir: &Path) -> Result<Option<EpochCache>, LogError> {
     let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(LogError::io("read leader-epoch checkpoint", &path, e)),
+    let Some(bytes) = durable::read(&path)? else {
+        return Ok(None);
     };
     match EpochCache::decode(&bytes) {
         Ok(cache) => Ok(Some(cache)),
@@ -281,7 +279,10 @@ pub fn read_checkpoint(dir: &Path) -> Result<Option<EpochCache>, LogError> {
 /// # Errors
 /// I/O errors of the write, fsync or rename.
 pub fn write_checkpoint(dir: &Path, cache: &EpochCache) -> Result<(), LogError> {
-    write_file_atomically(dir, LEADER_EPOCH_CHECKPOINT_FILE, &cache.encode())
+    Ok(durable::write_atomically(
+        &dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+        &cache.encode(),
+    )?)
 }
 
 /// Where a follower cuts its log after asking the leader about its latest epoch (Kafka's

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tracing::warn;
 
-use super::{write_file_atomically, LogError};
+use super::{durable, LogError};
 
 /// File name of the checkpoint in a partition directory.
 pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
@@ -52,17 +52,14 @@ pub fn decode(bytes: &[u8]) -> Option<i64> {
 /// I/O errors other than "not found".
 pub fn read(dir: &Path) -> Result<Option<i64>, LogError> {
     let path = dir.join(HIGH_WATERMARK_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let decoded = decode(&bytes);
-            if decoded.is_none() {
-                warn!(path = %path.display(), "high-watermark checkpoint is damaged; ignoring it");
-            }
-            Ok(decoded)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(LogError::io("read high-watermark checkpoint", &path, e)),
+    let Some(bytes) = durable::read(&path)? else {
+        return Ok(None);
+    };
+    let decoded = decode(&bytes);
+    if decoded.is_none() {
+        warn!(path = %path.display(), "high-watermark checkpoint is damaged; ignoring it");
     }
+    Ok(decoded)
 }
 
 /// Replaces the checkpoint in `dir`, atomically and durably.
@@ -70,7 +67,10 @@ pub fn read(dir: &Path) -> Result<Option<i64>, LogError> {
 /// # Errors
 /// I/O errors of the write, fsync or rename.
 pub fn write(dir: &Path, high_watermark: i64) -> Result<(), LogError> {
-    write_file_atomically(dir, HIGH_WATERMARK_FILE, &encode(high_watermark))
+    Ok(durable::write_atomically(
+        &dir.join(HIGH_WATERMARK_FILE),
+        &encode(high_watermark),
+    )?)
 }
 
 #[cfg(test)]

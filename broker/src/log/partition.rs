@@ -18,7 +18,6 @@
 //! index entries lost to a power loss are rebuilt by walking at most that many bytes of batch
 //! headers (shape and offsets only) before the recovery point.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -33,7 +32,7 @@ use super::epochs::{self, EpochCache, EpochEntry};
 use super::format::{self, CLEAN_SHUTDOWN_FILE, LOG_SUFFIX};
 use super::retention::{retention_plan, roll_reason, RetentionLimits, RollInput, SegmentStats};
 use super::segment::{validate_batches, BatchAt, Segment, SegmentLimits};
-use super::{FileRegion, LogConfig, LogError};
+use super::{durable, FileRegion, LogConfig, LogError};
 
 /// Milliseconds since the Unix epoch; replaceable in tests.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -169,12 +168,6 @@ fn read_limits_of(config: &LogConfig) -> SegmentLimits {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io("fsync directory", dir, e))
-}
-
 impl PartitionLog {
     /// Opens the partition log in `dir`, creating it when absent, with the system clock.
     ///
@@ -229,7 +222,7 @@ impl PartitionLog {
                 .read()?
                 .map_or(0, |p| p.segment_base_offset.max(0));
             segments.push(Arc::new(Segment::create(dir, base, limits)?));
-            sync_dir(dir)?;
+            durable::sync_dir(dir)?;
         }
         let active = segments.last().map(Arc::clone).ok_or(LogError::Closed)?;
         active.unseal()?;
@@ -245,7 +238,7 @@ impl PartitionLog {
         if clean {
             std::fs::remove_file(&marker)
                 .map_err(|e| LogError::io("remove clean marker", &marker, e))?;
-            sync_dir(dir)?;
+            durable::sync_dir(dir)?;
         }
         let log_start = segments.first().map_or(0, |s| s.base_offset());
         let log_end = active.next_offset();
@@ -485,7 +478,7 @@ impl PartitionLog {
         old.seal()?;
         let base = self.log_end_offset();
         let segment = Arc::new(Segment::create(&self.dir, base, limits_of(&writer.config))?);
-        sync_dir(&self.dir)?;
+        durable::sync_dir(&self.dir)?;
         let mut list = Vec::clone(&self.segments.load());
         list.push(Arc::clone(&segment));
         self.segments.store(Arc::new(list));
@@ -702,7 +695,7 @@ impl PartitionLog {
         }
         let segment = Segment::create(&self.dir, new_end, limits_of(&writer.config))?;
         segments.push(Arc::new(segment));
-        sync_dir(&self.dir)?;
+        durable::sync_dir(&self.dir)?;
         self.segments.store(Arc::new(segments));
         let active = self.active();
         assert_eq!(
@@ -770,7 +763,7 @@ impl PartitionLog {
             offset,
             limits_of(&writer.config),
         )?);
-        sync_dir(&self.dir)?;
+        durable::sync_dir(&self.dir)?;
         self.log_end_offset.store(offset, Ordering::Release);
         self.segments.store(Arc::new(vec![segment]));
         self.log_start_offset.store(offset, Ordering::Release);
@@ -778,7 +771,7 @@ impl PartitionLog {
         for segment in below {
             segment.delete_files()?;
         }
-        sync_dir(&self.dir)?;
+        durable::sync_dir(&self.dir)?;
         writer.unflushed_records = 0;
         writer.first_unflushed_ms = None;
         self.update_epochs(EpochCache::clear)?;
@@ -806,11 +799,7 @@ impl PartitionLog {
             },
             true,
         )?;
-        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
-        File::create(&marker)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| LogError::io("write clean marker", &marker, e))?;
-        sync_dir(&self.dir)?;
+        durable::write_atomically(&self.dir.join(CLEAN_SHUTDOWN_FILE), &[])?;
         writer.closed = true;
         Ok(())
     }
