@@ -5,7 +5,7 @@
 //! Not for files that grow by appends (segments, indexes, the controller's log): those have
 //! their own recovery. Not for the recovery point either, which is rewritten in place on every
 //! flush because a torn one only lengthens the next recovery (see
-//! [`RecoveryPointFile`](super::checkpoint::RecoveryPointFile)).
+//! [`RecoveryPointFile`](super::recovery_point::RecoveryPointFile)).
 
 use std::fs::File;
 use std::io::Write;

@@ -12,6 +12,7 @@ pub mod format;
 pub mod high_watermark;
 pub mod index;
 pub mod partition;
+pub mod recovery_point;
 pub mod retention;
 pub mod segment;
 pub mod test_batches;

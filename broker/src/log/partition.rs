@@ -27,9 +27,9 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tracing::{debug, info, warn};
 
-use super::checkpoint::{RecoveryPoint, RecoveryPointFile};
 use super::epochs::{self, EpochCache, EpochEntry};
 use super::format::{self, CLEAN_SHUTDOWN_FILE, LOG_SUFFIX};
+use super::recovery_point::{RecoveryPoint, RecoveryPointFile};
 use super::retention::{retention_plan, roll_reason, RetentionLimits, RollInput, SegmentStats};
 use super::segment::{validate_batches, BatchAt, Segment, SegmentLimits};
 use super::{durable, FileRegion, LogConfig, LogError};
