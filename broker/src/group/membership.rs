@@ -10,23 +10,7 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-
-/// Kafka error codes used by the group protocol.
-pub mod codes {
-    pub const NONE: i16 = 0;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_COORDINATOR: i16 = 16;
-}
+use kafka_protocol::ResponseError;
 
 /// Limits that apply to every group.
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +102,8 @@ pub struct JoinRequest {
 /// The answer to a JoinGroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinResult {
-    pub error_code: i16,
+    /// `None` when the join succeeded.
+    pub error: Option<ResponseError>,
     pub generation_id: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
@@ -132,9 +117,9 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    pub fn error(error_code: i16, member_id: &str) -> Self {
+    pub fn error(error: ResponseError, member_id: &str) -> Self {
         Self {
-            error_code,
+            error: Some(error),
             generation_id: -1,
             protocol_type: None,
             protocol_name: None,
@@ -149,16 +134,17 @@ impl JoinResult {
 /// The answer to a SyncGroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncResult {
-    pub error_code: i16,
+    /// `None` when the sync succeeded.
+    pub error: Option<ResponseError>,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
 }
 
 impl SyncResult {
-    pub fn error(error_code: i16) -> Self {
+    pub fn error(error: ResponseError) -> Self {
         Self {
-            error_code,
+            error: Some(error),
             protocol_type: None,
             protocol_name: None,
             assignment: Bytes::new(),
@@ -383,7 +369,7 @@ impl Group {
         {
             return (
                 JoinOutcome::Immediate(JoinResult::error(
-                    codes::INVALID_SESSION_TIMEOUT,
+                    ResponseError::InvalidSessionTimeout,
                     &request.member_id,
                 )),
                 vec![],
@@ -392,7 +378,7 @@ impl Group {
         if !self.common_protocol_ok(&request) {
             return (
                 JoinOutcome::Immediate(JoinResult::error(
-                    codes::INCONSISTENT_GROUP_PROTOCOL,
+                    ResponseError::InconsistentGroupProtocol,
                     &request.member_id,
                 )),
                 vec![],
@@ -418,7 +404,7 @@ impl Group {
                 self.pending_members
                     .push((id.clone(), now_ms + i64::from(request.session_timeout_ms)));
                 return (
-                    JoinOutcome::Immediate(JoinResult::error(codes::MEMBER_ID_REQUIRED, &id)),
+                    JoinOutcome::Immediate(JoinResult::error(ResponseError::MemberIdRequired, &id)),
                     vec![],
                 );
             } else {
@@ -432,7 +418,7 @@ impl Group {
             if owner.is_some_and(|m| m.id != request.member_id) {
                 return (
                     JoinOutcome::Immediate(JoinResult::error(
-                        codes::FENCED_INSTANCE_ID,
+                        ResponseError::FencedInstanceId,
                         &request.member_id,
                     )),
                     vec![],
@@ -449,7 +435,7 @@ impl Group {
         if !new_member && !known && !was_pending {
             return (
                 JoinOutcome::Immediate(JoinResult::error(
-                    codes::UNKNOWN_MEMBER_ID,
+                    ResponseError::UnknownMemberId,
                     &request.member_id,
                 )),
                 vec![],
@@ -460,7 +446,7 @@ impl Group {
         if !known && self.members.len() >= limits.max_members {
             return (
                 JoinOutcome::Immediate(JoinResult::error(
-                    codes::GROUP_MAX_SIZE_REACHED,
+                    ResponseError::GroupMaxSizeReached,
                     &request.member_id,
                 )),
                 vec![],
@@ -525,12 +511,12 @@ impl Group {
         // The old incarnation's waiting requests are fenced.
         effects.push(Effect::Join {
             member_id: old.to_string(),
-            result: JoinResult::error(codes::FENCED_INSTANCE_ID, old),
+            result: JoinResult::error(ResponseError::FencedInstanceId, old),
         });
         if self.awaiting_sync.remove(old) {
             effects.push(Effect::Sync {
                 member_id: old.to_string(),
-                result: SyncResult::error(codes::FENCED_INSTANCE_ID),
+                result: SyncResult::error(ResponseError::FencedInstanceId),
             });
         }
         let was_leader = self.leader.as_deref() == Some(old);
@@ -592,7 +578,7 @@ impl Group {
 
     fn join_result_for(&self, member_id: &str) -> JoinResult {
         JoinResult {
-            error_code: codes::NONE,
+            error: None,
             generation_id: self.generation,
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol.clone(),
@@ -623,7 +609,7 @@ impl Group {
             .into_iter()
             .map(|member_id| Effect::Sync {
                 member_id,
-                result: SyncResult::error(codes::REBALANCE_IN_PROGRESS),
+                result: SyncResult::error(ResponseError::RebalanceInProgress),
             })
             .collect();
         let from_empty = self.state == GroupState::Empty;
@@ -668,7 +654,7 @@ impl Group {
         for m in dropped {
             effects.push(Effect::Join {
                 member_id: m.id.clone(),
-                result: JoinResult::error(codes::UNKNOWN_MEMBER_ID, &m.id),
+                result: JoinResult::error(ResponseError::UnknownMemberId, &m.id),
             });
         }
         self.rebalance_deadline_ms = None;
@@ -751,20 +737,20 @@ impl Group {
     ) -> (SyncOutcome, Vec<Effect>) {
         let Some(member) = self.member_mut(member_id) else {
             return (
-                SyncOutcome::Immediate(SyncResult::error(codes::UNKNOWN_MEMBER_ID)),
+                SyncOutcome::Immediate(SyncResult::error(ResponseError::UnknownMemberId)),
                 vec![],
             );
         };
         member.expires_at_ms = now_ms + i64::from(member.session_timeout_ms);
         if generation != self.generation {
             return (
-                SyncOutcome::Immediate(SyncResult::error(codes::ILLEGAL_GENERATION)),
+                SyncOutcome::Immediate(SyncResult::error(ResponseError::IllegalGeneration)),
                 vec![],
             );
         }
         match self.state {
             GroupState::PreparingRebalance => (
-                SyncOutcome::Immediate(SyncResult::error(codes::REBALANCE_IN_PROGRESS)),
+                SyncOutcome::Immediate(SyncResult::error(ResponseError::RebalanceInProgress)),
                 vec![],
             ),
             GroupState::Stable => (
@@ -772,7 +758,7 @@ impl Group {
                 vec![],
             ),
             GroupState::Empty | GroupState::Dead => (
-                SyncOutcome::Immediate(SyncResult::error(codes::UNKNOWN_MEMBER_ID)),
+                SyncOutcome::Immediate(SyncResult::error(ResponseError::UnknownMemberId)),
                 vec![],
             ),
             GroupState::CompletingRebalance => {
@@ -812,7 +798,7 @@ impl Group {
 
     fn sync_result_for(&self, member_id: &str) -> SyncResult {
         SyncResult {
-            error_code: codes::NONE,
+            error: None,
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol.clone(),
             assignment: self
@@ -832,7 +818,7 @@ impl Group {
         })
     }
 
-    /// Handles a Heartbeat; returns its error code. As in Kafka, membership and generation
+    /// Handles a Heartbeat; returns its error, if any. As in Kafka, membership and generation
     /// are checked before the state, so a stale member learns that it is stale even while the
     /// group rebalances.
     pub fn heartbeat(
@@ -841,23 +827,23 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
         now_ms: i64,
-    ) -> i16 {
+    ) -> Result<(), ResponseError> {
         if self.is_fenced(member_id, instance_id) {
-            return codes::FENCED_INSTANCE_ID;
+            return Err(ResponseError::FencedInstanceId);
         }
         let state = self.state;
         let current = self.generation;
         let Some(member) = self.member_mut(member_id) else {
-            return codes::UNKNOWN_MEMBER_ID;
+            return Err(ResponseError::UnknownMemberId);
         };
         if generation != current {
-            return codes::ILLEGAL_GENERATION;
+            return Err(ResponseError::IllegalGeneration);
         }
         member.expires_at_ms = now_ms + i64::from(member.session_timeout_ms);
         match state {
-            GroupState::Empty | GroupState::Dead => codes::UNKNOWN_MEMBER_ID,
-            GroupState::PreparingRebalance => codes::REBALANCE_IN_PROGRESS,
-            GroupState::CompletingRebalance | GroupState::Stable => codes::NONE,
+            GroupState::Empty | GroupState::Dead => Err(ResponseError::UnknownMemberId),
+            GroupState::PreparingRebalance => Err(ResponseError::RebalanceInProgress),
+            GroupState::CompletingRebalance | GroupState::Stable => Ok(()),
         }
     }
 
@@ -876,44 +862,44 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
         now_ms: i64,
-    ) -> i16 {
+    ) -> Result<(), ResponseError> {
         if self.state == GroupState::Dead {
-            return codes::COORDINATOR_NOT_AVAILABLE;
+            return Err(ResponseError::CoordinatorNotAvailable);
         }
         if generation < 0 && member_id.is_empty() && instance_id.is_none() {
             return if self.state == GroupState::Empty {
-                codes::NONE
+                Ok(())
             } else {
-                codes::UNKNOWN_MEMBER_ID
+                Err(ResponseError::UnknownMemberId)
             };
         }
         if self.is_fenced(member_id, instance_id) {
-            return codes::FENCED_INSTANCE_ID;
+            return Err(ResponseError::FencedInstanceId);
         }
         let current = self.generation;
         let state = self.state;
         let Some(member) = self.member_mut(member_id) else {
-            return codes::UNKNOWN_MEMBER_ID;
+            return Err(ResponseError::UnknownMemberId);
         };
         if generation != current {
-            return codes::ILLEGAL_GENERATION;
+            return Err(ResponseError::IllegalGeneration);
         }
         match state {
-            GroupState::CompletingRebalance => codes::REBALANCE_IN_PROGRESS,
+            GroupState::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
             _ => {
                 member.expires_at_ms = now_ms + i64::from(member.session_timeout_ms);
-                codes::NONE
+                Ok(())
             }
         }
     }
 
-    /// Removes members (LeaveGroup); returns each one's error code and the effects.
+    /// Removes members (LeaveGroup); returns each one's outcome and the effects.
     pub fn leave(
         &mut self,
         leaving: &[(String, Option<String>)],
         now_ms: i64,
-    ) -> (Vec<i16>, Vec<Effect>) {
-        let mut codes_out = Vec::with_capacity(leaving.len());
+    ) -> (Vec<Result<(), ResponseError>>, Vec<Effect>) {
+        let mut results = Vec::with_capacity(leaving.len());
         let mut effects = Vec::new();
         let mut removed_any = false;
         for (member_id, instance_id) in leaving {
@@ -930,33 +916,33 @@ impl Group {
                         && !member_id.is_empty()
                         && self.members[i].instance_id != *instance_id =>
                 {
-                    codes_out.push(codes::FENCED_INSTANCE_ID);
+                    results.push(Err(ResponseError::FencedInstanceId));
                 }
                 Some(i) => {
                     let m = self.members.remove(i);
                     effects.extend(self.forget(&m.id));
-                    codes_out.push(codes::NONE);
+                    results.push(Ok(()));
                     removed_any = true;
                 }
-                None => codes_out.push(codes::UNKNOWN_MEMBER_ID),
+                None => results.push(Err(ResponseError::UnknownMemberId)),
             }
         }
         if removed_any {
             effects.extend(self.after_removal(now_ms));
         }
-        (codes_out, effects)
+        (results, effects)
     }
 
     /// Answers the waiting requests of a removed member.
     fn forget(&mut self, member_id: &str) -> Vec<Effect> {
         let mut effects = vec![Effect::Join {
             member_id: member_id.to_string(),
-            result: JoinResult::error(codes::UNKNOWN_MEMBER_ID, member_id),
+            result: JoinResult::error(ResponseError::UnknownMemberId, member_id),
         }];
         if self.awaiting_sync.remove(member_id) {
             effects.push(Effect::Sync {
                 member_id: member_id.to_string(),
-                result: SyncResult::error(codes::UNKNOWN_MEMBER_ID),
+                result: SyncResult::error(ResponseError::UnknownMemberId),
             });
         }
         if self.leader.as_deref() == Some(member_id) {
@@ -987,7 +973,7 @@ impl Group {
             .into_iter()
             .map(|member_id| Effect::Sync {
                 member_id,
-                result: SyncResult::error(codes::UNKNOWN_MEMBER_ID),
+                result: SyncResult::error(ResponseError::UnknownMemberId),
             })
             .collect()
     }
@@ -1074,7 +1060,7 @@ mod tests {
         let JoinOutcome::Immediate(first) = outcome else {
             panic!("expected MEMBER_ID_REQUIRED")
         };
-        assert_eq!(first.error_code, codes::MEMBER_ID_REQUIRED);
+        assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
         let (outcome, effects) = group.join(join_req(&first.member_id, &["range"]), now);
         (first.member_id, outcome, effects)
     }
@@ -1095,14 +1081,14 @@ mod tests {
         assert_eq!(
             sync,
             SyncOutcome::Immediate(SyncResult {
-                error_code: 0,
+                error: None,
                 protocol_type: Some("consumer".into()),
                 protocol_name: Some("range".into()),
                 assignment: Bytes::from_static(b"a")
             })
         );
         assert_eq!(group.state, GroupState::Stable);
-        assert_eq!(group.heartbeat(&id, None, 1, 1), codes::NONE);
+        assert_eq!(group.heartbeat(&id, None, 1, 1), Ok(()));
     }
 
     #[test]
@@ -1117,7 +1103,7 @@ mod tests {
         );
         assert_eq!(
             group.heartbeat(&a, None, 1, 20),
-            codes::REBALANCE_IN_PROGRESS
+            Err(ResponseError::RebalanceInProgress)
         );
         let (outcome, effects) = group.join(join_req(&a, &["range"]), 30);
         let JoinOutcome::Immediate(leader) = outcome else {
@@ -1149,7 +1135,7 @@ mod tests {
         assert_eq!(group.generation, 2);
         group.sync(&a, 2, vec![], 0);
         // only a heartbeats
-        assert_eq!(group.heartbeat(&a, None, 2, 9_000), codes::NONE);
+        assert_eq!(group.heartbeat(&a, None, 2, 9_000), Ok(()));
         let effects = group.tick(SESSION as i64 + 1);
         assert!(group.member(&b).is_none());
         assert_eq!(group.state, GroupState::PreparingRebalance);
@@ -1168,19 +1154,19 @@ mod tests {
         let (a, _, _) = join_new(&mut group, 0);
         assert_eq!(
             group.sync(&a, 7, vec![], 0).0,
-            SyncOutcome::Immediate(SyncResult::error(codes::ILLEGAL_GENERATION))
+            SyncOutcome::Immediate(SyncResult::error(ResponseError::IllegalGeneration))
         );
         assert_eq!(
             group.heartbeat("nobody", None, 1, 0),
-            codes::UNKNOWN_MEMBER_ID
+            Err(ResponseError::UnknownMemberId)
         );
         let (outcome, _) = group.join(join_req("made-up", &["range"]), 0);
         assert!(
-            matches!(outcome, JoinOutcome::Immediate(r) if r.error_code == codes::UNKNOWN_MEMBER_ID)
+            matches!(outcome, JoinOutcome::Immediate(r) if r.error == Some(ResponseError::UnknownMemberId))
         );
         let (outcome, _) = group.join(join_req("", &["roundrobin"]), 0);
         assert!(
-            matches!(outcome, JoinOutcome::Immediate(r) if r.error_code == codes::INCONSISTENT_GROUP_PROTOCOL)
+            matches!(outcome, JoinOutcome::Immediate(r) if r.error == Some(ResponseError::InconsistentGroupProtocol))
         );
     }
 
@@ -1188,12 +1174,12 @@ mod tests {
     fn leaving_answers_waiting_members_and_empties_the_group() {
         let mut group = Group::new("g", limits());
         let (a, _, _) = join_new(&mut group, 0);
-        let (codes_out, _) = group.leave(&[(a.clone(), None)], 5);
-        assert_eq!(codes_out, vec![codes::NONE]);
+        let (results, _) = group.leave(&[(a.clone(), None)], 5);
+        assert_eq!(results, vec![Ok(())]);
         assert_eq!(group.state, GroupState::Empty);
         assert_eq!(
             group.leave(&[(a, None)], 6).0,
-            vec![codes::UNKNOWN_MEMBER_ID]
+            vec![Err(ResponseError::UnknownMemberId)]
         );
     }
 
@@ -1269,42 +1255,42 @@ mod tests {
     fn commits_are_allowed_while_a_rebalance_is_prepared_and_refused_until_sync() {
         let mut group = Group::new("g", limits());
         let (a, b) = stable_pair(&mut group);
-        assert_eq!(group.validate_commit(&a, None, 2, 1), codes::NONE);
+        assert_eq!(group.validate_commit(&a, None, 2, 1), Ok(()));
         // a third member arrives: a and b commit what they processed before they rejoin
         join_new(&mut group, 2);
         assert_eq!(group.state, GroupState::PreparingRebalance);
-        assert_eq!(group.validate_commit(&a, None, 2, 3), codes::NONE);
-        assert_eq!(group.validate_commit(&b, None, 2, 3), codes::NONE);
+        assert_eq!(group.validate_commit(&a, None, 2, 3), Ok(()));
+        assert_eq!(group.validate_commit(&b, None, 2, 3), Ok(()));
         group.join(join_req(&a, &["range"]), 4);
         group.join(join_req(&b, &["range"]), 4);
         assert_eq!(group.state, GroupState::CompletingRebalance);
         // between JoinGroup and SyncGroup there is nothing valid to commit
         assert_eq!(
             group.validate_commit(&a, None, 3, 5),
-            codes::REBALANCE_IN_PROGRESS
+            Err(ResponseError::RebalanceInProgress)
         );
         assert_eq!(
             group.validate_commit(&a, None, 2, 5),
-            codes::ILLEGAL_GENERATION
+            Err(ResponseError::IllegalGeneration)
         );
         assert_eq!(
             group.validate_commit("nobody", None, 3, 5),
-            codes::UNKNOWN_MEMBER_ID
+            Err(ResponseError::UnknownMemberId)
         );
     }
 
     #[test]
     fn a_simple_commit_is_allowed_only_into_a_group_without_members() {
         let mut group = Group::new("g", limits());
-        assert_eq!(group.validate_commit("", None, -1, 0), codes::NONE);
+        assert_eq!(group.validate_commit("", None, -1, 0), Ok(()));
         let (a, _, _) = join_new(&mut group, 0);
         assert_eq!(
             group.validate_commit("", None, -1, 1),
-            codes::UNKNOWN_MEMBER_ID
+            Err(ResponseError::UnknownMemberId)
         );
         group.leave(&[(a, None)], 2);
         assert_eq!(group.state, GroupState::Empty);
-        assert_eq!(group.validate_commit("", None, -1, 3), codes::NONE);
+        assert_eq!(group.validate_commit("", None, -1, 3), Ok(()));
         assert!(group.is_idle());
     }
 
@@ -1321,7 +1307,7 @@ mod tests {
             now += 5_000.min(deadline - 1 - now);
             assert_eq!(
                 group.heartbeat(&b, None, 2, now),
-                codes::REBALANCE_IN_PROGRESS
+                Err(ResponseError::RebalanceInProgress)
             );
             assert!(group.tick(now).is_empty());
         }
@@ -1334,7 +1320,7 @@ mod tests {
         assert!(effects
             .iter()
             .any(|e| matches!(e, Effect::Join { member_id, result }
-            if *member_id == b && result.error_code == codes::UNKNOWN_MEMBER_ID)));
+            if *member_id == b && result.error == Some(ResponseError::UnknownMemberId))));
         for m in [&a, &c] {
             assert!(effects
                 .iter()
@@ -1350,9 +1336,12 @@ mod tests {
         join_new(&mut group, 1);
         assert_eq!(
             group.heartbeat(&a, None, 2, 2),
-            codes::REBALANCE_IN_PROGRESS
+            Err(ResponseError::RebalanceInProgress)
         );
-        assert_eq!(group.heartbeat(&a, None, 1, 2), codes::ILLEGAL_GENERATION);
+        assert_eq!(
+            group.heartbeat(&a, None, 1, 2),
+            Err(ResponseError::IllegalGeneration)
+        );
     }
 
     #[test]
@@ -1366,7 +1355,7 @@ mod tests {
             };
             let (outcome, _) = group.join(request, 1);
             assert!(
-                matches!(outcome, JoinOutcome::Immediate(r) if r.error_code == codes::UNKNOWN_MEMBER_ID)
+                matches!(outcome, JoinOutcome::Immediate(r) if r.error == Some(ResponseError::UnknownMemberId))
             );
             let request = JoinRequest {
                 instance_id: Some("host-9".into()),
@@ -1375,7 +1364,7 @@ mod tests {
             };
             let (outcome, _) = group.join(request, 1);
             assert!(
-                matches!(outcome, JoinOutcome::Immediate(r) if r.error_code == codes::UNKNOWN_MEMBER_ID)
+                matches!(outcome, JoinOutcome::Immediate(r) if r.error == Some(ResponseError::UnknownMemberId))
             );
         }
         assert_eq!(group.members.len(), 2);
@@ -1416,10 +1405,7 @@ mod tests {
         let (one, two) = stable_static_pair(&mut group);
         // host-1 restarts: a new member id, no rebalance
         let restarted = immediate(group.join(static_req("", "host-1"), 100).0);
-        assert_eq!(
-            (restarted.error_code, restarted.generation_id),
-            (codes::NONE, 2)
-        );
+        assert_eq!((restarted.error, restarted.generation_id), (None, 2));
         assert_ne!(restarted.member_id, one);
         assert_eq!(group.state, GroupState::Stable);
         // host-2 then leaves: the rebalance waits for the restarted host-1 to rejoin, it does
@@ -1431,17 +1417,14 @@ mod tests {
         );
         assert_eq!(
             group.validate_commit(&restarted.member_id, Some("host-1"), 2, 201),
-            codes::NONE
+            Ok(())
         );
         let rejoined = immediate(
             group
                 .join(static_req(&restarted.member_id, "host-1"), 300)
                 .0,
         );
-        assert_eq!(
-            (rejoined.error_code, rejoined.generation_id),
-            (codes::NONE, 3)
-        );
+        assert_eq!((rejoined.error, rejoined.generation_id), (None, 3));
     }
 
     #[test]
@@ -1487,7 +1470,10 @@ mod tests {
         // a protocol the others do not speak is refused
         request.protocols = vec![("roundrobin".into(), Bytes::new())];
         let refused = immediate(group.join(request, 300).0);
-        assert_eq!(refused.error_code, codes::INCONSISTENT_GROUP_PROTOCOL);
+        assert_eq!(
+            refused.error,
+            Some(ResponseError::InconsistentGroupProtocol)
+        );
         assert_eq!(group.state, GroupState::Stable);
     }
 
@@ -1500,8 +1486,8 @@ mod tests {
         assert_eq!(restored.durable(), group.durable());
         assert_eq!(restored.snapshot(), group.snapshot());
         // members carry on at their generation, with their assignments
-        assert_eq!(restored.heartbeat(&b, None, 2, 1_001), codes::NONE);
-        assert_eq!(restored.validate_commit(&a, None, 2, 1_001), codes::NONE);
+        assert_eq!(restored.heartbeat(&b, None, 2, 1_001), Ok(()));
+        assert_eq!(restored.validate_commit(&a, None, 2, 1_001), Ok(()));
         let (sync, _) = restored.sync(&b, 2, vec![], 1_002);
         assert!(
             matches!(sync, SyncOutcome::Immediate(r) if r.assignment == Bytes::from_static(b"pb"))
@@ -1509,7 +1495,8 @@ mod tests {
         // and each has a fresh session from the restart on
         restored.tick(1_000 + i64::from(SESSION) - 1);
         assert_eq!(restored.members.len(), 2);
-        restored.heartbeat(&a, None, 2, 1_000 + i64::from(SESSION) - 1);
+        let heard = restored.heartbeat(&a, None, 2, 1_000 + i64::from(SESSION) - 1);
+        assert_eq!(heard, Ok(()));
         // b was last heard of at 1_002
         restored.tick(1_002 + i64::from(SESSION) + 1);
         assert!(restored.member(&b).is_none());
@@ -1540,17 +1527,20 @@ mod tests {
         let restarted = immediate(group.join(static_req("", "host-1"), 100).0);
         assert_eq!(
             group.heartbeat(&one, Some("host-1"), 2, 101),
-            codes::FENCED_INSTANCE_ID
+            Err(ResponseError::FencedInstanceId)
         );
         assert_eq!(
             group.validate_commit(&one, Some("host-1"), 2, 101),
-            codes::FENCED_INSTANCE_ID
+            Err(ResponseError::FencedInstanceId)
         );
         let (outcome, _) = group.join(static_req(&one, "host-1"), 101);
-        assert_eq!(immediate(outcome).error_code, codes::FENCED_INSTANCE_ID);
+        assert_eq!(
+            immediate(outcome).error,
+            Some(ResponseError::FencedInstanceId)
+        );
         assert_eq!(
             group.heartbeat(&restarted.member_id, Some("host-1"), 2, 102),
-            codes::NONE
+            Ok(())
         );
     }
 
