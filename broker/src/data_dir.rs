@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::log::write_file_atomically;
+use crate::controller::metadata::new_cluster_id;
+use crate::log::durable::write_atomically;
 
 const META_DIR: &str = "__tokafka";
 const IDENTITY_FILE: &str = "meta.json";
@@ -119,22 +120,10 @@ pub fn write(data_dir: &Path, identity: &Identity) -> Result<(), DataDirError> {
         path: identity_path(data_dir),
         reason: e.to_string(),
     })?;
-    write_file_atomically(&dir, IDENTITY_FILE, &bytes).map_err(|e| DataDirError::Io {
+    write_atomically(&identity_path(data_dir), &bytes).map_err(|e| DataDirError::Io {
         path: identity_path(data_dir),
-        source: std::io::Error::other(e),
+        source: e.into(),
     })
-}
-
-/// A Kafka-style cluster id: 16 random bytes in URL-safe base64 without padding.
-pub fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits: u128 = u128::from_be_bytes(uuid::Uuid::new_v4().into_bytes());
-    let mut out = String::with_capacity(22);
-    for _ in 0..22 {
-        out.push(char::from(ALPHABET[(bits & 63) as usize]));
-        bits >>= 6;
-    }
-    out
 }
 
 #[cfg(test)]

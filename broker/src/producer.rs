@@ -12,6 +12,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::log::durable::{self, DurableError};
+
 /// How many recent batches are remembered per producer (Kafka's max in-flight requests for
 /// idempotence).
 pub const BATCHES_REMEMBERED: usize = 5;
@@ -199,28 +201,28 @@ pub enum SnapshotError {
     },
 }
 
+impl From<DurableError> for SnapshotError {
+    fn from(error: DurableError) -> Self {
+        SnapshotError::Io {
+            path: error.path.display().to_string(),
+            source: error.source,
+        }
+    }
+}
+
 impl ProducerSnapshot {
-    /// Writes the snapshot atomically (temporary file, fsync, rename).
+    /// Replaces the snapshot in `dir` atomically and durably (see
+    /// [`durable::write_atomically`]).
     ///
     /// # Errors
-    /// I/O errors.
+    /// I/O errors, with the path.
     pub fn write(&self, dir: &Path) -> Result<(), SnapshotError> {
         let path = dir.join(SNAPSHOT_FILE);
-        let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-        let io = |source| SnapshotError::Io {
-            path: path.display().to_string(),
-            source,
-        };
         let bytes = serde_json::to_vec(self).map_err(|source| SnapshotError::Format {
             path: path.display().to_string(),
             source,
         })?;
-        let file = std::fs::File::create(&tmp).map_err(io)?;
-        use std::io::Write;
-        (&file).write_all(&bytes).map_err(io)?;
-        file.sync_data().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        Ok(())
+        durable::write_atomically(&path, &bytes).map_err(SnapshotError::from)
     }
 
     /// Reads the snapshot; `Ok(None)` when there is none or it is damaged (the caller then
@@ -229,15 +231,8 @@ impl ProducerSnapshot {
     /// # Errors
     /// I/O errors other than "not found".
     pub fn read(dir: &Path) -> Result<Option<Self>, SnapshotError> {
-        let path = dir.join(SNAPSHOT_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(SnapshotError::Io {
-                path: path.display().to_string(),
-                source,
-            }),
-        }
+        let bytes = durable::read(&dir.join(SNAPSHOT_FILE))?;
+        Ok(bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::metadata::{ClusterMetadata, Command};
+use super::metadata::{new_cluster_id, ClusterMetadata, Command};
 use super::policy::{policy_commands, ControllerPolicy};
 
 /// A broker's heartbeat.
@@ -171,7 +171,7 @@ pub async fn run_fencing(
                 &metadata,
                 &policy,
                 rebalance_due,
-                crate::data_dir::new_cluster_id,
+                new_cluster_id,
             ));
         for command in commands {
             match raft.client_write(command.clone()).await {

@@ -1,9 +1,12 @@
-//! The cluster metadata replicated by the controller quorum, and the commands that change it.
+//! The commands that change the cluster metadata, and how each is applied.
 //!
 //! [`ClusterMetadata::apply`] is a pure, deterministic function of the state and a command:
 //! every controller and every broker applies the same committed commands in the same order
-//! and reaches the same state. Decisions that need a choice (replica placement, leader
-//! election) are pure functions here too, so they are unit-tested without a network.
+//! and reaches the same state. `apply` only dispatches: each command has one method below
+//! that says what it changes and what it refuses. The state itself (records and read-only
+//! queries) is [`super::state`]; decisions that need a choice (where replicas go, which
+//! moves even out load) are [`super::placement`], pure functions both, unit-tested without a
+//! network.
 //!
 //! Invariants kept by `apply`:
 //! - a partition's leader is `NO_LEADER` or a member of its ISR, and its ISR is a subset of
@@ -11,110 +14,26 @@
 //! - the leader epoch increases whenever the leader changes; the partition epoch increases on
 //!   every change of leader, ISR or replicas;
 //! - a fenced broker leads nothing, and is in no ISR unless it was the last member (so that an
-//!   unclean election is never made by default).
+//!   unclean election is never made by default);
+//! - a refused command changes nothing.
+//!
+//! [`Command`] and [`CommandError`] are stored in the quorum's log (serde): variants and
+//! fields may be added, never renamed or removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::placement::{drain_moves, preferred_leader_moves, spread_moves};
-
-/// Leader id of a partition without a leader.
-pub const NO_LEADER: i32 = -1;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokerRecord {
-    pub id: i32,
-    pub host: String,
-    pub port: i32,
-    pub rack: Option<String>,
-    /// Fenced brokers missed their heartbeats (or have not caught up yet): they lead nothing.
-    pub fenced: bool,
-    /// Set by a controlled shutdown: leadership moves away, the broker stays registered.
-    pub shutting_down: bool,
-    /// Changes on every registration, to tell a restarted broker from its old session.
-    pub incarnation: u64,
-    /// Being drained: its replicas move to other brokers and new ones are not placed on it.
-    #[serde(default)]
-    pub decommissioning: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionRecord {
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-    pub leader: i32,
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-    /// Replicas being added by a reassignment (already in `replicas`).
-    pub adding: Vec<i32>,
-    /// Replicas to drop once the reassignment completes (still in `replicas`).
-    pub removing: Vec<i32>,
-    /// The replicas, in order, before the reassignment in progress (empty when none): a
-    /// cancelled reassignment restores them, preferred leader included.
-    #[serde(default)]
-    pub original: Vec<i32>,
-}
-
-impl PartitionRecord {
-    fn new(replicas: Vec<i32>, live: &BTreeSet<i32>) -> Self {
-        let isr: Vec<i32> = replicas
-            .iter()
-            .copied()
-            .filter(|r| live.contains(r))
-            .collect();
-        let leader = isr.first().copied().unwrap_or(NO_LEADER);
-        Self {
-            replicas,
-            isr: if leader == NO_LEADER { Vec::new() } else { isr },
-            leader,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            adding: Vec::new(),
-            removing: Vec::new(),
-            original: Vec::new(),
-        }
-    }
-
-    /// The preferred leader: the first replica.
-    pub fn preferred_leader(&self) -> i32 {
-        self.replicas.first().copied().unwrap_or(NO_LEADER)
-    }
-
-    fn set_leader(&mut self, leader: i32) {
-        if leader != self.leader {
-            self.leader = leader;
-            self.leader_epoch += 1;
-        }
-        self.partition_epoch += 1;
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicRecord {
-    pub id: Uuid,
-    pub partitions: Vec<PartitionRecord>,
-    pub configs: BTreeMap<String, String>,
-}
-
-/// Everything the controllers agree on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterMetadata {
-    pub brokers: BTreeMap<i32, BrokerRecord>,
-    pub topics: BTreeMap<String, TopicRecord>,
-    /// Allow electing a leader outside the ISR when no ISR member is alive.
-    pub unclean_leader_election: bool,
-    /// The cluster's id, chosen once by the first active controller.
-    #[serde(default)]
-    pub cluster_id: Option<String>,
-    /// The first producer id no broker has been given yet.
-    #[serde(default)]
-    pub next_producer_id: i64,
-    /// Each broker's latest producer id block: the request's nonce and the block's first id.
-    #[serde(default)]
-    pub producer_id_blocks: BTreeMap<i32, (u64, i64)>,
-}
+use super::placement::{drain_moves, preferred_leader_moves, spread_moves, Undrainable};
+use super::state::unclean_for;
+// The state's types are used by callers through this module, where they always lived.
+pub use super::state::{
+    choose_leader, BrokerRecord, ClusterMetadata, PartitionRecord, TopicRecord, NO_LEADER,
+};
+// Test fixtures, at the path their users know.
+#[cfg(test)]
+pub(crate) use super::testing;
 
 /// Producer ids per block a broker takes from the quorum.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -184,7 +103,7 @@ pub enum Command {
         partitions: Vec<(String, i32)>,
     },
     /// Drains a broker: every partition it replicates is reassigned to other brokers (see
-    /// [`crate::controller::placement::drain_target`]) and it gets no new replicas.
+    /// [`crate::controller::placement::drain_moves`]) and it gets no new replicas.
     DecommissionBroker {
         id: i32,
     },
@@ -266,47 +185,494 @@ pub enum CommandError {
 /// What a committed command did.
 pub type CommandResult = Result<(), CommandError>;
 
+impl From<Undrainable> for CommandError {
+    fn from(error: Undrainable) -> Self {
+        CommandError::Invalid(error.to_string())
+    }
+}
+
 impl ClusterMetadata {
-    /// Brokers that may lead partitions: registered, unfenced, not shutting down.
-    pub fn live_brokers(&self) -> BTreeSet<i32> {
-        self.brokers
-            .values()
-            .filter(|b| !b.fenced && !b.shutting_down)
-            .map(|b| b.id)
-            .collect()
+    /// Applies a committed command: the one way the metadata changes.
+    ///
+    /// Deterministic: the same state and command give the same result on every node. Each
+    /// command is handled by the method of the same name below, which says what it changes
+    /// and what it refuses.
+    ///
+    /// # Errors
+    /// The command is invalid against the current state; the state is then unchanged.
+    pub fn apply(&mut self, command: &Command) -> CommandResult {
+        match command {
+            Command::RegisterBroker {
+                id,
+                host,
+                port,
+                rack,
+                incarnation,
+            } => {
+                self.register_broker(*id, host, *port, rack.as_deref(), *incarnation);
+                Ok(())
+            }
+            Command::FenceBroker { id } => self.fence_broker(*id),
+            Command::UnfenceBroker { id } => self.unfence_broker(*id),
+            Command::ControlledShutdown { id } => self.controlled_shutdown(*id),
+            Command::CreateTopic {
+                name,
+                id,
+                assignment,
+                configs,
+            } => self.create_topic(name, *id, assignment, configs),
+            Command::DeleteTopic { name } => self.delete_topic(name),
+            Command::CreatePartitions { name, assignment } => {
+                self.create_partitions(name, assignment)
+            }
+            Command::AlterConfigs { name, configs } => self.alter_configs(name, configs),
+            Command::AlterIsr {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => self.alter_isr(
+                topic,
+                *partition,
+                *leader,
+                *leader_epoch,
+                *partition_epoch,
+                isr,
+            ),
+            Command::ElectPreferredLeaders { partitions } => {
+                self.elect_preferred_leaders(partitions)
+            }
+            Command::Reassign {
+                topic,
+                partition,
+                target,
+            } => self.reassign(topic, *partition, target),
+            Command::CancelReassignment { topic, partition } => {
+                self.cancel_reassignment(topic, *partition)
+            }
+            Command::ElectUncleanLeaders { partitions } => self.elect_unclean_leaders(partitions),
+            Command::DecommissionBroker { id } => self.decommission_broker(*id),
+            Command::RecommissionBroker { id } => self.recommission_broker(*id),
+            Command::SpreadReplicas => self.spread_replicas(),
+            Command::UnregisterBroker { id } => self.unregister_broker(*id),
+            Command::SetUncleanLeaderElection { enabled } => {
+                self.set_unclean_leader_election(*enabled);
+                Ok(())
+            }
+            Command::SetClusterId { id } => {
+                self.set_cluster_id(id);
+                Ok(())
+            }
+            Command::AllocateProducerIds { broker, nonce } => {
+                self.allocate_producer_ids(*broker, *nonce)
+            }
+            Command::ImportStandalone(import) => {
+                self.import_standalone(import);
+                Ok(())
+            }
+        }
     }
 
-    /// Brokers new replicas may be placed on: live and not being drained.
-    pub fn placement_brokers(&self) -> BTreeSet<i32> {
-        self.brokers
-            .values()
-            .filter(|b| !b.fenced && !b.shutting_down && !b.decommissioning)
-            .map(|b| b.id)
-            .collect()
+    /// Registers broker `id`, or replaces its record on a restart: the broker starts fenced
+    /// (it is unfenced once caught up), not shutting down, with the new `incarnation`; a drain
+    /// in progress survives. It leaves every ISR it was not the last member of, and leadership
+    /// moves away from it. Refuses nothing.
+    fn register_broker(
+        &mut self,
+        id: i32,
+        host: &str,
+        port: i32,
+        rack: Option<&str>,
+        incarnation: u64,
+    ) {
+        let decommissioning = self.brokers.get(&id).is_some_and(|b| b.decommissioning);
+        let record = BrokerRecord {
+            id,
+            host: host.to_string(),
+            port,
+            rack: rack.map(str::to_string),
+            fenced: true,
+            shutting_down: false,
+            incarnation,
+            decommissioning,
+        };
+        self.brokers.insert(id, record);
+        self.remove_from_leadership(id);
     }
 
-    /// Every partition, with its topic name and index.
-    pub fn partitions(&self) -> impl Iterator<Item = (&str, i32, &PartitionRecord)> {
-        self.topics.iter().flat_map(|(name, topic)| {
-            topic
-                .partitions
+    /// Fences broker `id` (it missed its heartbeats): it leaves every ISR it was not the last
+    /// member of, and leadership moves away from it.
+    ///
+    /// Refuses an unregistered broker.
+    fn fence_broker(&mut self, id: i32) -> CommandResult {
+        let broker = self
+            .brokers
+            .get_mut(&id)
+            .ok_or(CommandError::UnknownBroker(id))?;
+        broker.fenced = true;
+        self.remove_from_leadership(id);
+        Ok(())
+    }
+
+    /// Unfences broker `id` and clears its controlled shutdown; leaderless partitions whose
+    /// ISR it is in (or any, with unclean election) get a leader again.
+    ///
+    /// Refuses an unregistered broker.
+    fn unfence_broker(&mut self, id: i32) -> CommandResult {
+        let broker = self
+            .brokers
+            .get_mut(&id)
+            .ok_or(CommandError::UnknownBroker(id))?;
+        broker.fenced = false;
+        broker.shutting_down = false;
+        self.elect_leaderless();
+        Ok(())
+    }
+
+    /// Starts broker `id`'s controlled shutdown: it stays registered, but leaves every ISR it
+    /// was not the last member of, and leadership moves away from it.
+    ///
+    /// Refuses an unregistered broker.
+    fn controlled_shutdown(&mut self, id: i32) -> CommandResult {
+        let broker = self
+            .brokers
+            .get_mut(&id)
+            .ok_or(CommandError::UnknownBroker(id))?;
+        broker.shutting_down = true;
+        self.remove_from_leadership(id);
+        Ok(())
+    }
+
+    /// Creates topic `name` with one partition per entry of `assignment`, each led by its
+    /// first live replica with the live replicas in sync.
+    ///
+    /// Refuses an existing name, and an assignment with an empty or repeated replica list or
+    /// an unregistered broker.
+    fn create_topic(
+        &mut self,
+        name: &str,
+        id: Uuid,
+        assignment: &[Vec<i32>],
+        configs: &BTreeMap<String, String>,
+    ) -> CommandResult {
+        if self.topics.contains_key(name) {
+            return Err(CommandError::TopicExists(name.to_string()));
+        }
+        validate_assignment(assignment, &self.brokers)?;
+        let live = self.live_brokers();
+        let partitions = assignment
+            .iter()
+            .map(|r| PartitionRecord::new(r.clone(), &live))
+            .collect();
+        self.topics.insert(
+            name.to_string(),
+            TopicRecord {
+                id,
+                partitions,
+                configs: configs.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Deletes topic `name` and its partitions.
+    ///
+    /// Refuses an unknown topic.
+    fn delete_topic(&mut self, name: &str) -> CommandResult {
+        self.topics
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| CommandError::UnknownTopic(name.to_string()))
+    }
+
+    /// Appends one partition per entry of `assignment` to topic `name`, as
+    /// [`Self::create_topic`] places them.
+    ///
+    /// Refuses an invalid assignment (as `create_topic`) and an unknown topic.
+    fn create_partitions(&mut self, name: &str, assignment: &[Vec<i32>]) -> CommandResult {
+        validate_assignment(assignment, &self.brokers)?;
+        let live = self.live_brokers();
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| CommandError::UnknownTopic(name.to_string()))?;
+        topic.partitions.extend(
+            assignment
                 .iter()
-                .enumerate()
-                .map(move |(index, p)| (name.as_str(), i32::try_from(index).unwrap_or(i32::MAX), p))
-        })
+                .map(|r| PartitionRecord::new(r.clone(), &live)),
+        );
+        Ok(())
     }
 
-    /// How many partitions list `id` as a replica.
-    pub fn replica_count(&self, id: i32) -> usize {
-        self.partitions()
-            .filter(|(_, _, p)| p.replicas.contains(&id))
-            .count()
+    /// Replaces topic `name`'s configs with `configs` (no election follows, even if
+    /// `unclean.leader.election.enable` changed).
+    ///
+    /// Refuses an unknown topic.
+    fn alter_configs(&mut self, name: &str, configs: &BTreeMap<String, String>) -> CommandResult {
+        let topic = self
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| CommandError::UnknownTopic(name.to_string()))?;
+        topic.configs = configs.clone();
+        Ok(())
     }
 
-    /// Whether unclean leader election is allowed for `topic`: its own
-    /// `unclean.leader.election.enable`, else the cluster's.
-    pub fn unclean_allowed(&self, topic: &TopicRecord) -> bool {
-        unclean_for(topic, self.unclean_leader_election)
+    /// The leader sets its partition's ISR (a new partition epoch); a reassignment whose added
+    /// replicas are now all in sync completes.
+    ///
+    /// Refuses an unknown partition; a `leader` that is not the leader at `leader_epoch`
+    /// ([`CommandError::NotLeader`]); a stale `partition_epoch`; an ISR without the leader or
+    /// with a broker that is not a replica.
+    fn alter_isr(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[i32],
+    ) -> CommandResult {
+        let record = self.partition_mut(topic, partition)?;
+        if record.leader != leader || record.leader_epoch != leader_epoch {
+            return Err(CommandError::NotLeader(leader));
+        }
+        if record.partition_epoch != partition_epoch {
+            return Err(CommandError::StaleEpoch {
+                got: partition_epoch,
+                current: record.partition_epoch,
+            });
+        }
+        if !isr.contains(&leader) || isr.iter().any(|r| !record.replicas.contains(r)) {
+            return Err(CommandError::Invalid(format!(
+                "ISR {isr:?} must hold the leader and only replicas"
+            )));
+        }
+        record.isr = isr.to_vec();
+        record.partition_epoch += 1;
+        Self::maybe_complete_reassignment(record);
+        Ok(())
+    }
+
+    /// Moves each partition's leadership to its preferred replica where that one is in the
+    /// ISR and alive; others are left as they are.
+    ///
+    /// Refuses the whole list if any partition is unknown.
+    fn elect_preferred_leaders(&mut self, partitions: &[(String, i32)]) -> CommandResult {
+        self.check_partitions(partitions)?;
+        let live = self.live_brokers();
+        for (topic, partition) in partitions {
+            let record = self.partition_mut(topic, *partition)?;
+            let preferred = record.preferred_leader();
+            if record.leader != preferred
+                && record.isr.contains(&preferred)
+                && live.contains(&preferred)
+            {
+                record.set_leader(preferred);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts moving a partition to `target` (a new target replaces one in flight): the
+    /// replicas become the target, in order, followed by those leaving; a new partition epoch,
+    /// and a new leader epoch if any replica is added or removed. Leadership stays until the
+    /// added replicas are in sync (see [`Self::maybe_complete_reassignment`]).
+    ///
+    /// Refuses an empty or repeated target, an unregistered broker, an unknown partition.
+    fn reassign(&mut self, topic: &str, partition: i32, target: &[i32]) -> CommandResult {
+        if target.is_empty() || target.iter().collect::<BTreeSet<_>>().len() != target.len() {
+            return Err(CommandError::Invalid(format!(
+                "target replicas {target:?} must be distinct and non-empty"
+            )));
+        }
+        if let Some(missing) = target.iter().find(|b| !self.brokers.contains_key(b)) {
+            return Err(CommandError::UnknownBroker(*missing));
+        }
+        let record = self.partition_mut(topic, partition)?;
+        // A new target for a reassignment in flight is measured against the replicas
+        // before it: a replica still being added is added again, not assumed in sync.
+        let before = if record.original.is_empty() {
+            &record.replicas
+        } else {
+            &record.original
+        };
+        let adding: Vec<i32> = target
+            .iter()
+            .copied()
+            .filter(|b| !before.contains(b))
+            .collect();
+        let removing: Vec<i32> = record
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !target.contains(b))
+            .collect();
+        // Target order first (so the preferred leader is the target's first), then the
+        // replicas that will leave.
+        let mut replicas = target.to_vec();
+        replicas.extend(removing.iter().copied());
+        if record.original.is_empty() {
+            record.original = record.replicas.clone();
+        }
+        let moving = !adding.is_empty() || !removing.is_empty();
+        record.replicas = replicas;
+        record.adding = adding;
+        record.removing = removing;
+        record.partition_epoch += 1;
+        if moving {
+            // A new leader epoch fences fetches made under the old assignment: one
+            // from a replica this change (or a cancel before it) removed must never
+            // vouch for the replica assigned now, which may start empty.
+            record.leader_epoch += 1;
+        }
+        Self::maybe_complete_reassignment(record);
+        Ok(())
+    }
+
+    /// Stops a partition's reassignment: the replicas before it are restored (see
+    /// [`Self::revert_reassignment`]).
+    ///
+    /// Refuses an unknown partition and one with no reassignment in progress.
+    fn cancel_reassignment(&mut self, topic: &str, partition: i32) -> CommandResult {
+        let record = self.partition_mut(topic, partition)?;
+        if record.adding.is_empty() && record.removing.is_empty() {
+            return Err(CommandError::NoReassignment(topic.to_string(), partition));
+        }
+        Self::revert_reassignment(record);
+        Ok(())
+    }
+
+    /// Gives each leaderless partition its first live replica as leader, in sync or not (its
+    /// ISR becomes that replica alone if it was not in it); partitions with a leader, or no
+    /// live replica, are left as they are.
+    ///
+    /// Refuses the whole list if any partition is unknown.
+    fn elect_unclean_leaders(&mut self, partitions: &[(String, i32)]) -> CommandResult {
+        self.check_partitions(partitions)?;
+        let live = self.live_brokers();
+        for (topic, partition) in partitions {
+            let record = self.partition_mut(topic, *partition)?;
+            if record.leader != NO_LEADER {
+                continue;
+            }
+            if let Some(next) = choose_leader(&record.replicas, &record.isr, &live, true) {
+                if !record.isr.contains(&next) {
+                    record.isr = vec![next];
+                }
+                record.set_leader(next);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains broker `id`: marks it decommissioning and reassigns each of its replicas to
+    /// another placement broker ([`drain_moves`]), all at once.
+    ///
+    /// Refuses an unregistered broker, and a drain some partition has no broker left for
+    /// (then nothing changes, the mark included).
+    fn decommission_broker(&mut self, id: i32) -> CommandResult {
+        if !self.brokers.contains_key(&id) {
+            return Err(CommandError::UnknownBroker(id));
+        }
+        let mut drained = self.clone();
+        if let Some(broker) = drained.brokers.get_mut(&id) {
+            broker.decommissioning = true;
+        }
+        let moves = drain_moves(&drained, id)?;
+        for (topic, partition, target) in moves {
+            drained.reassign(&topic, partition, &target)?;
+        }
+        *self = drained;
+        Ok(())
+    }
+
+    /// Stops draining broker `id`: it may get new replicas again, and the reassignments still
+    /// moving its replicas away are cancelled.
+    ///
+    /// Refuses an unregistered broker.
+    fn recommission_broker(&mut self, id: i32) -> CommandResult {
+        let broker = self
+            .brokers
+            .get_mut(&id)
+            .ok_or(CommandError::UnknownBroker(id))?;
+        broker.decommissioning = false;
+        for topic in self.topics.values_mut() {
+            for record in &mut topic.partitions {
+                if record.removing.contains(&id) {
+                    Self::revert_reassignment(record);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reassigns replicas to spread them evenly over the placement brokers ([`spread_moves`]),
+    /// then reorders replicas to spread preferred leadership ([`preferred_leader_moves`]), all
+    /// at once.
+    ///
+    /// Refuses nothing in practice (the moves are planned over valid state); should one
+    /// reassignment fail, nothing changes.
+    fn spread_replicas(&mut self) -> CommandResult {
+        let mut spread = self.clone();
+        for (topic, partition, target) in spread_moves(self) {
+            spread.reassign(&topic, partition, &target)?;
+        }
+        // Then preferred leadership, over the replicas as they will be (a reorder moves
+        // no data).
+        for (topic, partition, target) in preferred_leader_moves(&spread) {
+            spread.reassign(&topic, partition, &target)?;
+        }
+        *self = spread;
+        Ok(())
+    }
+
+    /// Forgets broker `id`.
+    ///
+    /// Refuses an unregistered broker, and one still listed as a replica anywhere.
+    fn unregister_broker(&mut self, id: i32) -> CommandResult {
+        if !self.brokers.contains_key(&id) {
+            return Err(CommandError::UnknownBroker(id));
+        }
+        let held = self.replica_count(id);
+        if held > 0 {
+            return Err(CommandError::Invalid(format!(
+                "broker {id} still replicates {held} partitions; decommission it first"
+            )));
+        }
+        self.brokers.remove(&id);
+        Ok(())
+    }
+
+    /// Sets the cluster's unclean-election default; enabling it elects leaders for leaderless
+    /// partitions whose topic does not disable it. Refuses nothing.
+    fn set_unclean_leader_election(&mut self, enabled: bool) {
+        self.unclean_leader_election = enabled;
+        if enabled {
+            self.elect_leaderless();
+        }
+    }
+
+    /// Names the cluster, unless it has a name already (then nothing changes). Refuses
+    /// nothing.
+    fn set_cluster_id(&mut self, id: &str) {
+        if self.cluster_id.is_none() {
+            self.cluster_id = Some(id.to_string());
+        }
+    }
+
+    /// Gives `broker` the next [`PRODUCER_ID_BLOCK`] ids, recorded with the request's `nonce`
+    /// (the broker's previous block is forgotten).
+    ///
+    /// Refuses once producer ids would overflow `i64`.
+    fn allocate_producer_ids(&mut self, broker: i32, nonce: u64) -> CommandResult {
+        let first = self.next_producer_id;
+        self.next_producer_id = first
+            .checked_add(PRODUCER_ID_BLOCK)
+            .ok_or_else(|| CommandError::Invalid("producer ids exhausted".into()))?;
+        self.producer_id_blocks.insert(broker, (nonce, first));
+        Ok(())
     }
 
     /// Checks that every named partition exists, so that a command over several partitions
@@ -322,14 +688,6 @@ impl ClusterMetadata {
             }
         }
         Ok(())
-    }
-
-    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionRecord> {
-        self.topics.get(topic).and_then(|t| {
-            usize::try_from(partition)
-                .ok()
-                .and_then(|p| t.partitions.get(p))
-        })
     }
 
     fn partition_mut(
@@ -348,337 +706,9 @@ impl ClusterMetadata {
             .ok_or_else(|| CommandError::UnknownPartition(topic.to_string(), partition))
     }
 
-    /// Applies a committed command.
-    ///
-    /// # Errors
-    /// The command is invalid against the current state; the state is then unchanged.
-    pub fn apply(&mut self, command: &Command) -> CommandResult {
-        match command {
-            Command::RegisterBroker {
-                id,
-                host,
-                port,
-                rack,
-                incarnation,
-            } => {
-                let decommissioning = self.brokers.get(id).is_some_and(|b| b.decommissioning);
-                let record = BrokerRecord {
-                    id: *id,
-                    host: host.clone(),
-                    port: *port,
-                    rack: rack.clone(),
-                    // A (re)registered broker starts fenced; it is unfenced once it is caught up.
-                    fenced: true,
-                    shutting_down: false,
-                    incarnation: *incarnation,
-                    // A drain survives restarts of the drained broker.
-                    decommissioning,
-                };
-                self.brokers.insert(*id, record);
-                self.remove_from_leadership(*id);
-                Ok(())
-            }
-            Command::FenceBroker { id } => {
-                let broker = self
-                    .brokers
-                    .get_mut(id)
-                    .ok_or(CommandError::UnknownBroker(*id))?;
-                broker.fenced = true;
-                self.remove_from_leadership(*id);
-                Ok(())
-            }
-            Command::ControlledShutdown { id } => {
-                let broker = self
-                    .brokers
-                    .get_mut(id)
-                    .ok_or(CommandError::UnknownBroker(*id))?;
-                broker.shutting_down = true;
-                self.remove_from_leadership(*id);
-                Ok(())
-            }
-            Command::UnfenceBroker { id } => {
-                let broker = self
-                    .brokers
-                    .get_mut(id)
-                    .ok_or(CommandError::UnknownBroker(*id))?;
-                broker.fenced = false;
-                broker.shutting_down = false;
-                self.elect_leaderless();
-                Ok(())
-            }
-            Command::CreateTopic {
-                name,
-                id,
-                assignment,
-                configs,
-            } => {
-                if self.topics.contains_key(name) {
-                    return Err(CommandError::TopicExists(name.clone()));
-                }
-                validate_assignment(assignment, &self.brokers)?;
-                let live = self.live_brokers();
-                let partitions = assignment
-                    .iter()
-                    .map(|r| PartitionRecord::new(r.clone(), &live))
-                    .collect();
-                self.topics.insert(
-                    name.clone(),
-                    TopicRecord {
-                        id: *id,
-                        partitions,
-                        configs: configs.clone(),
-                    },
-                );
-                Ok(())
-            }
-            Command::DeleteTopic { name } => self
-                .topics
-                .remove(name)
-                .map(|_| ())
-                .ok_or_else(|| CommandError::UnknownTopic(name.clone())),
-            Command::CreatePartitions { name, assignment } => {
-                validate_assignment(assignment, &self.brokers)?;
-                let live = self.live_brokers();
-                let topic = self
-                    .topics
-                    .get_mut(name)
-                    .ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
-                topic.partitions.extend(
-                    assignment
-                        .iter()
-                        .map(|r| PartitionRecord::new(r.clone(), &live)),
-                );
-                Ok(())
-            }
-            Command::AlterConfigs { name, configs } => {
-                let topic = self
-                    .topics
-                    .get_mut(name)
-                    .ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
-                topic.configs = configs.clone();
-                Ok(())
-            }
-            Command::AlterIsr {
-                topic,
-                partition,
-                leader,
-                leader_epoch,
-                partition_epoch,
-                isr,
-            } => {
-                let record = self.partition_mut(topic, *partition)?;
-                if record.leader != *leader || record.leader_epoch != *leader_epoch {
-                    return Err(CommandError::NotLeader(*leader));
-                }
-                if record.partition_epoch != *partition_epoch {
-                    return Err(CommandError::StaleEpoch {
-                        got: *partition_epoch,
-                        current: record.partition_epoch,
-                    });
-                }
-                if !isr.contains(leader) || isr.iter().any(|r| !record.replicas.contains(r)) {
-                    return Err(CommandError::Invalid(format!(
-                        "ISR {isr:?} must hold the leader and only replicas"
-                    )));
-                }
-                record.isr = isr.clone();
-                record.partition_epoch += 1;
-                Self::maybe_complete_reassignment(record);
-                Ok(())
-            }
-            Command::ElectPreferredLeaders { partitions } => {
-                self.check_partitions(partitions)?;
-                let live = self.live_brokers();
-                for (topic, partition) in partitions {
-                    let record = self.partition_mut(topic, *partition)?;
-                    let preferred = record.preferred_leader();
-                    if record.leader != preferred
-                        && record.isr.contains(&preferred)
-                        && live.contains(&preferred)
-                    {
-                        record.set_leader(preferred);
-                    }
-                }
-                Ok(())
-            }
-            Command::Reassign {
-                topic,
-                partition,
-                target,
-            } => {
-                if target.is_empty() || target.iter().collect::<BTreeSet<_>>().len() != target.len()
-                {
-                    return Err(CommandError::Invalid(format!(
-                        "target replicas {target:?} must be distinct and non-empty"
-                    )));
-                }
-                if let Some(missing) = target.iter().find(|b| !self.brokers.contains_key(b)) {
-                    return Err(CommandError::UnknownBroker(*missing));
-                }
-                let record = self.partition_mut(topic, *partition)?;
-                // A new target for a reassignment in flight is measured against the replicas
-                // before it: a replica still being added is added again, not assumed in sync.
-                let before = if record.original.is_empty() {
-                    &record.replicas
-                } else {
-                    &record.original
-                };
-                let adding: Vec<i32> = target
-                    .iter()
-                    .copied()
-                    .filter(|b| !before.contains(b))
-                    .collect();
-                let removing: Vec<i32> = record
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(|b| !target.contains(b))
-                    .collect();
-                // Target order first (so the preferred leader is the target's first), then the
-                // replicas that will leave.
-                let mut replicas = target.clone();
-                replicas.extend(removing.iter().copied());
-                if record.original.is_empty() {
-                    record.original = record.replicas.clone();
-                }
-                let moving = !adding.is_empty() || !removing.is_empty();
-                record.replicas = replicas;
-                record.adding = adding;
-                record.removing = removing;
-                record.partition_epoch += 1;
-                if moving {
-                    // A new leader epoch fences fetches made under the old assignment: one
-                    // from a replica this change (or a cancel before it) removed must never
-                    // vouch for the replica assigned now, which may start empty.
-                    record.leader_epoch += 1;
-                }
-                Self::maybe_complete_reassignment(record);
-                Ok(())
-            }
-            Command::CancelReassignment { topic, partition } => {
-                let record = self.partition_mut(topic, *partition)?;
-                if record.adding.is_empty() && record.removing.is_empty() {
-                    return Err(CommandError::NoReassignment(topic.clone(), *partition));
-                }
-                Self::cancel_reassignment(record);
-                Ok(())
-            }
-            Command::ElectUncleanLeaders { partitions } => {
-                self.check_partitions(partitions)?;
-                let live = self.live_brokers();
-                for (topic, partition) in partitions {
-                    let record = self.partition_mut(topic, *partition)?;
-                    if record.leader != NO_LEADER {
-                        continue;
-                    }
-                    if let Some(next) = choose_leader(&record.replicas, &record.isr, &live, true) {
-                        if !record.isr.contains(&next) {
-                            record.isr = vec![next];
-                        }
-                        record.set_leader(next);
-                    }
-                }
-                Ok(())
-            }
-            Command::DecommissionBroker { id } => {
-                if !self.brokers.contains_key(id) {
-                    return Err(CommandError::UnknownBroker(*id));
-                }
-                let mut drained = self.clone();
-                if let Some(broker) = drained.brokers.get_mut(id) {
-                    broker.decommissioning = true;
-                }
-                let moves = drain_moves(&drained, *id)?;
-                for (topic, partition, target) in moves {
-                    drained.apply(&Command::Reassign {
-                        topic,
-                        partition,
-                        target,
-                    })?;
-                }
-                *self = drained;
-                Ok(())
-            }
-            Command::SpreadReplicas => {
-                let mut spread = self.clone();
-                for (topic, partition, target) in spread_moves(self) {
-                    spread.apply(&Command::Reassign {
-                        topic,
-                        partition,
-                        target,
-                    })?;
-                }
-                // Then preferred leadership, over the replicas as they will be (a reorder moves
-                // no data).
-                for (topic, partition, target) in preferred_leader_moves(&spread) {
-                    spread.apply(&Command::Reassign {
-                        topic,
-                        partition,
-                        target,
-                    })?;
-                }
-                *self = spread;
-                Ok(())
-            }
-            Command::RecommissionBroker { id } => {
-                let broker = self
-                    .brokers
-                    .get_mut(id)
-                    .ok_or(CommandError::UnknownBroker(*id))?;
-                broker.decommissioning = false;
-                for topic in self.topics.values_mut() {
-                    for record in &mut topic.partitions {
-                        if record.removing.contains(id) {
-                            Self::cancel_reassignment(record);
-                        }
-                    }
-                }
-                Ok(())
-            }
-            Command::UnregisterBroker { id } => {
-                if !self.brokers.contains_key(id) {
-                    return Err(CommandError::UnknownBroker(*id));
-                }
-                let held = self.replica_count(*id);
-                if held > 0 {
-                    return Err(CommandError::Invalid(format!(
-                        "broker {id} still replicates {held} partitions; decommission it first"
-                    )));
-                }
-                self.brokers.remove(id);
-                Ok(())
-            }
-            Command::AllocateProducerIds { broker, nonce } => {
-                let first = self.next_producer_id;
-                self.next_producer_id = first
-                    .checked_add(PRODUCER_ID_BLOCK)
-                    .ok_or_else(|| CommandError::Invalid("producer ids exhausted".into()))?;
-                self.producer_id_blocks.insert(*broker, (*nonce, first));
-                Ok(())
-            }
-            Command::SetClusterId { id } => {
-                if self.cluster_id.is_none() {
-                    self.cluster_id = Some(id.clone());
-                }
-                Ok(())
-            }
-            Command::ImportStandalone(import) => {
-                self.import_standalone(import);
-                Ok(())
-            }
-            Command::SetUncleanLeaderElection { enabled } => {
-                self.unclean_leader_election = *enabled;
-                if *enabled {
-                    self.elect_leaderless();
-                }
-                Ok(())
-            }
-        }
-    }
-
     /// Reverts a partition's reassignment: the replicas being added leave again, the ones
     /// being removed stay. Leadership moves if an added replica led.
-    fn cancel_reassignment(record: &mut PartitionRecord) {
+    fn revert_reassignment(record: &mut PartitionRecord) {
         let adding = std::mem::take(&mut record.adding);
         record.removing.clear();
         let original = std::mem::take(&mut record.original);
@@ -779,33 +809,6 @@ impl ClusterMetadata {
     }
 }
 
-/// A topic's `unclean.leader.election.enable`, else `cluster_default`.
-fn unclean_for(topic: &TopicRecord, cluster_default: bool) -> bool {
-    topic
-        .configs
-        .get("unclean.leader.election.enable")
-        .map_or(cluster_default, |v| v == "true")
-}
-
-/// The new leader: the first replica (in preference order) that is in the ISR and alive; with
-/// `unclean`, else the first live replica.
-pub fn choose_leader(
-    replicas: &[i32],
-    isr: &[i32],
-    live: &BTreeSet<i32>,
-    unclean: bool,
-) -> Option<i32> {
-    replicas
-        .iter()
-        .copied()
-        .find(|r| isr.contains(r) && live.contains(r))
-        .or_else(|| {
-            unclean
-                .then(|| replicas.iter().copied().find(|r| live.contains(r)))
-                .flatten()
-        })
-}
-
 fn validate_assignment(
     assignment: &[Vec<i32>],
     brokers: &BTreeMap<i32, BrokerRecord>,
@@ -861,73 +864,68 @@ pub fn assign_replicas(
         .collect())
 }
 
-/// Metadata builders shared by the unit tests of the controller and its users.
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-
-    /// Brokers `brokers` registered and unfenced (see [`join`]).
-    pub fn cluster(brokers: &[i32]) -> ClusterMetadata {
-        let mut metadata = ClusterMetadata::default();
-        for &id in brokers {
-            join(&mut metadata, id);
-        }
-        metadata
+/// A new Kafka-style cluster id: 16 random bytes in URL-safe base64 without padding (22
+/// characters). The active controller proposes one ([`Command::SetClusterId`]) while the
+/// metadata has none.
+pub fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = u128::from_be_bytes(Uuid::new_v4().into_bytes());
+    let mut out = String::with_capacity(22);
+    for _ in 0..22 {
+        out.push(char::from(ALPHABET[(bits & 63) as usize]));
+        bits >>= 6;
     }
-
-    /// Registers broker `id` (on 127.0.0.1, port 9000 + id) and unfences it, as a broker
-    /// added to a running cluster.
-    pub fn join(metadata: &mut ClusterMetadata, id: i32) {
-        metadata
-            .apply(&Command::RegisterBroker {
-                id,
-                host: "127.0.0.1".into(),
-                port: 9000 + id,
-                rack: None,
-                incarnation: 1,
-            })
-            .expect("register");
-        metadata
-            .apply(&Command::UnfenceBroker { id })
-            .expect("unfence");
-    }
-
-    /// Marks every replica in sync, as leaders would once their followers caught up (which
-    /// completes the reassignments in flight).
-    pub fn all_caught_up(metadata: &mut ClusterMetadata) {
-        let changes: Vec<Command> = metadata
-            .partitions()
-            .map(|(topic, partition, p)| Command::AlterIsr {
-                topic: topic.to_string(),
-                partition,
-                leader: p.leader,
-                leader_epoch: p.leader_epoch,
-                partition_epoch: p.partition_epoch,
-                isr: p.replicas.clone(),
-            })
-            .collect();
-        for change in changes {
-            metadata.apply(&change).expect("isr");
-        }
-    }
-
-    /// Creates topic `name` with `assignment`.
-    pub fn create(metadata: &mut ClusterMetadata, name: &str, assignment: Vec<Vec<i32>>) {
-        metadata
-            .apply(&Command::CreateTopic {
-                name: name.into(),
-                id: Uuid::new_v4(),
-                assignment,
-                configs: BTreeMap::new(),
-            })
-            .expect("create");
-    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::testing::{all_caught_up, cluster, create, join};
     use super::*;
+
+    #[test]
+    fn commands_and_metadata_keep_their_stored_json() {
+        // The quorum's log and snapshots hold this JSON: it must read back the same forever.
+        let register = Command::RegisterBroker {
+            id: 1,
+            host: "h".into(),
+            port: 9092,
+            rack: None,
+            incarnation: 7,
+        };
+        let json =
+            r#"{"RegisterBroker":{"id":1,"host":"h","port":9092,"rack":null,"incarnation":7}}"#;
+        assert_eq!(serde_json::to_string(&register).expect("encode"), json);
+        assert_eq!(
+            serde_json::from_str::<Command>(r#""SpreadReplicas""#).expect("decode"),
+            Command::SpreadReplicas
+        );
+        let mut metadata = cluster(&[1]);
+        create(&mut metadata, "t", vec![vec![1]]);
+        let stored = serde_json::to_string(&metadata).expect("encode");
+        let back: ClusterMetadata = serde_json::from_str(&stored).expect("decode");
+        assert_eq!(back, metadata);
+        // Written before `decommissioning`, `original`, `cluster_id` and the producer ids.
+        let old = r#"{"brokers":{"1":{"id":1,"host":"h","port":1,"rack":null,"fenced":false,
+            "shutting_down":false,"incarnation":3}},"topics":{"t":{"id":
+            "00000000-0000-0000-0000-000000000001","partitions":[{"replicas":[1],"isr":[1],
+            "leader":1,"leader_epoch":0,"partition_epoch":0,"adding":[],"removing":[]}],
+            "configs":{}}},"unclean_leader_election":false}"#;
+        let old: ClusterMetadata = serde_json::from_str(old).expect("decode an old snapshot");
+        assert!(!old.brokers[&1].decommissioning);
+        assert_eq!(old.partition("t", 0).map(|p| p.leader), Some(1));
+        assert_eq!(old.cluster_id, None);
+    }
+
+    #[test]
+    fn cluster_ids_are_22_url_safe_characters_and_differ() {
+        let (a, b) = (new_cluster_id(), new_cluster_id());
+        assert_eq!(a.len(), 22);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn placement_spreads_replicas_and_leaders_evenly() {

@@ -7,10 +7,25 @@
 
 use std::collections::BTreeMap;
 
-use super::metadata::{ClusterMetadata, CommandError, PartitionRecord, NO_LEADER};
+use super::state::{ClusterMetadata, PartitionRecord, NO_LEADER};
 
 /// A partition move: topic, partition and its target replicas.
 pub type Move = (String, i32, Vec<i32>);
+
+/// A broker that cannot be drained: a partition it replicates has no other placement broker
+/// left to take its replica.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cannot drain broker {broker}: partition {topic}-{partition} has {replicas} replicas and no \
+     other live broker can take one"
+)]
+pub struct Undrainable {
+    pub broker: i32,
+    pub topic: String,
+    pub partition: i32,
+    /// The partition's replicas, not counting those already leaving.
+    pub replicas: usize,
+}
 
 /// The reassignments that take every replica off broker `id`.
 ///
@@ -22,7 +37,7 @@ pub type Move = (String, i32, Vec<i32>);
 /// # Errors
 /// Some partition has no broker left to take its replica (fewer placement brokers than its
 /// replication factor): the broker cannot be drained, and nothing should change.
-pub fn drain_moves(metadata: &ClusterMetadata, id: i32) -> Result<Vec<Move>, CommandError> {
+pub fn drain_moves(metadata: &ClusterMetadata, id: i32) -> Result<Vec<Move>, Undrainable> {
     let candidates = metadata.placement_brokers();
     let mut load: BTreeMap<i32, usize> = candidates
         .iter()
@@ -45,11 +60,12 @@ pub fn drain_moves(metadata: &ClusterMetadata, id: i32) -> Result<Vec<Move>, Com
             .min_by_key(|(b, count)| (**count, **b))
             .map(|(b, _)| b)
         else {
-            return Err(CommandError::Invalid(format!(
-                "cannot drain broker {id}: partition {topic}-{partition} has {} replicas and no \
-                 other live broker can take one",
-                current.len()
-            )));
+            return Err(Undrainable {
+                broker: id,
+                topic: topic.to_string(),
+                partition,
+                replicas: current.len(),
+            });
         };
         *load.entry(replacement).or_default() += 1;
         let target = current
@@ -262,8 +278,8 @@ pub fn rebalance_elections(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::metadata::testing::{all_caught_up, cluster, create, join};
-    use crate::controller::metadata::Command;
+    use crate::controller::metadata::{Command, CommandError};
+    use crate::controller::testing::{all_caught_up, cluster, create, join};
 
     #[test]
     fn spreading_moves_replicas_onto_new_brokers_until_loads_differ_by_one() {

@@ -58,7 +58,7 @@ pub fn policy_commands(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::metadata::testing::{cluster, create};
+    use crate::controller::testing::{cluster, create};
 
     fn fresh() -> String {
         "fresh".into()

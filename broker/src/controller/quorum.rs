@@ -54,7 +54,7 @@ pub fn parse_voters(value: &str) -> Result<BTreeMap<NodeId, String>, String> {
         let id: NodeId = id
             .parse()
             .map_err(|_| format!("`{item}`: the id must be a number"))?;
-        if crate::config::split_host_port(address).is_none() {
+        if !is_host_port(address) {
             return Err(format!("`{item}`: expected ID@HOST:PORT"));
         }
         if voters.insert(id, address.to_string()).is_some() {
@@ -65,6 +65,14 @@ pub fn parse_voters(value: &str) -> Result<BTreeMap<NodeId, String>, String> {
         return Err("at least one controller voter is needed".into());
     }
     Ok(voters)
+}
+
+/// Whether `address` reads `HOST:PORT` (the port a number that fits `u16`; an IPv6 host in
+/// brackets), as the broker's own listener settings are read.
+fn is_host_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
 }
 
 /// Raft timing for a quorum on a LAN or loopback.
@@ -615,7 +623,18 @@ mod tests {
             parse_voters("1@127.0.0.1:19192, 2@127.0.0.1:19193,3@localhost:19194").expect("parse");
         assert_eq!(voters.len(), 3);
         assert_eq!(voters.get(&2).map(String::as_str), Some("127.0.0.1:19193"));
-        for bad in ["", "1@", "x@h:1", "1@h:1,1@h:2", "1-h:1"] {
+        let ipv6 = parse_voters("1@[::1]:19192").expect("an IPv6 voter");
+        assert_eq!(ipv6.get(&1).map(String::as_str), Some("[::1]:19192"));
+        for bad in [
+            "",
+            "1@",
+            "x@h:1",
+            "1@h:1,1@h:2",
+            "1-h:1",
+            "1@h",
+            "1@h:x",
+            "1@h:70000",
+        ] {
             assert!(parse_voters(bad).is_err(), "{bad}");
         }
     }

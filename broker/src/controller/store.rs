@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use super::metadata::{ClusterMetadata, CommandResult};
 use super::TypeConfig;
+use crate::log::durable;
 
 pub type NodeId = u64;
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -44,29 +45,18 @@ fn json_err(e: serde_json::Error) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e)
 }
 
-/// Writes `bytes` to `path` atomically and durably.
-fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<Option<T>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(json_err),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    match durable::read(path)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(json_err),
+        None => Ok(None),
     }
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    replace_file(path, &serde_json::to_vec(value).map_err(json_err)?)
+    Ok(durable::write_atomically(
+        path,
+        &serde_json::to_vec(value).map_err(json_err)?,
+    )?)
 }
 
 fn encode_record(entry: &Entry<TypeConfig>) -> std::io::Result<Vec<u8>> {
@@ -128,7 +118,7 @@ impl LogInner {
             bytes.extend_from_slice(&encode_record(entry)?);
         }
         let path = self.dir.join("log");
-        replace_file(&path, &bytes)?;
+        durable::write_atomically(&path, &bytes)?;
         self.file = std::fs::OpenOptions::new().append(true).open(&path)?;
         Ok(())
     }
@@ -142,11 +132,7 @@ impl LogStore {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("log");
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let bytes = durable::read(&path)?.unwrap_or_default();
         let entries: BTreeMap<u64, Entry<TypeConfig>> = decode_records(&bytes)
             .into_iter()
             .map(|e| (e.log_id.index, e))
@@ -355,8 +341,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, json_err(e)))?;
             (meta, bytes)
         };
-        replace_file(&self.dir.join("snapshot"), &bytes)
-            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
+        durable::write_atomically(&self.dir.join("snapshot"), &bytes)
+            .map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Write, e.into()))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -420,12 +406,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         stored.meta = Some(meta.clone());
         stored.last_applied = meta.last_log_id;
         stored.membership = meta.last_membership.clone();
-        replace_file(
+        durable::write_atomically(
             &self.dir.join("snapshot"),
             &serde_json::to_vec(&stored)
                 .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, json_err(e)))?,
         )
-        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e.into()))?;
         *self.inner.write() = stored;
         self.publish();
         Ok(())

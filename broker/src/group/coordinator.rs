@@ -18,14 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::membership::{
-    codes, Durable, Effect, Group, GroupLimits, GroupSnapshot, GroupState, JoinOutcome,
-    JoinRequest, JoinResult, SyncOutcome, SyncResult,
+    Durable, Effect, Group, GroupLimits, GroupSnapshot, GroupState, JoinOutcome, JoinRequest,
+    JoinResult, SyncOutcome, SyncResult,
 };
 use super::offsets::{CommitPoint, CommittedOffset, OffsetStore, OffsetStoreError};
 
@@ -178,10 +179,10 @@ impl GroupCoordinator {
         };
         for slot in unloaded {
             for (member_id, waiting) in slot.joins {
-                let _ = waiting.send(JoinResult::error(codes::NOT_COORDINATOR, &member_id));
+                let _ = waiting.send(JoinResult::error(ResponseError::NotCoordinator, &member_id));
             }
             for (_, waiting) in slot.syncs {
-                let _ = waiting.send(SyncResult::error(codes::NOT_COORDINATOR));
+                let _ = waiting.send(SyncResult::error(ResponseError::NotCoordinator));
             }
         }
         self.offsets.unload(index);
@@ -212,7 +213,7 @@ impl GroupCoordinator {
             // Only a member without an id creates a group; an id for a group that does not
             // exist is unknown (as in Kafka).
             if !request.member_id.is_empty() && !groups.contains_key(group_id) {
-                return JoinResult::error(codes::UNKNOWN_MEMBER_ID, &request.member_id);
+                return JoinResult::error(ResponseError::UnknownMemberId, &request.member_id);
             }
             let slot = groups.entry(group_id.to_string()).or_default();
             let group = slot
@@ -230,8 +231,10 @@ impl GroupCoordinator {
                 JoinOutcome::Pending { member_id } => {
                     let (tx, rx) = oneshot::channel();
                     if let Some(old) = slot.joins.insert(member_id.clone(), tx) {
-                        let _ =
-                            old.send(JoinResult::error(codes::REBALANCE_IN_PROGRESS, &member_id));
+                        let _ = old.send(JoinResult::error(
+                            ResponseError::RebalanceInProgress,
+                            &member_id,
+                        ));
                     }
                     (member_id, rx, persist)
                 }
@@ -242,8 +245,8 @@ impl GroupCoordinator {
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
             // The group left this coordinator without an answer for the member.
-            Ok(Err(_)) => JoinResult::error(codes::NOT_COORDINATOR, &member_id),
-            Err(_) => JoinResult::error(codes::REBALANCE_IN_PROGRESS, &member_id),
+            Ok(Err(_)) => JoinResult::error(ResponseError::NotCoordinator, &member_id),
+            Err(_) => JoinResult::error(ResponseError::RebalanceInProgress, &member_id),
         }
     }
 
@@ -258,10 +261,10 @@ impl GroupCoordinator {
         let (rx, wait, persist) = {
             let mut groups = self.groups.lock();
             let Some(slot) = groups.get_mut(group_id) else {
-                return SyncResult::error(codes::UNKNOWN_MEMBER_ID);
+                return SyncResult::error(ResponseError::UnknownMemberId);
             };
             let Some(group) = slot.group.as_mut() else {
-                return SyncResult::error(codes::UNKNOWN_MEMBER_ID);
+                return SyncResult::error(ResponseError::UnknownMemberId);
             };
             let wait = group
                 .member(member_id)
@@ -286,8 +289,8 @@ impl GroupCoordinator {
         self.persist(persist);
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => SyncResult::error(codes::NOT_COORDINATOR),
-            Err(_) => SyncResult::error(codes::REBALANCE_IN_PROGRESS),
+            Ok(Err(_)) => SyncResult::error(ResponseError::NotCoordinator),
+            Err(_) => SyncResult::error(ResponseError::RebalanceInProgress),
         }
     }
 
@@ -300,8 +303,10 @@ impl GroupCoordinator {
     ) -> i16 {
         let mut groups = self.groups.lock();
         match groups.get_mut(group_id).and_then(|s| s.group.as_mut()) {
-            Some(group) => group.heartbeat(member_id, instance_id, generation, now_ms()),
-            None => codes::UNKNOWN_MEMBER_ID,
+            Some(group) => group
+                .heartbeat(member_id, instance_id, generation, now_ms())
+                .map_or_else(|e| e.code(), |()| 0),
+            None => ResponseError::UnknownMemberId.code(),
         }
     }
 
@@ -309,10 +314,10 @@ impl GroupCoordinator {
     pub fn leave(&self, group_id: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
         let mut groups = self.groups.lock();
         let Some(slot) = groups.get_mut(group_id) else {
-            return vec![codes::UNKNOWN_MEMBER_ID; members.len()];
+            return vec![ResponseError::UnknownMemberId.code(); members.len()];
         };
         let Some(group) = slot.group.as_mut() else {
-            return vec![codes::UNKNOWN_MEMBER_ID; members.len()];
+            return vec![ResponseError::UnknownMemberId.code(); members.len()];
         };
         let (result, effects) = group.leave(members, now_ms());
         slot.deliver(effects);
@@ -320,6 +325,9 @@ impl GroupCoordinator {
         drop(groups);
         self.persist(persist);
         result
+            .into_iter()
+            .map(|r| r.map_or_else(|e| e.code(), |()| 0))
+            .collect()
     }
 
     /// Runs the timers of every group once, and forgets idle groups.
@@ -367,14 +375,14 @@ impl GroupCoordinator {
         let mut groups = self.groups.lock();
         let code = match groups.get_mut(group_id).and_then(|s| s.group.as_mut()) {
             Some(group) => group.validate_commit(member_id, instance_id, generation, now_ms()),
-            None if generation < 0 && member_id.is_empty() && instance_id.is_none() => codes::NONE,
-            None if self.offsets.has_group(group_id) => codes::UNKNOWN_MEMBER_ID,
-            None => codes::ILLEGAL_GENERATION,
+            None if generation < 0 && member_id.is_empty() && instance_id.is_none() => Ok(()),
+            None if self.offsets.has_group(group_id) => Err(ResponseError::UnknownMemberId),
+            None => Err(ResponseError::IllegalGeneration),
         };
-        if code == codes::NONE {
-            CommitCheck::Ok
+        if let Err(error) = code {
+            CommitCheck::Error(error.code())
         } else {
-            CommitCheck::Error(code)
+            CommitCheck::Ok
         }
     }
 
@@ -463,17 +471,17 @@ impl GroupCoordinator {
             let mut groups = self.groups.lock();
             if let Some(slot) = groups.get(group_id) {
                 if slot.group.as_ref().is_some_and(|g| !g.is_empty()) {
-                    return codes::NON_EMPTY_GROUP;
+                    return ResponseError::NonEmptyGroup.code();
                 }
                 groups.remove(group_id);
             } else if !self.offsets.has_group(group_id) {
-                return codes::GROUP_ID_NOT_FOUND;
+                return ResponseError::GroupIdNotFound.code();
             }
         }
         let partitions: Vec<(String, i32)> =
             self.offsets.group_offsets(group_id).into_keys().collect();
         match self.delete_offsets(group_id, &partitions) {
-            Ok(_) => codes::NONE,
+            Ok(_) => 0,
             Err(_) => 15, // COORDINATOR_NOT_AVAILABLE: retriable
         }
     }
@@ -555,7 +563,7 @@ mod tests {
             .await
             .expect("answered at once")
             .expect("join task");
-        assert_eq!(answer.error_code, codes::NOT_COORDINATOR);
+        assert_eq!(answer.error, Some(ResponseError::NotCoordinator));
         assert!(coordinator.describe("g").is_none(), "the group left memory");
     }
 }

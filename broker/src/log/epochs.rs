@@ -7,30 +7,24 @@
 //! keeps the cache in step with appends and truncations and persists it with
 //! [`write_checkpoint`].
 //!
-//! Checkpoint layout (big-endian): magic `TKLE` (4), version (2), entry count (4), then per
-//! entry epoch (4) and start offset (8), then CRC32C of everything before it (4). The file is
-//! replaced atomically; a damaged or foreign file reads as absent and the log rebuilds the
-//! cache from its batch headers.
+//! The checkpoint is framed as every checkpoint is ([`checkpoint`](super::checkpoint)), with a
+//! body of the entry count, then per entry the epoch and its start offset; it is replaced
+//! atomically. A damaged or foreign file reads as absent and the log rebuilds the cache from
+//! its batch headers.
 
 use std::path::Path;
 
 use tracing::warn;
 
-use super::{write_file_atomically, LogError};
+use super::checkpoint::{
+    self, Body, Checkpoint, Corruption, EPOCH_COUNT_SIZE, EPOCH_ENTRIES_MAX, EPOCH_ENTRY_SIZE,
+};
+use super::LogError;
 
 /// File name of the checkpoint in a partition directory.
-pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
+pub use super::checkpoint::LEADER_EPOCH_CHECKPOINT_FILE;
 /// Kafka's `UNDEFINED_EPOCH`: a batch or request that carries no leader epoch.
 pub const UNDEFINED_EPOCH: i32 = -1;
-
-const MAGIC: &[u8; 4] = b"TKLE";
-const VERSION: u16 = 1;
-const PREFIX_SIZE: usize = 4 + 2 + 4;
-const ENTRY_SIZE: usize = 4 + 8;
-const CRC_SIZE: usize = 4;
-/// Entries a checkpoint may declare; far above any real history (one per leader change that
-/// wrote records), it only bounds what a damaged count could make the decoder allocate.
-const MAX_ENTRIES: usize = 1 << 20;
 
 /// Leader `epoch` wrote its first record of this log at `start_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,82 +192,66 @@ impl EpochCache {
         Some((floor_epoch, next.start_offset))
     }
 
-    /// The checkpoint bytes of this cache.
+    /// The checkpoint file's bytes of this cache, in the current version.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(PREFIX_SIZE + self.entries.len() * ENTRY_SIZE + CRC_SIZE);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_be_bytes());
+        checkpoint::encode(Checkpoint::LeaderEpochs, &self.body())
+    }
+
+    fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(EPOCH_COUNT_SIZE + self.entries.len() * EPOCH_ENTRY_SIZE);
         let count = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         out.extend_from_slice(&count.to_be_bytes());
         for entry in &self.entries {
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.start_offset.to_be_bytes());
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_be_bytes());
         out
     }
 
-    /// Decodes checkpoint bytes; `Err` says what is wrong with them.
+    /// Decodes a checkpoint file's bytes (current or legacy version).
     ///
     /// # Errors
-    /// A description of the damage: size, magic, version, CRC, or entries out of order.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        if bytes.len() < PREFIX_SIZE + CRC_SIZE {
-            return Err(format!("{} bytes is too short", bytes.len()));
-        }
-        if &bytes[0..4] != MAGIC {
-            return Err("bad magic".into());
-        }
-        let (body, crc) = bytes.split_at(bytes.len() - CRC_SIZE);
-        let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
-        if stored != crc32c::crc32c(body) {
-            return Err("CRC32C mismatch".into());
-        }
-        let version = u16::from_be_bytes([body[4], body[5]]);
-        if version != VERSION {
-            return Err(format!("unknown version {version}"));
-        }
-        let count = u32::from_be_bytes([body[6], body[7], body[8], body[9]]) as usize;
-        let entries_bytes = &body[PREFIX_SIZE..];
-        if count > MAX_ENTRIES || entries_bytes.len() != count * ENTRY_SIZE {
-            return Err(format!(
+    /// The [`Corruption`] found: a frame check, an entry count that does not match the body,
+    /// or entries out of order.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Corruption> {
+        checkpoint::decode(Checkpoint::LeaderEpochs, bytes, Self::read_body)
+    }
+
+    fn read_body(body: &mut Body<'_>) -> Result<Self, Corruption> {
+        let count = body.u32()? as usize;
+        let present = body.remaining() / EPOCH_ENTRY_SIZE;
+        if count > EPOCH_ENTRIES_MAX || count != present {
+            return Err(body.invalid(format!(
                 "{count} entries declared, {} bytes of entries",
-                entries_bytes.len()
-            ));
+                body.remaining()
+            )));
         }
-        let entries = entries_bytes
-            .chunks_exact(ENTRY_SIZE)
-            .map(|e| EpochEntry {
-                epoch: i32::from_be_bytes([e[0], e[1], e[2], e[3]]),
-                start_offset: i64::from_be_bytes([
-                    e[4], e[5], e[6], e[7], e[8], e[9], e[10], e[11],
-                ]),
-            })
-            .collect();
-        Self::from_entries(entries).ok_or_else(|| "entries out of order".into())
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            entries.push(EpochEntry {
+                epoch: body.i32()?,
+                start_offset: body.i64()?,
+            });
+        }
+        Self::from_entries(entries).ok_or_else(|| body.invalid("entries out of order".into()))
     }
 }
 
-/// Reads the checkpoint in `dir`; `None` when there is none or it is damaged (logged), in
-/// which case the caller rebuilds the cache from the log.
+/// Reads the checkpoint in `dir`; `None` when there is none or it is damaged.
+///
+/// Contract on `None`: the caller rebuilds the cache from the batch headers of the log (and
+/// checkpoints it again), so a damaged file costs a scan, never an epoch. A damaged file is
+/// logged, never an error.
 ///
 /// # Errors
 /// I/O errors other than "not found".
 pub fn read_checkpoint(dir: &Path) -> Result<Option<EpochCache>, LogError> {
-    let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(LogError::io("read leader-epoch checkpoint", &path, e)),
-    };
-    match EpochCache::decode(&bytes) {
-        Ok(cache) => Ok(Some(cache)),
-        Err(detail) => {
-            warn!(path = %path.display(), detail, "leader-epoch checkpoint is damaged; rebuilding it");
-            Ok(None)
-        }
-    }
+    checkpoint::read(
+        dir,
+        Checkpoint::LeaderEpochs,
+        "the leader epochs are rebuilt from the batch headers",
+        EpochCache::read_body,
+    )
 }
 
 /// Replaces the checkpoint in `dir` with `cache`, atomically and durably.
@@ -281,7 +259,7 @@ pub fn read_checkpoint(dir: &Path) -> Result<Option<EpochCache>, LogError> {
 /// # Errors
 /// I/O errors of the write, fsync or rename.
 pub fn write_checkpoint(dir: &Path, cache: &EpochCache) -> Result<(), LogError> {
-    write_file_atomically(dir, LEADER_EPOCH_CHECKPOINT_FILE, &cache.encode())
+    checkpoint::write(dir, Checkpoint::LeaderEpochs, &cache.body())
 }
 
 /// Where a follower cuts its log after asking the leader about its latest epoch (Kafka's
@@ -318,6 +296,7 @@ pub fn follower_truncation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::checkpoint::{assert_damage_detected, encode_legacy};
 
     /// (epoch, start offset) entries, oldest first.
     type Pairs = &'static [(i32, i64)];
@@ -467,22 +446,64 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_round_trips_and_rejects_damage() {
+    fn checkpoint_round_trips_and_every_cut_or_flip_is_detected() {
         let epochs = cache(&[(0, 0), (2, 10), (3, 1 << 40)]);
         let bytes = epochs.encode();
         assert_eq!(EpochCache::decode(&bytes), Ok(epochs.clone()));
-        for i in 0..bytes.len() {
-            let mut damaged = bytes.clone();
-            damaged[i] ^= 0x01;
-            assert!(EpochCache::decode(&damaged).is_err(), "flip at byte {i}");
-        }
-        for len in 0..bytes.len() {
-            assert!(EpochCache::decode(&bytes[..len]).is_err(), "cut at {len}");
-        }
+        assert_damage_detected(&bytes, EpochCache::decode);
+        let empty = EpochCache::default().encode();
+        assert_eq!(EpochCache::decode(&empty), Ok(EpochCache::default()));
+        assert_damage_detected(&empty, EpochCache::decode);
+    }
+
+    #[test]
+    fn a_checkpoint_written_by_0_1_0_is_read() {
+        // orders-0/leader-epoch-checkpoint of broker/tests/fixtures/standalone-0.1.0.tar.gz.
+        let legacy = [
+            0x54, 0x4b, 0x4c, 0x45, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x93, 0x47, 0x07, 0x47,
+        ];
+        assert_eq!(EpochCache::decode(&legacy), Ok(cache(&[(0, 0)])));
+        assert_damage_detected(&legacy, EpochCache::decode);
+        let longer = cache(&[(1, 0), (4, 7)]);
+        let legacy = encode_legacy(Checkpoint::LeaderEpochs, &longer.body());
+        assert_eq!(EpochCache::decode(&legacy), Ok(longer.clone()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(LEADER_EPOCH_CHECKPOINT_FILE), &legacy).expect("legacy");
         assert_eq!(
-            EpochCache::decode(&EpochCache::default().encode()),
-            Ok(EpochCache::default())
+            read_checkpoint(dir.path()).expect("read"),
+            Some(longer.clone())
         );
+        write_checkpoint(dir.path(), &longer).expect("rewrite");
+        let rewritten =
+            std::fs::read(dir.path().join(LEADER_EPOCH_CHECKPOINT_FILE)).expect("bytes");
+        assert_eq!(rewritten, longer.encode(), "written in the current version");
+    }
+
+    #[test]
+    fn a_declared_count_that_disagrees_with_the_entries_is_refused() {
+        let mut body = cache(&[(1, 0), (4, 7)]).body();
+        body[..EPOCH_COUNT_SIZE].copy_from_slice(&3u32.to_be_bytes());
+        let bytes = checkpoint::encode(Checkpoint::LeaderEpochs, &body);
+        let error = EpochCache::decode(&bytes).expect_err("count 3, two entries");
+        assert_eq!(error.position, checkpoint::HEADER_SIZE + EPOCH_COUNT_SIZE);
+        let out_of_order = checkpoint::encode(
+            Checkpoint::LeaderEpochs,
+            &EpochCache {
+                entries: vec![
+                    EpochEntry {
+                        epoch: 4,
+                        start_offset: 0,
+                    },
+                    EpochEntry {
+                        epoch: 1,
+                        start_offset: 7,
+                    },
+                ],
+            }
+            .body(),
+        );
+        assert!(EpochCache::decode(&out_of_order).is_err());
     }
 
     #[test]
@@ -491,9 +512,22 @@ mod tests {
         assert_eq!(read_checkpoint(dir.path()).expect("read"), None);
         let epochs = cache(&[(1, 0), (4, 7)]);
         write_checkpoint(dir.path(), &epochs).expect("write");
-        assert_eq!(read_checkpoint(dir.path()).expect("read"), Some(epochs));
+        assert_eq!(
+            read_checkpoint(dir.path()).expect("read"),
+            Some(epochs.clone())
+        );
         std::fs::write(dir.path().join(LEADER_EPOCH_CHECKPOINT_FILE), b"junk").expect("damage");
         assert_eq!(read_checkpoint(dir.path()).expect("read"), None);
+        let bytes = epochs.encode();
+        for len in 1..bytes.len() {
+            let path = dir.path().join(LEADER_EPOCH_CHECKPOINT_FILE);
+            std::fs::write(path, &bytes[..len]).expect("cut");
+            assert_eq!(
+                read_checkpoint(dir.path()).expect("read"),
+                None,
+                "cut at {len}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The on-disk format of a partition log: file names, the Kafka v2 record-batch header, and
-//! the entry layouts of the offset and time indexes.
+//! The on-disk format of a partition log's segments: file names, the Kafka v2 record-batch
+//! header, and the entry layouts of the offset and time indexes. (The checkpoint files beside
+//! the segments have theirs in [`checkpoint`](super::checkpoint).)
 //!
 //! Everything that gives a byte on disk its meaning lives here, so that the segment, index and
 //! recovery code never hard-code an offset into a header. Record batches are stored exactly as
@@ -16,8 +17,9 @@ pub const INDEX_SUFFIX: &str = "index";
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
 /// Marker file written by a clean close and removed on open.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
-/// Checkpoint of the flushed position of the active segment.
-pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// Checkpoint of the flushed position of the active segment (the checkpoint files and their
+/// framing are [`checkpoint`](super::checkpoint)'s).
+pub use super::checkpoint::RECOVERY_POINT_FILE;
 /// Digits of the zero-padded base offset in segment file names.
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 

@@ -6,11 +6,13 @@
 //! or the wire protocol beyond the record-batch format.
 
 pub mod checkpoint;
+pub mod durable;
 pub mod epochs;
 pub mod format;
 pub mod high_watermark;
 pub mod index;
 pub mod partition;
+pub mod recovery_point;
 pub mod retention;
 pub mod segment;
 pub mod test_batches;
@@ -70,6 +72,16 @@ pub enum LogError {
     Closed,
 }
 
+impl From<durable::DurableError> for LogError {
+    fn from(error: durable::DurableError) -> Self {
+        Self::Io {
+            op: error.op,
+            path: error.path,
+            source: error.source,
+        }
+    }
+}
+
 impl LogError {
     pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
         Self::Io {
@@ -78,28 +90,6 @@ impl LogError {
             source,
         }
     }
-}
-
-/// Replaces `dir/name` with `bytes` so that a crash leaves the old file or the new one, never
-/// a mix: the bytes go to a temporary file which is fsynced, renamed over `name`, and the
-/// directory is fsynced. Durable when this returns.
-///
-/// # Errors
-/// I/O errors of any step; the old file is then still in place.
-pub(crate) fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
-    use std::io::Write;
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = File::create(&tmp).map_err(|e| LogError::io("create", &tmp, e))?;
-    file.write_all(bytes)
-        .map_err(|e| LogError::io("write", &tmp, e))?;
-    file.sync_all()
-        .map_err(|e| LogError::io("fsync", &tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, &path).map_err(|e| LogError::io("rename", &path, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io("fsync directory", dir, e))
 }
 
 /// A byte range of a segment file holding whole record batches, ready to be sent with

@@ -26,7 +26,7 @@ use super::format::{
     LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
-use super::{FileRegion, LogError};
+use super::{FileRegion, LogConfig, LogError};
 
 /// Bytes of batches appended since the indexes were last flushed after which a data flush
 /// flushes them too. Index entries are hints that recovery rebuilds by walking batch headers,
@@ -43,6 +43,27 @@ pub struct SegmentLimits {
     pub index_bytes_max: usize,
     /// Largest batch the segment will accept or believe when scanning.
     pub batch_bytes_max: usize,
+}
+
+impl SegmentLimits {
+    /// The limits of a segment of a log configured with `config`, for appends.
+    pub fn of(config: &LogConfig) -> Self {
+        Self {
+            index_interval_bytes: config.index_interval_bytes,
+            index_bytes_max: config.segment_index_bytes,
+            batch_bytes_max: config.max_message_bytes.max(format::BATCH_HEADER_SIZE),
+        }
+    }
+
+    /// The limits used when reading segments back: a stored batch may be larger than the
+    /// current `max.message.bytes` (which can be lowered later) but never larger than a
+    /// segment.
+    pub fn for_reading(config: &LogConfig) -> Self {
+        Self {
+            batch_bytes_max: i32::MAX as usize,
+            ..Self::of(config)
+        }
+    }
 }
 
 /// A batch seen while walking a segment: where it starts and its header.

@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 use super::partition::Partition;
 use crate::config::BrokerConfig;
-use crate::log::{write_file_atomically, LogError};
+use crate::log::durable::write_atomically;
+use crate::log::LogError;
 use crate::topics::config::log_config;
 
 const METADATA_DIR: &str = "__tokafka";
@@ -202,7 +203,7 @@ impl Catalog {
             path: meta_dir.join(CATALOG_FILE),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
-        write_file_atomically(&meta_dir, CATALOG_FILE, &bytes)?;
+        write_atomically(&meta_dir.join(CATALOG_FILE), &bytes).map_err(LogError::from)?;
         Ok(())
     }
 

@@ -26,7 +26,7 @@ use super::str_bytes;
 use crate::broker::Broker;
 use crate::cluster::{spread_replicas, Refusal};
 use crate::controller::metadata::{ClusterMetadata, NO_LEADER};
-use crate::group::membership::{codes, JoinRequest};
+use crate::group::membership::JoinRequest;
 use crate::group::offsets::{partition_for, OFFSETS_TOPIC};
 use crate::protocol::dispatch::{respond, Answer, HandlerError, Outcome};
 use crate::protocol::RequestFrame;
@@ -249,10 +249,10 @@ pub async fn join_group(
         supports_skip_assignment: v >= 9,
     };
     let result = broker.groups.join(&group_id, join).await;
-    response.error_code = result.error_code;
+    response.error_code = result.error.map_or(0, |e| e.code());
     response.generation_id = result.generation_id;
     response.member_id = str_bytes(&result.member_id);
-    if result.error_code == codes::NONE {
+    if result.error.is_none() {
         response.leader = str_bytes(&result.leader);
         response.protocol_name = opt_str(result.protocol_name);
         if v >= 7 {
@@ -306,7 +306,7 @@ pub async fn sync_group(
         )
         .await;
     let mut response = SyncGroupResponse::default()
-        .with_error_code(result.error_code)
+        .with_error_code(result.error.map_or(0, |e| e.code()))
         .with_assignment(result.assignment);
     if frame.version >= 5 {
         response.protocol_type = opt_str(result.protocol_type);
@@ -365,7 +365,10 @@ pub fn leave_group(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcome
         let results = broker
             .groups
             .leave(group_id, &[(request.member_id.as_str().to_string(), None)]);
-        response.error_code = results.first().copied().unwrap_or(codes::UNKNOWN_MEMBER_ID);
+        response.error_code = results
+            .first()
+            .copied()
+            .unwrap_or(ResponseError::UnknownMemberId.code());
     }
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
