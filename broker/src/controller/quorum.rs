@@ -41,40 +41,6 @@ pub enum QuorumError {
     Http(#[from] reqwest::Error),
 }
 
-/// Parses `--controller-voters`: `ID@HOST:PORT,...`.
-///
-/// # Errors
-/// A malformed entry, a duplicate id, or an empty list.
-pub fn parse_voters(value: &str) -> Result<BTreeMap<NodeId, String>, String> {
-    let mut voters = BTreeMap::new();
-    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (id, address) = item
-            .split_once('@')
-            .ok_or_else(|| format!("`{item}`: expected ID@HOST:PORT"))?;
-        let id: NodeId = id
-            .parse()
-            .map_err(|_| format!("`{item}`: the id must be a number"))?;
-        if !is_host_port(address) {
-            return Err(format!("`{item}`: expected ID@HOST:PORT"));
-        }
-        if voters.insert(id, address.to_string()).is_some() {
-            return Err(format!("voter {id} is listed twice"));
-        }
-    }
-    if voters.is_empty() {
-        return Err("at least one controller voter is needed".into());
-    }
-    Ok(voters)
-}
-
-/// Whether `address` reads `HOST:PORT` (the port a number that fits `u16`; an IPv6 host in
-/// brackets), as the broker's own listener settings are read.
-fn is_host_port(address: &str) -> bool {
-    address
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
-}
-
 /// Raft timing for a quorum on a LAN or loopback.
 fn raft_config() -> Result<Arc<Config>, QuorumError> {
     let config = Config {
@@ -616,28 +582,6 @@ enum Answer<T> {
 mod tests {
     use super::*;
     use crate::controller::policy::ControllerPolicy;
-
-    #[test]
-    fn voters_parse_and_bad_lists_are_refused() {
-        let voters =
-            parse_voters("1@127.0.0.1:19192, 2@127.0.0.1:19193,3@localhost:19194").expect("parse");
-        assert_eq!(voters.len(), 3);
-        assert_eq!(voters.get(&2).map(String::as_str), Some("127.0.0.1:19193"));
-        let ipv6 = parse_voters("1@[::1]:19192").expect("an IPv6 voter");
-        assert_eq!(ipv6.get(&1).map(String::as_str), Some("[::1]:19192"));
-        for bad in [
-            "",
-            "1@",
-            "x@h:1",
-            "1@h:1,1@h:2",
-            "1-h:1",
-            "1@h",
-            "1@h:x",
-            "1@h:70000",
-        ] {
-            assert!(parse_voters(bad).is_err(), "{bad}");
-        }
-    }
 
     /// Three voters on loopback, started; the caller stops them.
     async fn three_voters(root: &std::path::Path) -> (BTreeMap<NodeId, String>, Vec<Voter>) {

@@ -3,6 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use tokafka_contract::config::{
+    BATCH_HEADER_BYTES, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_INDEX_BYTES_MIN,
+};
+
 use crate::config::BrokerConfig;
 use crate::log::{FlushPolicy, LogConfig};
 
@@ -66,8 +70,9 @@ pub fn validate_entry(key: &str, value: &str) -> Result<(), TopicConfigError> {
         }
         "segment.bytes" => {
             let v = number()?;
-            if !(14..=i64::from(i32::MAX)).contains(&v) {
-                return Err(error(key, value, "must be between 14 and 2147483647"));
+            if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&v) {
+                let reason = format!("must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}");
+                return Err(error(key, value, &reason));
             }
         }
         "segment.ms" | "index.interval.bytes" => {
@@ -76,13 +81,15 @@ pub fn validate_entry(key: &str, value: &str) -> Result<(), TopicConfigError> {
             }
         }
         "segment.index.bytes" => {
-            if number()? < 16 {
-                return Err(error(key, value, "must be at least 16"));
+            if number()? < SEGMENT_INDEX_BYTES_MIN {
+                let reason = format!("must be at least {SEGMENT_INDEX_BYTES_MIN}");
+                return Err(error(key, value, &reason));
             }
         }
         "max.message.bytes" => {
-            if number()? < 61 {
-                return Err(error(key, value, "must be at least 61"));
+            if number()? < BATCH_HEADER_BYTES {
+                let reason = format!("must be at least {BATCH_HEADER_BYTES}");
+                return Err(error(key, value, &reason));
             }
         }
         "min.insync.replicas" => {

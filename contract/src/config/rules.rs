@@ -282,6 +282,11 @@ mod tests {
         let voters =
             parse_voters("1@127.0.0.1:19192, 2@127.0.0.1:19193,3@localhost:19194").expect("parse");
         assert_eq!(voters.get(&3).map(String::as_str), Some("localhost:19194"));
+        let ipv6 = parse_voters("1@[::1]:19192").expect("an IPv6 voter");
+        assert_eq!(ipv6.get(&1).map(String::as_str), Some("[::1]:19192"));
+        for bad in ["", "1@", "x@h:1", "1-h:1", "1@h", "1@h:x", "1@h:70000"] {
+            assert!(parse_voters(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
