@@ -18,7 +18,11 @@ use crate::log::{FlushPolicy, LogConfig};
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub node_id: i32,
+    /// The first of `log_dirs`: it also holds the broker's identity, replica catalog and
+    /// controller log.
     pub data_dir: PathBuf,
+    /// Every log directory (`log.dirs`), in order; never empty.
+    pub log_dirs: Vec<PathBuf>,
     pub listen: String,
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -227,9 +231,14 @@ impl BrokerConfig {
             .map_err(|e| invalid("log.*", "", &e.to_string()))?;
         let cleanup_policy = settings.get("log.cleanup.policy").to_string();
         let num_partitions: i32 = parse(settings, "num.partitions")?;
+        let log_dirs: Vec<PathBuf> = tokafka_contract::config::log_dirs(settings.get("log.dirs"))
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
         let config = Self {
             node_id: parse(settings, "node.id")?,
-            data_dir: PathBuf::from(settings.get("log.dirs")),
+            data_dir: log_dirs.first().cloned().unwrap_or_default(),
+            log_dirs,
             listen,
             advertised_host,
             advertised_port: i32::from(advertised_port),

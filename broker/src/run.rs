@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::broker::Broker;
 use crate::cluster::Cluster;
@@ -37,6 +37,8 @@ pub enum RunError {
     StoppedBeforeServing,
     #[error("closing the logs failed: {0}")]
     Close(String),
+    #[error("stopped: the log directory holding the broker's metadata, or every log directory, is offline")]
+    LogDirsOffline,
 }
 
 /// A broker serving in the background.
@@ -162,7 +164,14 @@ pub async fn start_until(
         let broker = Arc::clone(&broker);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            shutdown.cancelled().await;
+            let log_dirs_failed = tokio::select! {
+                () = shutdown.cancelled() => false,
+                () = log_dirs_unusable(&broker) => true,
+            };
+            if log_dirs_failed {
+                error!("the broker cannot go on without its log directories: stopping");
+                shutdown.cancel();
+            }
             info!("controlled shutdown: moving leadership away");
             broker.cluster.controlled_shutdown().await;
             info!("shutting down: no new connections, finishing requests in flight");
@@ -175,6 +184,9 @@ pub async fn start_until(
             }
             let _ = tokio::join!(housekeeping, group_timers, http_task);
             close(&broker, cluster_stop).await?;
+            if log_dirs_failed {
+                return Err(RunError::LogDirsOffline);
+            }
             info!("broker stopped cleanly");
             Ok(())
         })
@@ -194,6 +206,18 @@ pub async fn start_until(
 /// As [`start_until`].
 pub async fn start(config: BrokerConfig) -> Result<RunningBroker, RunError> {
     start_until(config, CancellationToken::new()).await
+}
+
+/// Completes once the broker must stop for its log directories (see
+/// [`crate::replica::log_dirs::LogDirs::broker_must_stop`]).
+async fn log_dirs_unusable(broker: &Broker) {
+    let log_dirs = &broker.replicas.catalog.log_dirs;
+    let mut failures = log_dirs.failures();
+    while !log_dirs.broker_must_stop() {
+        if failures.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Waits until the cluster says this broker may serve, logging while it waits.

@@ -271,6 +271,7 @@ async fn fetch_loop(
         let now = Instant::now();
         let requests: Vec<PartitionFetch> = followed
             .iter()
+            .filter(|f| f.partition.is_online())
             .filter(|f| f.paused_until.is_none_or(|until| until <= now))
             .map(|f| PartitionFetch {
                 topic: f.key.0.clone(),
@@ -284,7 +285,12 @@ async fn fetch_loop(
             })
             .collect();
         if requests.is_empty() {
-            let Some(next) = followed.iter().filter_map(|f| f.paused_until).min() else {
+            let next = followed
+                .iter()
+                .filter(|f| f.partition.is_online())
+                .filter_map(|f| f.paused_until)
+                .min();
+            let Some(next) = next else {
                 stop.cancelled().await;
                 return Ok(());
             };

@@ -10,6 +10,7 @@
 //!   coordinator;
 //! - [`fetcher`]: followers copy their leaders' logs;
 //! - [`isr`]: carries the leaders' ISR changes to the quorum;
+//! - [`log_dirs`]: reports the replicas of a log directory gone offline;
 //! - [`import`]: moves a data directory of the former standalone mode into the quorum;
 //! - [`node`]: [`Cluster`], the handle the protocol and HTTP handlers use for metadata and
 //!   for writes to the quorum;
@@ -21,6 +22,7 @@ pub mod applier;
 pub mod fetcher;
 pub mod import;
 pub mod isr;
+pub mod log_dirs;
 pub mod node;
 pub mod roles;
 
@@ -83,6 +85,11 @@ impl Cluster {
             Arc::clone(&cluster),
             Arc::clone(&replicas),
             isr_proposals,
+            shutdown.clone(),
+        ));
+        tokio::spawn(log_dirs::run(
+            Arc::clone(&cluster),
+            Arc::clone(&replicas),
             shutdown.clone(),
         ));
         fetcher::spawn_fetchers(replicas, Arc::clone(&cluster), shutdown);

@@ -34,6 +34,7 @@ impl ClusterMetadata {
                     adding: Vec::new(),
                     removing: Vec::new(),
                     original: Vec::new(),
+                    offline: Vec::new(),
                 })
                 .collect();
             self.topics.insert(

@@ -138,6 +138,13 @@ pub enum Command {
     /// Takes in the topics of a data directory written by the former standalone mode (applied
     /// by `controller/import.rs`); idempotent.
     ImportStandalone(StandaloneImport),
+    /// `broker` (in the session of `incarnation`) lost the log directory holding its replicas
+    /// of these partitions: they leave the ISR (unless the last member) and leadership.
+    MarkReplicasOffline {
+        broker: i32,
+        incarnation: u64,
+        replicas: Vec<(String, i32)>,
+    },
 }
 
 /// What a standalone data directory holds, for the quorum.
@@ -272,6 +279,11 @@ impl ClusterMetadata {
                 self.import_standalone(import);
                 Ok(())
             }
+            Command::MarkReplicasOffline {
+                broker,
+                incarnation,
+                replicas,
+            } => self.mark_replicas_offline(*broker, *incarnation, replicas),
         }
     }
 
@@ -299,7 +311,73 @@ impl ClusterMetadata {
             decommissioning,
         };
         self.brokers.insert(id, record);
+        // A restarted broker opens its log directories afresh; it reports those still failing.
+        for topic in self.topics.values_mut() {
+            for partition in &mut topic.partitions {
+                partition.offline.retain(|b| *b != id);
+            }
+        }
         self.remove_from_leadership(id);
+    }
+
+    /// Marks `broker`'s replicas of `replicas` offline (their log directory failed): each
+    /// leaves the ISR unless it is the last member (so that no unclean election follows by
+    /// default), and where it led, the first in-sync replica still alive and online takes
+    /// over (none: the partition is leaderless).
+    ///
+    /// Refuses a report from an earlier session of the broker (its restart cleared it).
+    /// Partitions unknown, or not replicated by `broker`, are skipped: the topic may have been
+    /// deleted or moved meanwhile.
+    fn mark_replicas_offline(
+        &mut self,
+        broker: i32,
+        incarnation: u64,
+        replicas: &[(String, i32)],
+    ) -> CommandResult {
+        let current = self
+            .brokers
+            .get(&broker)
+            .ok_or(CommandError::UnknownBroker(broker))?
+            .incarnation;
+        if current != incarnation {
+            return Err(CommandError::Invalid(format!(
+                "an offline report of broker {broker} from session {incarnation}; it now runs session {current}"
+            )));
+        }
+        let live = self.live_brokers();
+        let cluster_unclean = self.unclean_leader_election;
+        for (name, index) in replicas {
+            let Some(topic) = self.topics.get_mut(name) else {
+                continue;
+            };
+            let unclean = unclean_for(topic, cluster_unclean);
+            let Some(record) = usize::try_from(*index)
+                .ok()
+                .and_then(|i| topic.partitions.get_mut(i))
+            else {
+                continue;
+            };
+            if !record.replicas.contains(&broker) || record.offline.contains(&broker) {
+                continue;
+            }
+            record.offline.push(broker);
+            if record.isr.len() > 1 {
+                record.isr.retain(|r| *r != broker);
+            }
+            if record.leader == broker {
+                let candidates = record.leader_candidates(&live);
+                let next = choose_leader(&record.replicas, &record.isr, &candidates, unclean);
+                if let Some(next) = next {
+                    if !record.isr.contains(&next) {
+                        record.isr = vec![next];
+                    }
+                }
+                record.set_leader(next.unwrap_or(NO_LEADER));
+            } else {
+                record.partition_epoch += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Fences broker `id` (it missed its heartbeats): it leaves every ISR it was not the last
@@ -449,6 +527,14 @@ impl ClusterMetadata {
                 "ISR {isr:?} must hold the leader and only replicas"
             )));
         }
+        if let Some(offline) = isr
+            .iter()
+            .find(|r| record.offline.contains(r) && !record.isr.contains(r))
+        {
+            return Err(CommandError::Invalid(format!(
+                "replica {offline} is offline and cannot join the ISR"
+            )));
+        }
         record.isr = isr.to_vec();
         record.partition_epoch += 1;
         Self::maybe_complete_reassignment(record);
@@ -468,6 +554,7 @@ impl ClusterMetadata {
             if record.leader != preferred
                 && record.isr.contains(&preferred)
                 && live.contains(&preferred)
+                && !record.offline.contains(&preferred)
             {
                 record.set_leader(preferred);
             }
@@ -557,7 +644,8 @@ impl ClusterMetadata {
             if record.leader != NO_LEADER {
                 continue;
             }
-            if let Some(next) = choose_leader(&record.replicas, &record.isr, &live, true) {
+            let candidates = record.leader_candidates(&live);
+            if let Some(next) = choose_leader(&record.replicas, &record.isr, &candidates, true) {
                 if !record.isr.contains(&next) {
                     record.isr = vec![next];
                 }
@@ -736,7 +824,8 @@ impl ClusterMetadata {
                     record.isr.retain(|r| *r != id);
                 }
                 if record.leader == id || !live.contains(&record.leader) {
-                    let next = choose_leader(&record.replicas, &record.isr, &live, unclean);
+                    let candidates = record.leader_candidates(&live);
+                    let next = choose_leader(&record.replicas, &record.isr, &candidates, unclean);
                     if let Some(next) = next {
                         if !record.isr.contains(&next) {
                             record.isr = vec![next];
@@ -758,7 +847,9 @@ impl ClusterMetadata {
             let unclean = unclean_for(topic, cluster_unclean);
             for record in &mut topic.partitions {
                 if record.leader == NO_LEADER {
-                    if let Some(next) = choose_leader(&record.replicas, &record.isr, &live, unclean)
+                    let candidates = record.leader_candidates(&live);
+                    if let Some(next) =
+                        choose_leader(&record.replicas, &record.isr, &candidates, unclean)
                     {
                         if !record.isr.contains(&next) {
                             record.isr = vec![next];
@@ -915,6 +1006,65 @@ mod tests {
         assert!(!old.brokers[&1].decommissioning);
         assert_eq!(old.partition("t", 0).map(|p| p.leader), Some(1));
         assert_eq!(old.cluster_id, None);
+    }
+
+    #[test]
+    fn offline_replicas_lose_leadership_and_the_isr_until_their_broker_restarts() {
+        let mut m = cluster(&[1, 2, 3]);
+        create(&mut m, "t", vec![vec![1, 2, 3], vec![2, 1, 3], vec![1]]);
+        all_caught_up(&mut m);
+        let report = |incarnation| Command::MarkReplicasOffline {
+            broker: 1,
+            incarnation,
+            replicas: vec![
+                ("t".into(), 0),
+                ("t".into(), 1),
+                ("t".into(), 2),
+                ("gone".into(), 0),
+            ],
+        };
+        let before = m.clone();
+        assert!(m.apply(&report(9)).is_err(), "a report of another session");
+        assert_eq!(m, before, "a refused report changes nothing");
+        let led = m.partition("t", 0).cloned().expect("t-0");
+        m.apply(&report(1)).expect("report");
+        let t0 = m.partition("t", 0).cloned().expect("t-0");
+        assert_eq!(
+            (t0.leader, t0.isr.clone(), t0.offline.clone()),
+            (2, vec![2, 3], vec![1])
+        );
+        assert_eq!(t0.leader_epoch, led.leader_epoch + 1);
+        let t1 = m.partition("t", 1).cloned().expect("t-1");
+        assert_eq!(
+            (t1.leader, t1.isr.clone()),
+            (2, vec![2, 3]),
+            "a follower leaves the ISR"
+        );
+        let t2 = m.partition("t", 2).cloned().expect("t-2");
+        assert_eq!(
+            (t2.leader, t2.isr.clone()),
+            (NO_LEADER, vec![1]),
+            "the last in-sync replica stays in the ISR, leaderless: no unclean election"
+        );
+        // An offline replica cannot come back through the ISR or a preferred election.
+        let isr_back = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: t0.leader_epoch,
+            partition_epoch: t0.partition_epoch,
+            isr: vec![2, 3, 1],
+        };
+        assert!(m.apply(&isr_back).is_err());
+        m.apply(&Command::ElectPreferredLeaders {
+            partitions: vec![("t".into(), 0)],
+        })
+        .expect("elect");
+        assert_eq!(m.partition("t", 0).map(|p| p.leader), Some(2));
+        // Its restart clears the mark: it is a candidate again once in sync.
+        join(&mut m, 1);
+        assert!(m.partitions().all(|(_, _, p)| p.offline.is_empty()));
+        assert_eq!(m.partition("t", 2).map(|p| p.leader), Some(1));
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct PartitionRecord {
     /// cancelled reassignment restores them, preferred leader included.
     #[serde(default)]
     pub original: Vec<i32>,
+    /// Replicas whose log directory went offline (reported by their broker): they lead
+    /// nothing and join no ISR until their broker registers again (a restart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offline: Vec<i32>,
 }
 
 impl PartitionRecord {
@@ -70,7 +74,16 @@ impl PartitionRecord {
             adding: Vec::new(),
             removing: Vec::new(),
             original: Vec::new(),
+            offline: Vec::new(),
         }
+    }
+
+    /// The brokers that may lead this partition: the `live` ones whose replica is not offline.
+    pub fn leader_candidates(&self, live: &BTreeSet<i32>) -> BTreeSet<i32> {
+        live.iter()
+            .copied()
+            .filter(|b| !self.offline.contains(b))
+            .collect()
     }
 
     /// The preferred leader: the first replica.

@@ -5,7 +5,8 @@
 //! change), so that a restarted broker opens its logs before it has heard from the
 //! controller. It is not a topic store: what topics exist, their partitions, replicas and
 //! configs are the controller quorum's; this catalog only remembers what is held here. Each
-//! replica lives in `<data dir>/<topic>-<partition>/`.
+//! replica lives in `<log dir>/<topic>-<partition>/` in one of the `log.dirs` (the one that
+//! holds it already, else the online one with the fewest replicas; see [`super::log_dirs`]).
 //!
 //! Invariants:
 //! - one entry per topic name, for one topic id: a replica of a topic's newer incarnation
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::log_dirs::{choose_log_dir, LogDir, LogDirs};
 use super::partition::Partition;
 use crate::config::BrokerConfig;
 use crate::log::durable::write_atomically;
@@ -43,6 +45,8 @@ pub enum CatalogError {
     },
     #[error("partition index {0} is out of range")]
     BadIndex(i32),
+    #[error("every log directory is offline")]
+    NoOnlineLogDir,
 }
 
 /// What is persisted about a topic held here.
@@ -109,14 +113,11 @@ impl Topic {
 /// The hosted replicas.
 pub struct Catalog {
     data_dir: PathBuf,
+    pub log_dirs: LogDirs,
     broker: Arc<BrokerConfig>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises changes to the catalog and their persistence.
     changes: Mutex<()>,
-}
-
-fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
-    data_dir.join(format!("{topic}-{index}"))
 }
 
 /// The persisted catalog of `data_dir` (empty when there is none).
@@ -148,8 +149,16 @@ impl Catalog {
             path: meta_dir.clone(),
             source,
         })?;
+        let log_dirs = LogDirs::new(&broker.log_dirs);
+        for dir in log_dirs.all() {
+            std::fs::create_dir_all(&dir.path).map_err(|source| CatalogError::Store {
+                path: dir.path.clone(),
+                source,
+            })?;
+        }
         let catalog = Self {
             data_dir,
+            log_dirs,
             broker,
             topics: RwLock::new(HashMap::new()),
             changes: Mutex::new(()),
@@ -177,12 +186,12 @@ impl Catalog {
                 partitions.push(None);
                 continue;
             }
-            let dir = partition_dir(&self.data_dir, &record.name, index);
-            partitions.push(Some(Arc::new(Partition::open(
+            let log_dir = self.log_dir_for(&record.name, index, &partitions)?;
+            partitions.push(Some(Arc::new(Partition::open_in(
+                &log_dir,
                 &record.name,
                 record.id,
                 index,
-                &dir,
                 config.clone(),
             )?)));
         }
@@ -261,12 +270,12 @@ impl Catalog {
             }
         }
         let slot = usize::try_from(index).map_err(|_| CatalogError::BadIndex(index))?;
-        let dir = partition_dir(&self.data_dir, name, index);
-        let partition = Arc::new(Partition::open(
+        let log_dir = self.log_dir_for(name, index, &[])?;
+        let partition = Arc::new(Partition::open_in(
+            &log_dir,
             name,
             id,
             index,
-            &dir,
             log_config(configs, &self.broker),
         )?);
         let topic = self.get(name).unwrap_or_else(|| {
@@ -291,6 +300,40 @@ impl Catalog {
             .insert(name.to_string(), Arc::clone(&topic));
         self.persist()?;
         Ok(partition)
+    }
+
+    /// The directory replica `name`-`index` lives in: the online one holding its files
+    /// already, else the online one with the fewest replicas (counting those held and
+    /// `opening`, replicas being opened that are not in the catalog yet).
+    fn log_dir_for(
+        &self,
+        name: &str,
+        index: i32,
+        opening: &[Option<Arc<Partition>>],
+    ) -> Result<Arc<LogDir>, CatalogError> {
+        let dirs = self.log_dirs.all();
+        if let Some(existing) = dirs
+            .iter()
+            .find(|d| d.is_online() && d.partition_dir(name, index).is_dir())
+        {
+            return Ok(Arc::clone(existing));
+        }
+        let held = self.all_partitions();
+        let load: Vec<(bool, usize)> = dirs
+            .iter()
+            .map(|dir| {
+                let replicas = held
+                    .iter()
+                    .chain(opening.iter().flatten())
+                    .filter(|p| Arc::ptr_eq(p.log_dir(), dir))
+                    .count();
+                (dir.is_online(), replicas)
+            })
+            .collect();
+        choose_log_dir(&load)
+            .and_then(|i| dirs.get(i))
+            .cloned()
+            .ok_or(CatalogError::NoOnlineLogDir)
     }
 
     /// Gives every held replica of `topic` the log settings of `configs`.
@@ -360,15 +403,16 @@ impl Catalog {
         Ok(())
     }
 
-    /// Runs `each` on every hosted replica, logging (with `what`) and counting failures.
+    /// Runs `each` on every hosted replica whose log directory is online, logging (with
+    /// `what`) and counting failures.
     pub fn for_each<E: std::fmt::Display>(
         &self,
         what: &'static str,
         mut each: impl FnMut(&Partition) -> Result<(), E>,
     ) -> usize {
         let mut failures = 0;
-        for partition in self.all_partitions() {
-            if let Err(e) = each(&partition) {
+        for partition in self.all_partitions().iter().filter(|p| p.is_online()) {
+            if let Err(e) = each(partition) {
                 warn!(topic = %partition.topic, partition = partition.index, error = %e, "{what} failed");
                 failures += 1;
             }
@@ -457,6 +501,48 @@ mod tests {
             catalog.get("t").is_none(),
             "the last replica took the topic"
         );
+    }
+
+    #[test]
+    fn replicas_spread_over_the_log_dirs_stay_in_theirs_and_avoid_offline_ones() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (first, second) = (root.path().join("a"), root.path().join("b"));
+        let open = || {
+            let mut config = BrokerConfig::for_tests(&first);
+            config.log_dirs = vec![first.clone(), second.clone()];
+            Catalog::open(Arc::new(config)).expect("open")
+        };
+        let dir_of = |p: &Partition| p.log_dir().path.clone();
+        let id = Uuid::from_u128(4);
+        let placed: Vec<PathBuf> = {
+            let catalog = open();
+            (0..4)
+                .map(|i| catalog.host("t", id, 4, &BTreeMap::new(), i).expect("host"))
+                .map(|p| dir_of(&p))
+                .collect()
+        };
+        assert_eq!(
+            placed,
+            [first.clone(), second.clone(), first.clone(), second.clone()]
+        );
+        let catalog = open();
+        let reopened: Vec<PathBuf> = (0..4)
+            .map(|i| dir_of(&catalog.partition("t", i).expect("held")))
+            .collect();
+        assert_eq!(
+            reopened, placed,
+            "a replica stays in the directory holding it"
+        );
+        catalog.log_dirs.all()[1].fail(&"test");
+        let p = catalog
+            .host("u", Uuid::from_u128(5), 1, &BTreeMap::new(), 0)
+            .expect("host");
+        assert_eq!(dir_of(&p), first, "never on an offline directory");
+        catalog.log_dirs.all()[0].fail(&"test");
+        assert!(matches!(
+            catalog.host("v", Uuid::from_u128(6), 1, &BTreeMap::new(), 0),
+            Err(CatalogError::NoOnlineLogDir)
+        ));
     }
 
     #[test]

@@ -200,6 +200,7 @@ impl ReplicaManager {
                 records: None,
             },
             Err(e) => {
+                let e = partition.storage_error(e);
                 warn!(topic = %partition.topic, partition = partition.index, offset = fetch.fetch_offset, error = %e, "fetch read failed");
                 refused(ResponseError::KafkaStorageError)
             }

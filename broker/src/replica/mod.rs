@@ -13,13 +13,15 @@
 //! decode, call it and encode. It knows nothing of the controller quorum: ISR changes it
 //! wants are sent as [`IsrProposal`]s on a channel the cluster layer carries to the quorum.
 //!
-//! Module map: [`catalog`] (the hosted replicas on disk), [`partition`] (one replica: log,
+//! Module map: [`catalog`] (the hosted replicas on disk), [`log_dirs`] (the directories they
+//! live in, and which still work), [`partition`] (one replica: log,
 //! producer state, role), [`leader`] (a leader's follower tracking, pure), [`producers`]
 //! (producer state loading), [`wakeup`] (per-partition wake-ups), [`fetch`] (the read path).
 
 pub mod catalog;
 mod fetch;
 pub mod leader;
+pub mod log_dirs;
 pub mod partition;
 mod producers;
 pub mod wakeup;
@@ -63,6 +65,8 @@ pub struct Appended {
 pub enum AppendError {
     #[error("the partition is not hosted on this broker")]
     NotHosted,
+    #[error("the partition's log directory is offline")]
+    Offline,
     #[error("this broker does not lead the partition")]
     NotLeader,
     #[error("{isr} in-sync replicas, min.insync.replicas is {min_insync_replicas}")]
@@ -88,6 +92,7 @@ impl AppendError {
         match self {
             Self::NotHosted | Self::NotLeader => ResponseError::NotLeaderOrFollower,
             Self::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            Self::Offline => ResponseError::KafkaStorageError,
             Self::Log(LogError::InvalidBatch { .. }) => ResponseError::CorruptMessage,
             Self::Log(LogError::BatchTooLarge { .. }) => ResponseError::MessageTooLarge,
             Self::Log(LogError::EmptyBatch { .. } | LogError::NoBatches) => {
@@ -302,17 +307,30 @@ impl ReplicaManager {
 
     /// Flushes every replica whose `flush.ms` passed.
     pub fn flush_due(&self) {
-        self.catalog
-            .for_each("flush", |p| p.log.maybe_flush().map(|_| ()));
+        self.catalog.for_each("flush", Partition::flush_due);
     }
 
     /// Runs retention on every replica; returns the segments deleted.
     pub fn apply_retention(&self) -> usize {
         let mut deleted = 0;
-        self.catalog.for_each("retention", |p| {
-            p.log.apply_retention().map(|n| deleted += n)
-        });
+        self.catalog
+            .for_each("retention", |p| p.apply_retention().map(|n| deleted += n));
         deleted
+    }
+
+    /// The replicas whose log directory went offline, now taken out of service (they lead
+    /// and follow nothing, and their waiting requests are woken).
+    pub fn take_offline_replicas(&self) -> Vec<Arc<Partition>> {
+        let offline: Vec<_> = self
+            .catalog
+            .all_partitions()
+            .into_iter()
+            .filter(|p| !p.is_online())
+            .collect();
+        for partition in &offline {
+            partition.take_offline();
+        }
+        offline
     }
 
     /// Checkpoints the high watermarks that moved.

@@ -14,7 +14,9 @@
 //! - only a leader appends records it did not copy, stamped with its current leader epoch;
 //! - the high watermark never passes the log end, and as leader it moves only as
 //!   [`LeaderState`] allows (never past a record some in-sync replica lacks);
-//! - every append, high-watermark move and role change wakes the waiting requests.
+//! - every append, high-watermark move and role change wakes the waiting requests;
+//! - an I/O failure of the replica's files takes its log directory offline (see
+//!   [`super::log_dirs`]); from then on the replica neither leads, follows nor serves.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -27,6 +29,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::leader::LeaderState;
+use super::log_dirs::LogDir;
 use super::producers::{load_producers, record_producer, remove_snapshot, Producers};
 use super::wakeup::Wakeups;
 use super::{AppendError, Appended, IsrProposal, NotCommitted, ReplicaRole};
@@ -54,6 +57,32 @@ pub struct Partition {
     wakeups: Wakeups,
     /// The high watermark last checkpointed, to skip rewriting it unchanged.
     checkpointed_high_watermark: AtomicI64,
+    /// The log directory holding this replica; offline, so is the replica.
+    log_dir: Arc<LogDir>,
+}
+
+/// An error that may be the storage failing under a replica (rather than a refusal).
+pub trait StorageFailure: std::fmt::Display {
+    /// Whether the error is an I/O failure of the replica's files.
+    fn is_io(&self) -> bool;
+}
+
+impl StorageFailure for LogError {
+    fn is_io(&self) -> bool {
+        matches!(self, LogError::Io { .. })
+    }
+}
+
+impl StorageFailure for SnapshotError {
+    fn is_io(&self) -> bool {
+        matches!(self, SnapshotError::Io { .. })
+    }
+}
+
+impl StorageFailure for AppendError {
+    fn is_io(&self) -> bool {
+        matches!(self, AppendError::Log(e) if e.is_io())
+    }
 }
 
 /// This replica's part in the partition now.
@@ -98,9 +127,11 @@ impl LeaderAppendGuard<'_> {
     /// # Errors
     /// As [`Partition::append_as_leader`].
     pub fn append(&mut self, records: &mut [u8]) -> Result<Appended, AppendError> {
-        let appended =
-            self.partition
-                .append_locked(&mut self.producers, records, self.leader_epoch)?;
+        self.partition.check_online()?;
+        let appended = self
+            .partition
+            .append_locked(&mut self.producers, records, self.leader_epoch)
+            .map_err(|e| self.partition.storage_error(e))?;
         self.partition.advance_high_watermark(&self.role);
         Ok(appended)
     }
@@ -128,6 +159,33 @@ impl Partition {
         dir: &Path,
         config: LogConfig,
     ) -> Result<Self, LogError> {
+        let log_dir = LogDir::standalone(dir.parent().unwrap_or(dir));
+        Self::open_at(topic, topic_id, index, dir, log_dir, config)
+    }
+
+    /// [`Partition::open`] of the replica's directory in `log_dir`.
+    ///
+    /// # Errors
+    /// As [`Partition::open`].
+    pub fn open_in(
+        log_dir: &Arc<LogDir>,
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+        config: LogConfig,
+    ) -> Result<Self, LogError> {
+        let dir = log_dir.partition_dir(topic, index);
+        Self::open_at(topic, topic_id, index, &dir, Arc::clone(log_dir), config)
+    }
+
+    fn open_at(
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+        dir: &Path,
+        log_dir: Arc<LogDir>,
+        config: LogConfig,
+    ) -> Result<Self, LogError> {
         let log = PartitionLog::open(dir, config)?;
         let producers = load_producers(&log, topic, index)?;
         let restored = high_watermark::read(dir)?.unwrap_or_else(|| log.log_start_offset());
@@ -144,7 +202,47 @@ impl Partition {
             }),
             wakeups: Wakeups::default(),
             checkpointed_high_watermark: AtomicI64::new(high_watermark),
+            log_dir,
         })
+    }
+
+    // --- storage ---------------------------------------------------------------------------
+
+    /// Whether the replica's log directory still works.
+    pub fn is_online(&self) -> bool {
+        self.log_dir.is_online()
+    }
+
+    /// The log directory holding this replica.
+    pub fn log_dir(&self) -> &Arc<LogDir> {
+        &self.log_dir
+    }
+
+    /// Passes `error` on, taking the log directory offline first when it is an I/O failure.
+    pub fn storage_error<E: StorageFailure>(&self, error: E) -> E {
+        if error.is_io() {
+            self.log_dir
+                .fail(&format_args!("{}-{}: {error}", self.topic, self.index));
+        }
+        error
+    }
+
+    /// Stops the replica after its log directory went offline: it leads and follows nothing
+    /// any more, and the requests waiting on it are woken (they find it gone).
+    pub fn take_offline(&self) {
+        *self.role.write() = Role::Follower {
+            leader: -1,
+            leader_epoch: -1,
+        };
+        self.wakeups.wake_all();
+    }
+
+    fn check_online(&self) -> Result<(), AppendError> {
+        if self.is_online() {
+            Ok(())
+        } else {
+            Err(AppendError::Offline)
+        }
     }
 
     // --- as leader -------------------------------------------------------------------------
@@ -163,11 +261,13 @@ impl Partition {
         records: &mut [u8],
         origin: AppendOrigin,
     ) -> Result<Appended, AppendError> {
+        self.check_online()?;
         let role = self.role.read();
         let leader_epoch = Self::check_append(&role, origin)?;
         let appended = {
             let mut producers = self.producers.lock();
-            self.append_locked(&mut producers, records, leader_epoch)?
+            self.append_locked(&mut producers, records, leader_epoch)
+                .map_err(|e| self.storage_error(e))?
         };
         self.advance_high_watermark(&role);
         drop(role);
@@ -185,6 +285,7 @@ impl Partition {
         &self,
         leader_epoch: i32,
     ) -> Result<LeaderAppendGuard<'_>, AppendError> {
+        self.check_online()?;
         let role = self.role.read();
         let leader_epoch = Self::check_append(&role, AppendOrigin::Coordinator { leader_epoch })?;
         Ok(LeaderAppendGuard {
@@ -282,6 +383,9 @@ impl Partition {
     /// NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH (the client's epoch is older) or
     /// UNKNOWN_LEADER_EPOCH (newer than this replica knows).
     pub fn leader_epoch(&self, client_epoch: i32) -> Result<i32, ResponseError> {
+        if !self.is_online() {
+            return Err(ResponseError::KafkaStorageError);
+        }
         let role = self.role.read();
         let Role::Leader(leadership) = &*role else {
             return Err(ResponseError::NotLeaderOrFollower);
@@ -424,6 +528,10 @@ impl Partition {
         min_insync_replicas: usize,
         now_ms: i64,
     ) -> Result<bool, LogError> {
+        if !self.is_online() {
+            // An offline replica takes no role; the controller hears of it from the cluster.
+            return Ok(false);
+        }
         let mut current = self.role.write();
         let started = if role.leader == me {
             if let Role::Leader(leadership) = &*current {
@@ -442,7 +550,9 @@ impl Partition {
                     return Ok(false);
                 }
             }
-            self.log.begin_leader_epoch(role.leader_epoch)?;
+            self.log
+                .begin_leader_epoch(role.leader_epoch)
+                .map_err(|e| self.storage_error(e))?;
             let state = LeaderState::new(
                 me,
                 role.leader_epoch,
@@ -472,11 +582,14 @@ impl Partition {
 
     /// Whether this replica leads now.
     pub fn is_leader(&self) -> bool {
-        matches!(&*self.role.read(), Role::Leader(_))
+        self.is_online() && matches!(&*self.role.read(), Role::Leader(_))
     }
 
     /// The leader this replica follows and its epoch, when following.
     pub fn followed_leader(&self) -> Option<(i32, i32)> {
+        if !self.is_online() {
+            return None;
+        }
         match &*self.role.read() {
             Role::Follower {
                 leader,
@@ -498,7 +611,10 @@ impl Partition {
     pub fn append_as_follower(&self, records: &mut [u8]) -> Result<AppendInfo, LogError> {
         let info = {
             let mut producers = self.producers.lock();
-            let info = self.log.append_replicated(records)?;
+            let info = self
+                .log
+                .append_replicated(records)
+                .map_err(|e| self.storage_error(e))?;
             let mut position = 0usize;
             // The log validated every batch: each header parses and its size moves forward.
             while let Some(header) = records
@@ -534,7 +650,10 @@ impl Partition {
     pub fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
         let mut producers = self.producers.lock();
         let old_end = self.log.log_end_offset();
-        let new_end = self.log.truncate_to(offset)?;
+        let new_end = self
+            .log
+            .truncate_to(offset)
+            .map_err(|e| self.storage_error(e))?;
         if new_end < old_end {
             // Forget the cut batches in memory; the snapshot is rewritten at the new end (one
             // left past it is deleted at the next open).
@@ -552,8 +671,10 @@ impl Partition {
     /// Log errors; I/O errors deleting the snapshot.
     pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), LogError> {
         let mut producers = self.producers.lock();
-        remove_snapshot(self.log.dir())?;
-        self.log.truncate_fully_and_start_at(offset)?;
+        remove_snapshot(self.log.dir()).map_err(|e| self.storage_error(e))?;
+        self.log
+            .truncate_fully_and_start_at(offset)
+            .map_err(|e| self.storage_error(e))?;
         *producers = Producers::default();
         drop(producers);
         self.snapshot_after_truncation();
@@ -578,7 +699,7 @@ impl Partition {
         if self.checkpointed_high_watermark.load(Ordering::Acquire) == high_watermark {
             return Ok(());
         }
-        high_watermark::write(self.log.dir(), high_watermark)?;
+        high_watermark::write(self.log.dir(), high_watermark).map_err(|e| self.storage_error(e))?;
         self.checkpointed_high_watermark
             .store(high_watermark, Ordering::Release);
         Ok(())
@@ -596,7 +717,30 @@ impl Partition {
                 state: producers.clone(),
             }
         };
-        snapshot.write(self.log.dir())
+        snapshot
+            .write(self.log.dir())
+            .map_err(|e| self.storage_error(e))
+    }
+
+    /// Flushes the log when its flush policy says so.
+    ///
+    /// # Errors
+    /// I/O errors (the log directory then goes offline).
+    pub fn flush_due(&self) -> Result<(), LogError> {
+        self.log
+            .maybe_flush()
+            .map(|_| ())
+            .map_err(|e| self.storage_error(e))
+    }
+
+    /// Applies retention to the log; returns the segments deleted.
+    ///
+    /// # Errors
+    /// I/O errors (the log directory then goes offline).
+    pub fn apply_retention(&self) -> Result<usize, LogError> {
+        self.log
+            .apply_retention()
+            .map_err(|e| self.storage_error(e))
     }
 
     /// Flushes, snapshots producer state, checkpoints the high watermark and closes the log
@@ -610,6 +754,10 @@ impl Partition {
             leader_epoch: -1,
         };
         self.wakeups.wake_all();
+        if !self.is_online() {
+            // Nothing can be written there; the next start recovers the log.
+            return Ok(());
+        }
         if let Err(e) = self.snapshot_producers() {
             warn!(topic = %self.topic, partition = self.index, error = %e, "producer snapshot failed");
         }

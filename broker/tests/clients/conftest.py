@@ -108,9 +108,12 @@ class Broker:
         )
         assert self.proc is None or self.proc.poll() is not None, "already running"
         cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
+        cmd += [str(BROKER_BIN)]
+        # `log.dirs` in the settings names every log directory itself (the first is the data
+        # directory); `--data-dir` would replace the list with one.
+        if "log.dirs" not in self.settings:
+            cmd += ["--data-dir", str(self.data_dir)]
         cmd += [
-            str(BROKER_BIN),
-            "--data-dir", str(self.data_dir),
             "--listen", self.bootstrap,
             "--http-listen", f"{self.host}:{self.http_port}",
         ]

@@ -34,11 +34,11 @@ NODE_IDS = (1, 2, 3)
 
 
 @contextlib.contextmanager
-def running_cluster(tmp_path, network=None, settings=None):
+def running_cluster(tmp_path, network=None, settings=None, broker_settings=None):
     """Three brokers, all controller voters, with a short session timeout (and `settings` on
-    top); on 127.0.0.1, or each in its namespace of `network` (broker i on host i). Yields
-    (brokers by node id, bootstrap, admin client) and kills the brokers however the block
-    ends."""
+    top, then `broker_settings[i]` for broker i); on 127.0.0.1, or each in its namespace of
+    `network` (broker i on host i). Yields (brokers by node id, bootstrap, admin client) and
+    kills the brokers however the block ends."""
 
     def place(i):
         return (network.netns(i), network.address(i)) if network else (None, "127.0.0.1")
@@ -58,6 +58,7 @@ def running_cluster(tmp_path, network=None, settings=None):
                 "min.insync.replicas": 2,
                 "controlled.shutdown.max.wait.ms": 15000,
                 **(settings or {}),
+                **(broker_settings or {}).get(i, {}),
             },
             netns=place(i)[0],
             host=place(i)[1],

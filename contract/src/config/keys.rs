@@ -138,7 +138,7 @@ pub const KEYS: &[KeySpec] = &[
     key("node.id", "1", int(I32),
         "Id of this broker in the cluster."),
     key("log.dirs", "./data", Text,
-        "Directory holding the partition logs and broker metadata."),
+        "Comma-separated directories holding the partition logs; the first also holds the broker's metadata. A directory whose disk fails goes offline alone."),
     key("listeners", "0.0.0.0:9092", HostPort,
         "HOST:PORT the Kafka protocol listener binds."),
     key("advertised.listeners", "", OptionalHostPort,

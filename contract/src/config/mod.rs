@@ -12,5 +12,5 @@ pub use keys::{
     env_name, find, keys_help, Int, KeySpec, Kind, BATCH_HEADER_BYTES, KEYS, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, SEGMENT_INDEX_BYTES_MIN,
 };
-pub use rules::{check_value, parse_voters, split_host_port, validate};
+pub use rules::{check_value, log_dirs, parse_voters, split_host_port, validate};
 pub use settings::{ConfigError, Settings};

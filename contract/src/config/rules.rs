@@ -26,7 +26,29 @@ const RULES: &[Rule] = &[
         key: "min.insync.replicas",
         check: min_insync_replicas_is_a_count,
     },
+    Rule {
+        key: "log.dirs",
+        check: log_dirs_are_distinct_paths,
+    },
 ];
+
+/// The directories of `log.dirs`, in order: comma-separated, blanks around each trimmed.
+pub fn log_dirs(value: &str) -> Vec<&str> {
+    value.split(',').map(str::trim).collect()
+}
+
+/// Each log directory holds its own replicas: none may be blank or listed twice.
+fn log_dirs_are_distinct_paths(settings: &Settings) -> Result<(), String> {
+    let dirs = log_dirs(settings.get("log.dirs"));
+    if dirs.iter().any(|d| d.is_empty()) {
+        return Err("a directory is blank".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    match dirs.iter().find(|d| !seen.insert(d.trim_end_matches('/'))) {
+        Some(dir) => Err(format!("{dir} is listed twice")),
+        None => Ok(()),
+    }
+}
 
 /// A broker is fenced when silent for the session timeout: it must have time for more than
 /// one heartbeat.
@@ -287,6 +309,21 @@ mod tests {
         for bad in ["", "1@", "x@h:1", "1-h:1", "1@h", "1@h:x", "1@h:70000"] {
             assert!(parse_voters(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn log_dirs_must_be_distinct_and_not_blank() {
+        for (value, reason) in [
+            ("/a,,/b", "blank"),
+            ("", "blank"),
+            ("/a,/b,/a/", "/a/ is listed twice"),
+        ] {
+            let message = refusal("log.dirs", value);
+            assert!(message.contains("`log.dirs`"), "{message}");
+            assert!(message.contains(reason), "{message}");
+        }
+        validate(&with(clustered(), "log.dirs", "/a, /b")).expect("two directories");
+        assert_eq!(log_dirs("/a, /b"), vec!["/a", "/b"]);
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn cluster_topic_entry(
             let offline: Vec<BrokerId> = p
                 .replicas
                 .iter()
-                .filter(|r| !registered(r))
+                .filter(|r| !registered(r) || p.offline.contains(r))
                 .map(|r| BrokerId(*r))
                 .collect();
             let mut entry = MetadataResponsePartition::default()
