@@ -491,6 +491,11 @@ impl Partition {
         leader_epoch: i32,
         deadline: tokio::time::Instant,
     ) -> Result<(), NotCommitted> {
+        // The common case (a leader alone in its ISR, or followers already caught up) needs
+        // no waiter.
+        if self.log.high_watermark() >= offset && self.leads_in(leader_epoch) {
+            return Ok(());
+        }
         let waiter = Arc::new(Notify::new());
         loop {
             self.wakeups.register(&waiter);
