@@ -108,12 +108,24 @@ impl FileRegion {
     /// Copies the region into memory (for TLS, tests and tools; the plaintext fetch path
     /// sends the file region itself).
     ///
+    /// A concurrent truncation may cut the region short. A read racing it can then copy the
+    /// bytes the kernel zeroes past the new end (the partial page of a cut file) rather than
+    /// stop at it, so the file's length is checked after the read: the kernel records the
+    /// shorter length before it zeroes anything, and a region no longer wholly in the file
+    /// is refused.
+    ///
     /// # Errors
-    /// I/O errors, including a region cut short by a concurrent truncation.
+    /// I/O errors; `UnexpectedEof` for a region cut short by a concurrent truncation.
     pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let mut buffer = vec![0u8; self.len as usize];
         self.file.read_exact_at(&mut buffer, self.position)?;
+        if self.file.metadata()?.len() < self.position + self.len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the region was cut by a truncation while it was read",
+            ));
+        }
         Ok(buffer)
     }
 }

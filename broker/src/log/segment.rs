@@ -903,6 +903,11 @@ impl Segment {
                     Err(e) => return Err(LogError::io("read batch", &self.log_path(), e)),
                 }
                 if let Err(e) = validate_batch(&buffer) {
+                    if self.log_len()? < batch_end {
+                        // Cut by a concurrent truncation while it was read (the bytes read
+                        // may be the zeroes the kernel leaves past the cut): the region ends.
+                        break;
+                    }
                     if position == start {
                         return Err(self.corruption(position, &e.to_string()));
                     }
@@ -930,6 +935,15 @@ impl Segment {
             len: position - start,
         };
         Ok(Some((region, next_offset)))
+    }
+
+    /// The length of the segment file now (shorter than a region read from it once a
+    /// truncation cut it).
+    fn log_len(&self) -> Result<u64, LogError> {
+        self.log
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| LogError::io("stat segment", &self.log_path(), e))
     }
 
     fn is_verified(&self, position: u64) -> bool {
