@@ -12,7 +12,63 @@ pub use tokafka_contract::config::{
     env_name, keys_help, split_host_port, validate, ConfigError, KeySpec, Settings, KEYS,
 };
 
+pub use tokafka_contract::config::listeners::{Endpoint, Listener, Listeners, SecurityProtocol};
+
 use crate::log::{FlushPolicy, LogConfig};
+use crate::security::principal::PrincipalMapper;
+use crate::security::tls::{ClientAuth, TlsSettings};
+
+/// The listener a bare `HOST:PORT` names.
+pub fn listeners_default_name() -> &'static str {
+    tokafka_contract::config::listeners::DEFAULT_LISTENER
+}
+
+/// TLS and SASL settings shared by the listeners that use them.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// Set when a listener uses TLS.
+    pub tls: Option<TlsSettings>,
+    pub principal_mapper: PrincipalMapper,
+    /// Upper-case SASL mechanism names offered, in the configured order.
+    pub sasl_mechanisms: Vec<String>,
+    /// 0: sessions never expire.
+    pub connections_max_reauth_ms: i64,
+    pub failed_authentication_delay_ms: u64,
+}
+
+impl SecurityConfig {
+    fn from_settings(settings: &Settings, listeners: &Listeners) -> Result<Self, ConfigError> {
+        let mapping = settings.get("ssl.principal.mapping.rules");
+        let principal_mapper = PrincipalMapper::parse(mapping)
+            .map_err(|e| invalid("ssl.principal.mapping.rules", mapping, &e.to_string()))?;
+        let versions = settings.get("ssl.enabled.protocols");
+        let tls = listeners.any_tls().then(|| {
+            let truststore = settings.get("ssl.truststore.location").trim();
+            TlsSettings {
+                keystore: PathBuf::from(settings.get("ssl.keystore.location").trim()),
+                truststore: (!truststore.is_empty()).then(|| PathBuf::from(truststore)),
+                client_auth: ClientAuth::parse(settings.get("ssl.client.auth")),
+                tls12: versions.contains("TLSv1.2"),
+                tls13: versions.contains("TLSv1.3"),
+                reload_interval: std::time::Duration::from_millis(
+                    settings.get("ssl.reload.interval.ms").parse().unwrap_or(5000),
+                ),
+            }
+        });
+        let mechanisms = settings.get("sasl.enabled.mechanisms");
+        Ok(Self {
+            tls,
+            principal_mapper,
+            sasl_mechanisms: tokafka_contract::config::sasl_mechanisms(mechanisms)
+                .map_err(|e| invalid("sasl.enabled.mechanisms", mechanisms, &e))?,
+            connections_max_reauth_ms: parse(settings, "connections.max.reauth.ms")?,
+            failed_authentication_delay_ms: parse(
+                settings,
+                "connection.failed.authentication.delay.ms",
+            )?,
+        })
+    }
+}
 
 /// The typed broker configuration.
 #[derive(Debug, Clone)]
@@ -23,9 +79,12 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Every log directory (`log.dirs`), in order; never empty.
     pub log_dirs: Vec<PathBuf>,
-    pub listen: String,
+    /// The Kafka listeners, in the order of `listeners`; never empty.
+    pub listeners: Listeners,
+    /// The inter-broker listener's advertised address: what other brokers replicate from.
     pub advertised_host: String,
     pub advertised_port: i32,
+    pub security: SecurityConfig,
     pub http_listen: String,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -191,22 +250,13 @@ impl BrokerConfig {
     /// a backstop).
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         validate(settings)?;
-        let listen = settings.get("listeners").to_string();
-        let (listen_host, listen_port) = split_host_port(&listen)
-            .ok_or_else(|| invalid("listeners", &listen, "expected HOST:PORT"))?;
-        let advertised = settings.get("advertised.listeners");
-        let (advertised_host, advertised_port) = if advertised.is_empty() {
-            let host = if listen_host.is_empty() || listen_host == "0.0.0.0" || listen_host == "::"
-            {
-                "127.0.0.1".to_string()
-            } else {
-                listen_host
-            };
-            (host, listen_port)
-        } else {
-            split_host_port(advertised)
-                .ok_or_else(|| invalid("advertised.listeners", advertised, "expected HOST:PORT"))?
-        };
+        let listeners = tokafka_contract::config::listeners::listeners(settings)
+            .map_err(|(key, reason)| invalid(key, settings.get(key), &reason))?;
+        let inter_broker = listeners
+            .get(&listeners.inter_broker)
+            .map(|l| l.advertised.clone())
+            .ok_or_else(|| invalid("inter.broker.listener.name", "", "no such listener"))?;
+        let security = SecurityConfig::from_settings(settings, &listeners)?;
         let http_listen = settings.get("http.listeners").to_string();
 
         let flush_messages = optional_i64(settings, "log.flush.interval.messages")?;
@@ -239,9 +289,10 @@ impl BrokerConfig {
             node_id: parse(settings, "node.id")?,
             data_dir: log_dirs.first().cloned().unwrap_or_default(),
             log_dirs,
-            listen,
-            advertised_host,
-            advertised_port: i32::from(advertised_port),
+            listeners,
+            advertised_host: inter_broker.host,
+            advertised_port: i32::from(inter_broker.port),
+            security,
             http_listen,
             num_partitions,
             default_replication_factor: parse(settings, "default.replication.factor")?,
@@ -332,7 +383,11 @@ mod tests {
     #[test]
     fn defaults_give_a_single_local_node() {
         let config = BrokerConfig::from_settings(&Settings::defaults()).expect("defaults valid");
-        assert_eq!(config.listen, "0.0.0.0:9092");
+        let only = &config.listeners.listeners[..];
+        assert_eq!(only.len(), 1);
+        assert_eq!(only[0].bind.address(), "0.0.0.0:9092");
+        assert_eq!(only[0].protocol, SecurityProtocol::Plaintext);
+        assert!(config.security.tls.is_none());
         assert_eq!(
             (config.advertised_host.as_str(), config.advertised_port),
             ("127.0.0.1", 9092)

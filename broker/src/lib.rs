@@ -26,6 +26,7 @@ pub mod protocol;
 pub mod replica;
 pub mod replication;
 pub mod run;
+pub mod security;
 pub mod server;
 #[doc(hidden)]
 pub mod testing;

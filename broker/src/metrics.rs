@@ -23,6 +23,7 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub connections: Gauge,
     pub connections_rejected: Counter,
+    pub failed_authentications: Counter,
     partitions: Gauge,
     log_end_offset: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     log_start_offset: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -50,6 +51,7 @@ impl Metrics {
         let bytes_out = Counter::default();
         let connections = Gauge::default();
         let connections_rejected = Counter::default();
+        let failed_authentications = Counter::default();
         let partitions = Gauge::default();
         let log_end_offset = Family::default();
         let log_start_offset = Family::default();
@@ -71,6 +73,11 @@ impl Metrics {
             "connections_rejected",
             "Connections closed for protocol errors",
             connections_rejected.clone(),
+        );
+        registry.register(
+            "failed_authentications",
+            "SASL authentications refused (bad credentials, unknown users, malformed exchanges)",
+            failed_authentications.clone(),
         );
         registry.register("partitions", "Hosted partitions", partitions.clone());
         registry.register(
@@ -96,6 +103,7 @@ impl Metrics {
             bytes_out,
             connections,
             connections_rejected,
+            failed_authentications,
             partitions,
             log_end_offset,
             log_start_offset,

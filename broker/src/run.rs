@@ -32,6 +32,8 @@ pub enum RunError {
     #[error("{0}")]
     Bind(std::io::Error),
     #[error(transparent)]
+    Tls(#[from] crate::security::tls::TlsError),
+    #[error(transparent)]
     Cluster(crate::controller::quorum::QuorumError),
     #[error("stopped before the broker could serve")]
     StoppedBeforeServing,
@@ -44,7 +46,10 @@ pub enum RunError {
 /// A broker serving in the background.
 pub struct RunningBroker {
     pub broker: Arc<Broker>,
+    /// The bound address of the first listener.
     pub kafka_address: SocketAddr,
+    /// Every listener's name and bound address, in the order of `listeners`.
+    pub listener_addresses: Vec<(String, SocketAddr)>,
     pub http_address: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), RunError>>,
@@ -88,6 +93,8 @@ pub async fn start_until(
     shutdown: CancellationToken,
 ) -> Result<RunningBroker, RunError> {
     let config = Arc::new(config);
+    // Unusable TLS material stops the start before anything is opened.
+    let tls = server::load_tls(&config)?;
     let http_listener = server::bind(&config.http_listen)
         .await
         .map_err(RunError::Bind)?;
@@ -128,13 +135,15 @@ pub async fn start_until(
         () = shutdown.cancelled() => false,
         s = wait_until_serving(&broker) => s,
     };
-    let kafka_listener = if serving {
-        server::bind(&config.listen).await.map_err(RunError::Bind)
+    let kafka_listeners = if serving {
+        server::bind_all(&config, tls.as_ref())
+            .await
+            .map_err(RunError::Bind)
     } else {
         Err(RunError::StoppedBeforeServing)
     };
-    let kafka_listener = match kafka_listener {
-        Ok(listener) => listener,
+    let kafka_listeners = match kafka_listeners {
+        Ok(listeners) => listeners,
         Err(e) => {
             shutdown.cancel();
             let _ = tokio::join!(http_task, housekeeping, group_timers);
@@ -142,14 +151,30 @@ pub async fn start_until(
             return Err(e);
         }
     };
-    let kafka_address = kafka_listener.local_addr().map_err(RunError::Bind)?;
+    let mut listener_addresses = Vec::with_capacity(kafka_listeners.len());
+    for listener in &kafka_listeners {
+        let address = listener.socket.local_addr().map_err(RunError::Bind)?;
+        listener_addresses.push((listener.context.name.clone(), address));
+    }
+    let kafka_address = listener_addresses[0].1;
+    if let Some(tls) = &tls {
+        tokio::spawn(Arc::clone(tls).watch(shutdown.clone()));
+    }
     let tracker = TaskTracker::new();
-    let accept = tokio::spawn(server::accept_loop(
-        Arc::clone(&broker),
-        kafka_listener,
-        shutdown.clone(),
-        tracker.clone(),
-    ));
+    let limit = Arc::new(tokio::sync::Semaphore::new(broker.config.max_connections));
+    let accepts: Vec<_> = kafka_listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(server::accept_loop(
+                Arc::clone(&broker),
+                listener,
+                Arc::clone(&limit),
+                shutdown.clone(),
+                tracker.clone(),
+            ))
+        })
+        .collect();
+    let accept = futures::future::join_all(accepts);
     broker.set_ready(true);
     info!(
         node_id = broker.config.node_id,
@@ -194,6 +219,7 @@ pub async fn start_until(
     Ok(RunningBroker {
         broker,
         kafka_address,
+        listener_addresses,
         http_address,
         shutdown,
         task,

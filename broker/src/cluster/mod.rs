@@ -70,6 +70,18 @@ impl Cluster {
             incarnation,
             broker.advertised_host.clone(),
             broker.advertised_port,
+            broker
+                .listeners
+                .listeners
+                .iter()
+                .map(|l| {
+                    let address = crate::controller::metadata::ListenerAddress {
+                        host: l.advertised.host.clone(),
+                        port: i32::from(l.advertised.port),
+                    };
+                    (l.bind.name.clone(), address)
+                })
+                .collect(),
             config.rack.clone(),
             timing,
             shutdown.clone(),

@@ -296,5 +296,6 @@ pub fn command_error_code(error: &CommandError) -> ResponseError {
         CommandError::NotLeader(_) => ResponseError::NotLeaderOrFollower,
         CommandError::Invalid(_) => ResponseError::InvalidRequest,
         CommandError::NoReassignment(..) => ResponseError::NoReassignmentInProgress,
+        CommandError::NoCredential(_) => ResponseError::ResourceNotFound,
     }
 }

@@ -71,6 +71,7 @@ mod tests {
                     port: 9091 + id,
                     rack: None,
                     incarnation: 1,
+                    listeners: Default::default(),
                 })
                 .expect("register");
             metadata

@@ -198,6 +198,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 incarnation: 7,
+                listeners: Default::default(),
             })
             .expect("register");
             if !fenced {

@@ -29,8 +29,10 @@ use super::placement::{drain_moves, preferred_leader_moves, spread_moves, Undrai
 use super::state::unclean_for;
 // The state's types are used by callers through this module, where they always lived.
 pub use super::state::{
-    choose_leader, BrokerRecord, ClusterMetadata, PartitionRecord, TopicRecord, NO_LEADER,
+    choose_leader, BrokerRecord, ClusterMetadata, ListenerAddress, PartitionRecord, TopicRecord,
+    NO_LEADER,
 };
+use crate::security::scram::{Mechanism, ScramCredential};
 // Test fixtures, at the path their users know.
 #[cfg(test)]
 pub(crate) use super::testing;
@@ -41,12 +43,16 @@ pub const PRODUCER_ID_BLOCK: i64 = 1000;
 /// A change to the metadata, as written to the quorum's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// `host` and `port` are the broker's inter-broker listener; `listeners` every client
+    /// listener's advertised address by listener name.
     RegisterBroker {
         id: i32,
         host: String,
         port: i32,
         rack: Option<String>,
         incarnation: u64,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        listeners: BTreeMap<String, ListenerAddress>,
     },
     FenceBroker {
         id: i32,
@@ -145,6 +151,14 @@ pub enum Command {
         incarnation: u64,
         replicas: Vec<(String, i32)>,
     },
+    /// Sets `user`'s SCRAM credential for `mechanism` (AlterUserScramCredentials).
+    UpsertScramCredential {
+        user: String,
+        mechanism: Mechanism,
+        credential: ScramCredential,
+    },
+    /// Removes `user`'s SCRAM credential for `mechanism`; refused when there is none.
+    DeleteScramCredential { user: String, mechanism: Mechanism },
 }
 
 /// What a standalone data directory holds, for the quorum.
@@ -187,6 +201,8 @@ pub enum CommandError {
     Invalid(String),
     #[error("partition {0}-{1} has no reassignment in progress")]
     NoReassignment(String, i32),
+    #[error("user `{0}` has no such SCRAM credential")]
+    NoCredential(String),
 }
 
 /// What a committed command did.
@@ -215,8 +231,9 @@ impl ClusterMetadata {
                 port,
                 rack,
                 incarnation,
+                listeners,
             } => {
-                self.register_broker(*id, host, *port, rack.as_deref(), *incarnation);
+                self.register_broker(*id, host, *port, rack.as_deref(), *incarnation, listeners);
                 Ok(())
             }
             Command::FenceBroker { id } => self.fence_broker(*id),
@@ -284,7 +301,53 @@ impl ClusterMetadata {
                 incarnation,
                 replicas,
             } => self.mark_replicas_offline(*broker, *incarnation, replicas),
+            Command::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => self.upsert_scram_credential(user, *mechanism, credential),
+            Command::DeleteScramCredential { user, mechanism } => {
+                self.delete_scram_credential(user, *mechanism)
+            }
         }
+    }
+
+    /// Sets a user's credential for one mechanism, replacing any earlier one. Refuses an empty
+    /// user name and iterations outside Kafka's bounds.
+    fn upsert_scram_credential(
+        &mut self,
+        user: &str,
+        mechanism: Mechanism,
+        credential: &ScramCredential,
+    ) -> CommandResult {
+        use crate::security::scram::{MAX_ITERATIONS, MIN_ITERATIONS};
+        if user.is_empty() {
+            return Err(CommandError::Invalid("the user name is empty".into()));
+        }
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&credential.iterations) {
+            return Err(CommandError::Invalid(format!(
+                "iterations must be from {MIN_ITERATIONS} to {MAX_ITERATIONS}"
+            )));
+        }
+        self.scram_credentials
+            .entry(user.to_string())
+            .or_default()
+            .insert(mechanism, credential.clone());
+        Ok(())
+    }
+
+    /// Removes a user's credential for one mechanism (the user goes with its last one).
+    fn delete_scram_credential(&mut self, user: &str, mechanism: Mechanism) -> CommandResult {
+        let Some(credentials) = self.scram_credentials.get_mut(user) else {
+            return Err(CommandError::NoCredential(user.to_string()));
+        };
+        if credentials.remove(&mechanism).is_none() {
+            return Err(CommandError::NoCredential(user.to_string()));
+        }
+        if credentials.is_empty() {
+            self.scram_credentials.remove(user);
+        }
+        Ok(())
     }
 
     /// Registers broker `id`, or replaces its record on a restart: the broker starts fenced
@@ -298,6 +361,7 @@ impl ClusterMetadata {
         port: i32,
         rack: Option<&str>,
         incarnation: u64,
+        listeners: &BTreeMap<String, ListenerAddress>,
     ) {
         let decommissioning = self.brokers.get(&id).is_some_and(|b| b.decommissioning);
         let record = BrokerRecord {
@@ -309,6 +373,7 @@ impl ClusterMetadata {
             shutting_down: false,
             incarnation,
             decommissioning,
+            listeners: listeners.clone(),
         };
         self.brokers.insert(id, record);
         // A restarted broker opens its log directories afresh; it reports those still failing.
@@ -983,6 +1048,7 @@ mod tests {
             port: 9092,
             rack: None,
             incarnation: 7,
+            listeners: Default::default(),
         };
         let json =
             r#"{"RegisterBroker":{"id":1,"host":"h","port":9092,"rack":null,"incarnation":7}}"#;
@@ -1006,6 +1072,48 @@ mod tests {
         assert!(!old.brokers[&1].decommissioning);
         assert_eq!(old.partition("t", 0).map(|p| p.leader), Some(1));
         assert_eq!(old.cluster_id, None);
+        assert!(old.scram_credentials.is_empty() && old.brokers[&1].listeners.is_empty());
+    }
+
+    #[test]
+    fn scram_credentials_are_set_replaced_and_deleted_within_kafkas_bounds() {
+        use crate::security::scram::{Mechanism, ScramCredential};
+        let mut m = cluster(&[1]);
+        let credential = |iterations| {
+            ScramCredential::from_password(Mechanism::Sha512, b"pw", b"salt".to_vec(), iterations)
+        };
+        let upsert = |user: &str, iterations| Command::UpsertScramCredential {
+            user: user.into(),
+            mechanism: Mechanism::Sha512,
+            credential: credential(iterations),
+        };
+        m.apply(&upsert("alice", 4096)).expect("set");
+        m.apply(&upsert("alice", 8192)).expect("replace");
+        assert_eq!(
+            m.scram_credentials["alice"][&Mechanism::Sha512].iterations,
+            8192
+        );
+        for refused in [upsert("", 4096), upsert("bob", 4095), upsert("bob", 16385)] {
+            let before = m.clone();
+            assert!(m.apply(&refused).is_err(), "{refused:?}");
+            assert_eq!(m, before, "a refused command changes nothing");
+        }
+        let delete = |mechanism| Command::DeleteScramCredential {
+            user: "alice".into(),
+            mechanism,
+        };
+        assert_eq!(
+            m.apply(&delete(Mechanism::Sha256)),
+            Err(CommandError::NoCredential("alice".into()))
+        );
+        m.apply(&delete(Mechanism::Sha512)).expect("delete");
+        assert!(m.scram_credentials.is_empty(), "the user goes with its last credential");
+        let stored = serde_json::to_string(&upsert("carol", 4096)).expect("encode");
+        assert!(!stored.contains("\"pw\""), "no password in the log");
+        assert_eq!(
+            serde_json::from_str::<Command>(&stored).expect("decode"),
+            upsert("carol", 4096)
+        );
     }
 
     #[test]
@@ -1263,6 +1371,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 incarnation: 2,
+                listeners: Default::default(),
             })
             .expect("re-register");
         metadata

@@ -457,6 +457,7 @@ mod tests {
             port: 1,
             rack: None,
             incarnation: 2,
+            listeners: Default::default(),
         })
         .expect("register");
         assert!(m.brokers[&3].decommissioning);

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::liveness::{run_fencing, Heartbeat, HeartbeatReply, Liveness};
-use super::metadata::{ClusterMetadata, Command, CommandResult};
+use super::metadata::{ClusterMetadata, Command, CommandResult, ListenerAddress};
 use super::policy::ControllerPolicy;
 use super::store::{LogStore, NodeId, StateMachine};
 use super::transport::{
@@ -460,7 +460,16 @@ impl QuorumClient {
         timing: LivenessTiming,
         shutdown: CancellationToken,
     ) -> watch::Receiver<bool> {
-        self.run_broker_session_as(id, new_incarnation(), host, port, rack, timing, shutdown)
+        self.run_broker_session_as(
+            id,
+            new_incarnation(),
+            host,
+            port,
+            BTreeMap::new(),
+            rack,
+            timing,
+            shutdown,
+        )
     }
 
     /// [`run_broker_session`](Self::run_broker_session) with a given incarnation (the
@@ -472,6 +481,7 @@ impl QuorumClient {
         incarnation: u64,
         host: String,
         port: i32,
+        listeners: BTreeMap<String, ListenerAddress>,
         rack: Option<String>,
         timing: LivenessTiming,
         shutdown: CancellationToken,
@@ -485,6 +495,7 @@ impl QuorumClient {
                 port,
                 rack,
                 incarnation,
+                listeners,
             };
             let mut registered = false;
             let mut interval = tokio::time::interval(timing.heartbeat_interval);

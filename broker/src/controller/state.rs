@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::security::scram::{Mechanism, ScramCredential};
+
 /// Leader id of a partition without a leader.
 pub const NO_LEADER: i32 = -1;
 
@@ -32,6 +34,28 @@ pub struct BrokerRecord {
     /// Being drained: its replicas move to other brokers and new ones are not placed on it.
     #[serde(default)]
     pub decommissioning: bool,
+    /// Each client listener's advertised address, by listener name (empty for brokers that
+    /// registered before listeners were named: `host` and `port` serve every client).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, ListenerAddress>,
+}
+
+/// Where clients of one listener reach a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerAddress {
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerRecord {
+    /// The address clients that came in on `listener` use for this broker: that listener's
+    /// advertised address, else the broker's registered one.
+    pub fn address_for(&self, listener: &str) -> (&str, i32) {
+        match self.listeners.get(listener) {
+            Some(a) => (a.host.as_str(), a.port),
+            None => (self.host.as_str(), self.port),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +148,9 @@ pub struct ClusterMetadata {
     /// Each broker's latest producer id block: the request's nonce and the block's first id.
     #[serde(default)]
     pub producer_id_blocks: BTreeMap<i32, (u64, i64)>,
+    /// SCRAM credentials by user and mechanism (never passwords).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_credentials: BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>,
 }
 
 impl ClusterMetadata {

@@ -26,6 +26,7 @@ pub fn join(metadata: &mut ClusterMetadata, id: i32) {
             port: 9000 + id,
             rack: None,
             incarnation: 1,
+            listeners: Default::default(),
         })
         .expect("register");
     metadata

@@ -13,6 +13,7 @@ use super::apis;
 use super::encode::{encode_response, EncodeError, RecordsSource};
 use super::{parse_frame, EncodedResponse, FrameError, RequestFrame};
 use crate::broker::Broker;
+use crate::server::Session;
 
 /// What the connection does with a request.
 #[derive(Debug)]
@@ -23,6 +24,11 @@ pub enum Outcome {
     Silent,
     /// Close the connection: the request cannot be served (the reason is logged).
     Close(String),
+    /// Write this response after `delay`, then close (a failed authentication).
+    RespondThenClose {
+        response: EncodedResponse,
+        delay: std::time::Duration,
+    },
 }
 
 /// A handler's answer before encoding.
@@ -55,23 +61,23 @@ pub fn respond<T: kafka_protocol::protocol::Encodable>(
     )
 }
 
-/// Handles one request frame (the bytes after the size prefix).
-pub async fn handle(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Outcome {
-    handle_until(broker, frame, client_host, &CancellationToken::new()).await
-}
-
-/// [`handle`], with requests that wait (long-polling fetches) answered early once `shutdown`
-/// is cancelled.
+/// Handles one request frame (the bytes after the size prefix) from a client of `session`;
+/// requests that wait (long-polling fetches) are answered early once `shutdown` is
+/// cancelled.
+///
+/// On a SASL listener nothing but ApiVersions, SaslHandshake and SaslAuthenticate is served
+/// until the client has authenticated; anything else closes the connection, as in Kafka.
 pub async fn handle_until(
     broker: &Arc<Broker>,
     frame: Bytes,
-    client_host: &str,
+    session: &mut Session,
     shutdown: &CancellationToken,
 ) -> Outcome {
     let started = Instant::now();
     let request = match parse_frame(frame) {
         Ok(mut request) => {
-            request.client_host = client_host.to_string();
+            request.client_host.clone_from(&session.client_host);
+            request.identity = session.identity();
             request
         }
         Err(FrameError::UnsupportedVersion {
@@ -98,7 +104,20 @@ pub async fn handle_until(
         Err(e) => return Outcome::Close(e.to_string()),
     };
     let api = api_name(request.api_key);
-    let outcome = route(broker, &request, shutdown).await;
+    let outcome = match request.api_key {
+        ApiKey::SaslHandshake => apis::sasl::handshake(broker, &request, session),
+        ApiKey::SaslAuthenticate => apis::sasl::authenticate(broker, &request, session),
+        ApiKey::ApiVersions => route(broker, &request, shutdown).await,
+        _ if !session.may_serve(Instant::now()) => {
+            let expired = session.sasl.as_ref().is_some_and(|s| s.expired(Instant::now()));
+            Outcome::Close(if expired {
+                format!("{api} after the SASL session expired without re-authentication")
+            } else {
+                format!("{api} before SASL authentication")
+            })
+        }
+        _ => route(broker, &request, shutdown).await,
+    };
     broker.metrics.observe_request(api, started.elapsed());
     outcome
 }
@@ -141,6 +160,12 @@ async fn route(
         }
         ApiKey::ListPartitionReassignments => {
             apis::reassignments::list_partition_reassignments(broker, frame)
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            apis::scram_credentials::describe(broker, frame)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            apis::scram_credentials::alter(broker, frame).await
         }
         other => Err(HandlerError::Frame(FrameError::UnknownApiKey(other as i16))),
     };
@@ -189,6 +214,10 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::ElectLeaders => "ElectLeaders",
         ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
         ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "Other",
     }
 }

@@ -54,6 +54,8 @@ pub struct RequestFrame {
     pub body: Bytes,
     /// The client's address as Kafka reports it (`/IP`), for group membership.
     pub client_host: String,
+    /// Who sent it, on which listener.
+    pub identity: std::sync::Arc<crate::server::Identity>,
 }
 
 impl RequestFrame {
@@ -112,6 +114,7 @@ pub fn parse_frame(mut frame: Bytes) -> Result<RequestFrame, FrameError> {
         version,
         body: frame,
         client_host: String::new(),
+        identity: crate::server::Identity::anonymous(),
     })
 }
 

@@ -1,23 +1,29 @@
-//! One client connection: size-prefixed frames in, responses out, in request order.
+//! One client connection: the TLS handshake where the listener asks for it, then size-prefixed
+//! frames in, responses out, in request order.
 //!
 //! A reader task reads frames ahead (at most `queued.max.requests`) while the connection task
 //! handles them one at a time, in arrival order, and writes each response before the next
 //! (as Kafka does, so that appends from one connection keep their order). Oversized or
-//! malformed frames and idle connections are closed.
+//! malformed frames, failed authentications and idle connections are closed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::sendfile::send_region;
+use super::session::{ListenerContext, Session};
+use super::transport::{self, Reader};
 use crate::broker::Broker;
 use crate::protocol::dispatch::{handle_until, Outcome};
-use crate::protocol::{EncodedResponse, Part};
+use crate::security::principal::Principal;
+use crate::security::tls::certificate_subject;
+
+/// Longest wait for a client to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the reader stopped.
 #[derive(Debug)]
@@ -31,7 +37,12 @@ enum ReadEnd {
 
 /// Serves one connection until the peer closes it, it misbehaves, or shutdown is requested
 /// (requests already read are still answered).
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: CancellationToken) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    listener: Arc<ListenerContext>,
+    shutdown: CancellationToken,
+) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -43,10 +54,53 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: Cancellatio
         .peer_addr()
         .map(|a| format!("/{}", a.ip()))
         .unwrap_or_default();
-    let stream = Arc::new(stream);
+    let (reader, mut writer, principal) = match &listener.tls {
+        None => {
+            let (r, w) = transport::plain(stream);
+            (r, w, Principal::anonymous())
+        }
+        Some(tls) => {
+            let accepted =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
+            let stream = match accepted {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    warn!(peer, listener = listener.name, error = %e, "TLS handshake failed");
+                    broker.metrics.connections_rejected.inc();
+                    return;
+                }
+                Err(_) => {
+                    warn!(peer, listener = listener.name, "TLS handshake timed out");
+                    broker.metrics.connections_rejected.inc();
+                    return;
+                }
+            };
+            let subject = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| certificate_subject(cert));
+            let principal = match subject {
+                None => Principal::anonymous(),
+                Some(subject) => match broker.config.security.principal_mapper.name_of(&subject)
+                {
+                    Some(name) => Principal::user(name),
+                    None => {
+                        warn!(peer, subject, "no ssl.principal.mapping.rules rule matches the client certificate");
+                        broker.metrics.connections_rejected.inc();
+                        return;
+                    }
+                },
+            };
+            let (r, w) = transport::tls(stream);
+            (r, w, principal)
+        }
+    };
+    let mut session = Session::new(listener, client_host, principal);
     let (frames_tx, mut frames_rx) = mpsc::channel::<Bytes>(broker.config.queued_max_requests);
     let reader = tokio::spawn(read_frames(
-        Arc::clone(&stream),
+        reader,
         frames_tx,
         broker.config.socket_request_max_bytes,
         Duration::from_millis(broker.config.connections_max_idle_ms),
@@ -54,15 +108,21 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: Cancellatio
         Arc::clone(&broker),
     ));
     while let Some(frame) = frames_rx.recv().await {
-        match handle_until(&broker, frame, &client_host, &shutdown).await {
+        match handle_until(&broker, frame, &mut session, &shutdown).await {
             Outcome::Respond(response) => {
-                if let Err(e) = write_response(&stream, &response).await {
+                if let Err(e) = writer.write_response(&response).await {
                     debug!(peer, error = %e, "write failed; closing");
                     break;
                 }
                 broker.metrics.bytes_out.inc_by(response.wire_len());
             }
             Outcome::Silent => {}
+            Outcome::RespondThenClose { response, delay } => {
+                tokio::time::sleep(delay).await;
+                let _ = writer.write_response(&response).await;
+                broker.metrics.connections_rejected.inc();
+                break;
+            }
             Outcome::Close(reason) => {
                 warn!(peer, reason, "closing connection");
                 broker.metrics.connections_rejected.inc();
@@ -70,6 +130,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: Cancellatio
             }
         }
     }
+    writer.shutdown().await;
     reader.abort();
     match reader.await {
         Ok(ReadEnd::TooLarge(size)) => {
@@ -86,7 +147,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: Cancellatio
 }
 
 async fn read_frames(
-    stream: Arc<TcpStream>,
+    mut reader: Reader,
     frames: mpsc::Sender<Bytes>,
     max_bytes: usize,
     idle: Duration,
@@ -95,21 +156,8 @@ async fn read_frames(
 ) -> ReadEnd {
     loop {
         let mut size = [0u8; 4];
-        let read_size = async {
-            let mut filled = 0;
-            while filled < 4 {
-                stream.readable().await?;
-                match stream.try_read(&mut size[filled..]) {
-                    Ok(0) => return Ok(false),
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(true)
-        };
         let got = tokio::select! {
-            r = tokio::time::timeout(idle, read_size) => r,
+            r = tokio::time::timeout(idle, reader.read_exact_or_closed(&mut size)) => r,
             () = shutdown.cancelled() => return ReadEnd::Shutdown,
         };
         match got {
@@ -118,11 +166,11 @@ async fn read_frames(
             Ok(Ok(false)) => return ReadEnd::Closed,
             Ok(Ok(true)) => {}
         }
-        let size = i32::from_be_bytes(size) as i64;
+        let size = i64::from(i32::from_be_bytes(size));
         if size < 0 || size as u64 > max_bytes as u64 {
             return ReadEnd::TooLarge(size);
         }
-        let body = match read_body(&stream, size as usize).await {
+        let body = match reader.read_body(size as usize).await {
             Ok(body) => body,
             Err(e) => return ReadEnd::Io(e),
         };
@@ -131,46 +179,4 @@ async fn read_frames(
             return ReadEnd::Closed;
         }
     }
-}
-
-/// Reads exactly `len` bytes into a fresh buffer (no zero-filling: the socket writes into the
-/// spare capacity, limited so no byte of the next frame is taken).
-async fn read_body(stream: &TcpStream, len: usize) -> std::io::Result<BytesMut> {
-    use bytes::BufMut;
-    let mut body = BytesMut::with_capacity(len);
-    while body.len() < len {
-        stream.readable().await?;
-        let want = len - body.len();
-        match stream.try_read_buf(&mut (&mut body).limit(want)) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(body)
-}
-
-/// Writes a response: memory parts with `write`, file regions with `sendfile`.
-async fn write_response(stream: &TcpStream, response: &EncodedResponse) -> std::io::Result<()> {
-    for part in &response.parts {
-        match part {
-            Part::Bytes(bytes) => write_all(stream, bytes).await?,
-            Part::File(region) => send_region(stream, region).await?,
-        }
-    }
-    Ok(())
-}
-
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -5,6 +5,7 @@
 //! accepted it; the operator refuses a `BrokerCluster` configuration `validate` refuses.
 
 mod keys;
+pub mod listeners;
 mod rules;
 mod settings;
 
@@ -12,5 +13,8 @@ pub use keys::{
     env_name, find, keys_help, Int, KeySpec, Kind, BATCH_HEADER_BYTES, KEYS, SEGMENT_BYTES_MAX,
     SEGMENT_BYTES_MIN, SEGMENT_INDEX_BYTES_MIN,
 };
-pub use rules::{check_value, log_dirs, parse_voters, split_host_port, validate};
+pub use rules::{
+    check_value, log_dirs, parse_voters, sasl_mechanisms, split_host_port, validate,
+    SASL_MECHANISMS,
+};
 pub use settings::{ConfigError, Settings};

@@ -50,6 +50,76 @@ fn log_dirs_are_distinct_paths(settings: &Settings) -> Result<(), String> {
     }
 }
 
+/// The SASL mechanisms of a `sasl.enabled.mechanisms` value, upper-cased.
+///
+/// # Errors
+/// An unknown mechanism, or none at all.
+pub fn sasl_mechanisms(value: &str) -> Result<Vec<String>, String> {
+    let mechanisms: Vec<String> = value
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if let Some(unknown) = mechanisms
+        .iter()
+        .find(|m| !SASL_MECHANISMS.contains(&m.as_str()))
+    {
+        return Err(format!(
+            "{unknown} is not one of {}",
+            SASL_MECHANISMS.join(", ")
+        ));
+    }
+    if mechanisms.is_empty() {
+        return Err("at least one mechanism is needed".into());
+    }
+    Ok(mechanisms)
+}
+
+/// The SASL mechanisms a broker can offer.
+pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// A TLS listener needs a key and certificate; a client certificate needs a CA to check it
+/// against; SASL listeners need mechanisms.
+fn security_is_complete(
+    settings: &Settings,
+    listeners: &super::listeners::Listeners,
+) -> Result<(), (&'static str, String)> {
+    sasl_mechanisms(settings.get("sasl.enabled.mechanisms"))
+        .map_err(|e| ("sasl.enabled.mechanisms", e))?;
+    let versions = settings.get("ssl.enabled.protocols");
+    let mut any = false;
+    for version in versions.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+        if version != "TLSv1.2" && version != "TLSv1.3" {
+            return Err((
+                "ssl.enabled.protocols",
+                format!("{version} is not one of TLSv1.2, TLSv1.3"),
+            ));
+        }
+        any = true;
+    }
+    if !any {
+        return Err(("ssl.enabled.protocols", "no TLS version is enabled".into()));
+    }
+    if !listeners.any_tls() {
+        return Ok(());
+    }
+    if settings.get("ssl.keystore.location").trim().is_empty() {
+        return Err((
+            "ssl.keystore.location",
+            "an SSL or SASL_SSL listener needs the broker's key and certificate".into(),
+        ));
+    }
+    if settings.get("ssl.client.auth") != "none"
+        && settings.get("ssl.truststore.location").trim().is_empty()
+    {
+        return Err((
+            "ssl.truststore.location",
+            "client certificates (ssl.client.auth) need the CA certificates to check them".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A broker is fenced when silent for the session timeout: it must have time for more than
 /// one heartbeat.
 fn session_outlasts_heartbeats(settings: &Settings) -> Result<(), String> {
@@ -85,6 +155,10 @@ pub fn validate(settings: &Settings) -> Result<(), ConfigError> {
         (rule.check)(settings)
             .map_err(|reason| invalid(rule.key, settings.get(rule.key), reason))?;
     }
+    let listeners = super::listeners::listeners(settings)
+        .map_err(|(key, reason)| invalid(key, settings.get(key), reason))?;
+    security_is_complete(settings, &listeners)
+        .map_err(|(key, reason)| invalid(key, settings.get(key), reason))?;
     Ok(())
 }
 

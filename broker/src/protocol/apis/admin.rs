@@ -259,10 +259,11 @@ pub fn describe_cluster(
             .values()
             .filter(|b| !b.fenced)
             .map(|b| {
+                let (host, port) = b.address_for(&frame.identity.listener);
                 DescribeClusterBroker::default()
                     .with_broker_id(BrokerId(b.id))
-                    .with_host(str_bytes(&b.host))
-                    .with_port(b.port)
+                    .with_host(str_bytes(host))
+                    .with_port(port)
                     .with_rack(b.rack.as_deref().map(str_bytes))
             })
             .collect();

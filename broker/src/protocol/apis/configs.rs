@@ -120,14 +120,22 @@ fn broker_value(broker: &Broker, key: &str) -> Option<String> {
     Some(match key {
         "node.id" => c.node_id.to_string(),
         "log.dirs" => c.data_dir.display().to_string(),
-        "listeners" => c.listen.clone(),
-        "advertised.listeners" => format!("{}:{}", c.advertised_host, c.advertised_port),
+        "listeners" => endpoints(c.listeners.listeners.iter().map(|l| &l.bind)),
+        "advertised.listeners" => endpoints(c.listeners.listeners.iter().map(|l| &l.advertised)),
         "http.listeners" => c.http_listen.clone(),
         "num.partitions" => c.num_partitions.to_string(),
         "auto.create.topics.enable" => c.auto_create_topics.to_string(),
         "log.cleanup.policy" => c.cleanup_policy.clone(),
         _ => return None,
     })
+}
+
+/// `NAME://HOST:PORT,...` as Kafka shows listeners.
+fn endpoints<'a>(endpoints: impl Iterator<Item = &'a crate::config::Endpoint>) -> String {
+    endpoints
+        .map(|e| format!("{}://{}", e.name, e.address()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Operation codes of IncrementalAlterConfigs.

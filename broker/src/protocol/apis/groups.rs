@@ -61,7 +61,7 @@ pub async fn find_coordinator(
                 "only group coordinators are served",
             ))
         } else {
-            coordinator(broker, key).await
+            coordinator(broker, key, &frame.identity.listener).await
         };
         answers.push(answer);
     }
@@ -115,7 +115,7 @@ const OFFSETS_TOPIC_CREATED_WITHIN: std::time::Duration = std::time::Duration::f
 /// until this broker has applied it with a leader for the group's partition, so that the
 /// first consumer of a new cluster finds its coordinator at once (COORDINATOR_NOT_AVAILABLE,
 /// which clients retry, when that takes longer).
-async fn coordinator(broker: &Broker, group: &str) -> CoordinatorAnswer {
+async fn coordinator(broker: &Broker, group: &str, listener: &str) -> CoordinatorAnswer {
     let cluster = &broker.cluster;
     let mut metadata = cluster.metadata();
     let not_available =
@@ -143,7 +143,10 @@ async fn coordinator(broker: &Broker, group: &str) -> CoordinatorAnswer {
         .partition(OFFSETS_TOPIC, index)
         .map_or(NO_LEADER, |p| p.leader);
     match metadata.brokers.get(&leader) {
-        Some(b) => Ok((b.id, b.host.clone(), b.port)),
+        Some(b) => {
+            let (host, port) = b.address_for(listener);
+            Ok((b.id, host.to_string(), port))
+        }
         None => not_available(format!("{OFFSETS_TOPIC}-{index} has no leader")),
     }
 }

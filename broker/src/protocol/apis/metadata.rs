@@ -30,7 +30,7 @@ pub async fn handle(broker: &Arc<Broker>, frame: &RequestFrame) -> Result<Outcom
     let request: MetadataRequest = frame.decode()?;
     let allow_create = broker.config.auto_create_topics
         && (frame.version < 4 || request.allow_auto_topic_creation);
-    let response = metadata_response(broker, &request, allow_create, frame.version).await;
+    let response = metadata_response(broker, &request, allow_create, frame).await;
     Ok(Outcome::Respond(respond(frame, Answer::new(response))?))
 }
 
@@ -85,8 +85,9 @@ async fn metadata_response(
     broker: &Broker,
     request: &MetadataRequest,
     allow_create: bool,
-    v: i16,
+    frame: &RequestFrame,
 ) -> MetadataResponse {
+    let v = frame.version;
     let cluster = &broker.cluster;
     let metadata = cluster.metadata();
     let all =
@@ -156,10 +157,11 @@ async fn metadata_response(
         .values()
         .filter(|b| !b.fenced)
         .map(|b| {
+            let (host, port) = b.address_for(&frame.identity.listener);
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
-                .with_host(str_bytes(&b.host))
-                .with_port(b.port)
+                .with_host(str_bytes(host))
+                .with_port(port)
                 .with_rack(b.rack.as_deref().map(str_bytes))
         })
         .collect();

@@ -13,6 +13,8 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod reassignments;
+pub mod sasl;
+pub mod scram_credentials;
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
