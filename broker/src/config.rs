@@ -51,7 +51,10 @@ impl SecurityConfig {
                 tls12: versions.contains("TLSv1.2"),
                 tls13: versions.contains("TLSv1.3"),
                 reload_interval: std::time::Duration::from_millis(
-                    settings.get("ssl.reload.interval.ms").parse().unwrap_or(5000),
+                    settings
+                        .get("ssl.reload.interval.ms")
+                        .parse()
+                        .unwrap_or(5000),
                 ),
             }
         });

@@ -162,6 +162,7 @@ fn register(id: i32) -> Command {
         port: 9000 + id,
         rack: None,
         incarnation: 1,
+        listeners: Default::default(),
     }
 }
 

@@ -44,7 +44,7 @@ async fn call(
 ) -> Option<Bytes> {
     let bytes = frame(api, version, body)?;
     match handle(broker, bytes, "/127.0.0.1").await {
-        Outcome::Respond(response) => {
+        Outcome::Respond(response) | Outcome::RespondThenClose { response, .. } => {
             let mut flat = Vec::new();
             for part in response.parts {
                 match part {

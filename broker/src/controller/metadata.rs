@@ -158,7 +158,10 @@ pub enum Command {
         credential: ScramCredential,
     },
     /// Removes `user`'s SCRAM credential for `mechanism`; refused when there is none.
-    DeleteScramCredential { user: String, mechanism: Mechanism },
+    DeleteScramCredential {
+        user: String,
+        mechanism: Mechanism,
+    },
 }
 
 /// What a standalone data directory holds, for the quorum.
@@ -1107,7 +1110,10 @@ mod tests {
             Err(CommandError::NoCredential("alice".into()))
         );
         m.apply(&delete(Mechanism::Sha512)).expect("delete");
-        assert!(m.scram_credentials.is_empty(), "the user goes with its last credential");
+        assert!(
+            m.scram_credentials.is_empty(),
+            "the user goes with its last credential"
+        );
         let stored = serde_json::to_string(&upsert("carol", 4096)).expect("encode");
         assert!(!stored.contains("\"pw\""), "no password in the log");
         assert_eq!(

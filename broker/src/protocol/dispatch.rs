@@ -61,6 +61,13 @@ pub fn respond<T: kafka_protocol::protocol::Encodable>(
     )
 }
 
+/// Handles one request frame from an anonymous client of a plaintext listener (in-process
+/// callers and tests).
+pub async fn handle(broker: &Arc<Broker>, frame: Bytes, client_host: &str) -> Outcome {
+    let mut session = Session::plaintext(client_host);
+    handle_until(broker, frame, &mut session, &CancellationToken::new()).await
+}
+
 /// Handles one request frame (the bytes after the size prefix) from a client of `session`;
 /// requests that wait (long-polling fetches) are answered early once `shutdown` is
 /// cancelled.
@@ -109,7 +116,10 @@ pub async fn handle_until(
         ApiKey::SaslAuthenticate => apis::sasl::authenticate(broker, &request, session),
         ApiKey::ApiVersions => route(broker, &request, shutdown).await,
         _ if !session.may_serve(Instant::now()) => {
-            let expired = session.sasl.as_ref().is_some_and(|s| s.expired(Instant::now()));
+            let expired = session
+                .sasl
+                .as_ref()
+                .is_some_and(|s| s.expired(Instant::now()));
             Outcome::Close(if expired {
                 format!("{api} after the SASL session expired without re-authentication")
             } else {
@@ -161,12 +171,8 @@ async fn route(
         ApiKey::ListPartitionReassignments => {
             apis::reassignments::list_partition_reassignments(broker, frame)
         }
-        ApiKey::DescribeUserScramCredentials => {
-            apis::scram_credentials::describe(broker, frame)
-        }
-        ApiKey::AlterUserScramCredentials => {
-            apis::scram_credentials::alter(broker, frame).await
-        }
+        ApiKey::DescribeUserScramCredentials => apis::scram_credentials::describe(broker, frame),
+        ApiKey::AlterUserScramCredentials => apis::scram_credentials::alter(broker, frame).await,
         other => Err(HandlerError::Frame(FrameError::UnknownApiKey(other as i16))),
     };
     match result {

@@ -36,7 +36,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
-    (ApiKey::SaslHandshake, 1, 1),
+    // v0 is advertised because librdkafka needs it to see SASL at all; after either version
+    // the tokens must come in SaslAuthenticate requests (the raw tokens of pre-1.0 clients
+    // are not read).
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),

@@ -103,12 +103,11 @@ impl PrincipalMapper {
                 Some('U') => (Case::Upper, &after[1..]),
                 _ => (Case::Keep, after),
             };
-            let pattern = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                MappingRuleError {
+            let pattern =
+                Regex::new(&format!("^(?:{pattern})$")).map_err(|e| MappingRuleError {
                     rule: rest.to_string(),
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             rules.push(Rule::Replace {
                 pattern,
                 replacement: java_to_rust_replacement(replacement),
@@ -226,7 +225,9 @@ mod tests {
         )
         .expect("parse");
         assert_eq!(
-            mapper.name_of("CN=kafka-server1,OU=ServiceUsers,O=Org").as_deref(),
+            mapper
+                .name_of("CN=kafka-server1,OU=ServiceUsers,O=Org")
+                .as_deref(),
             Some("kafka-server1")
         );
         assert_eq!(

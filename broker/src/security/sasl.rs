@@ -239,7 +239,10 @@ mod tests {
     #[test]
     fn only_enabled_mechanisms_are_accepted() {
         let mut session = SaslSession::new();
-        assert_eq!(session.handshake("SCRAM-SHA-256", &enabled()), Err(Some(())));
+        assert_eq!(
+            session.handshake("SCRAM-SHA-256", &enabled()),
+            Err(Some(()))
+        );
         assert_eq!(session.handshake("GSSAPI", &enabled()), Err(Some(())));
         assert!(session.handshake("PLAIN", &enabled()).is_ok());
         assert_eq!(session.handshake("PLAIN", &enabled()), Err(None));
@@ -260,7 +263,10 @@ mod tests {
             session.handshake("PLAIN", &enabled()).expect("handshake");
             let outcome = session.token(token, &alice, None, "n");
             if ok {
-                assert!(matches!(outcome, TokenOutcome::Authenticated { .. }), "{token:?}");
+                assert!(
+                    matches!(outcome, TokenOutcome::Authenticated { .. }),
+                    "{token:?}"
+                );
                 assert_eq!(session.principal(now), Some(&Principal::user("alice")));
             } else {
                 assert!(matches!(outcome, TokenOutcome::Failed(_)), "{token:?}");
@@ -272,7 +278,9 @@ mod tests {
     #[test]
     fn an_unknown_user_fails_like_a_wrong_password() {
         let mut session = SaslSession::new();
-        session.handshake("SCRAM-SHA-512", &enabled()).expect("handshake");
+        session
+            .handshake("SCRAM-SHA-512", &enabled())
+            .expect("handshake");
         assert_eq!(
             session.token(b"n,,n=mallory,r=abc", &alice, None, "xyz"),
             TokenOutcome::Failed(INVALID_CREDENTIALS.into())
@@ -303,7 +311,9 @@ mod tests {
         let both = |user: &str, m: Mechanism| {
             alice("alice", m).filter(|_| user == "alice" || user == "bob")
         };
-        session.handshake("PLAIN", &enabled()).expect("re-handshake");
+        session
+            .handshake("PLAIN", &enabled())
+            .expect("re-handshake");
         assert!(matches!(
             session.token(b"\0bob\0wonderland", &both, None, "n"),
             TokenOutcome::Failed(m) if m.contains("Cannot change principals")
@@ -311,7 +321,9 @@ mod tests {
         let mut session2 = SaslSession::new();
         session2.handshake("PLAIN", &enabled()).expect("handshake");
         session2.token(b"\0alice\0wonderland", &alice, Some(later), "n");
-        session2.handshake("PLAIN", &enabled()).expect("re-handshake");
+        session2
+            .handshake("PLAIN", &enabled())
+            .expect("re-handshake");
         let renewed = later + std::time::Duration::from_secs(10);
         assert!(matches!(
             session2.token(b"\0alice\0wonderland", &alice, Some(renewed), "n"),

@@ -14,7 +14,9 @@ pub const MIN_ITERATIONS: u32 = 4096;
 pub const MAX_ITERATIONS: u32 = 16384;
 
 /// A SCRAM hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Mechanism {
     Sha256,
     Sha512,
@@ -144,8 +146,7 @@ impl ScramCredential {
 
     /// Whether `password` is the one this credential was made from (SASL/PLAIN checks this).
     pub fn matches_password(&self, mechanism: Mechanism, password: &[u8]) -> bool {
-        let again =
-            Self::from_password(mechanism, password, self.salt.clone(), self.iterations);
+        let again = Self::from_password(mechanism, password, self.salt.clone(), self.iterations);
         constant_time_eq(&again.stored_key, &self.stored_key)
     }
 }
@@ -322,7 +323,10 @@ pub fn verify_client_final(
     if B64.decode(binding).ok().as_deref() != Some(exchange.client_first.gs2_header.as_bytes()) {
         return Err(ScramError::ChannelBinding);
     }
-    if nonce != exchange.nonce {
+    // Kafka's test (ScramSaslServer): the nonce must end with the server's part. Some
+    // clients (librdkafka 2.0) send their own nonce twice, which Kafka accepts.
+    let server_part = &exchange.nonce[exchange.client_first.nonce.len()..];
+    if !nonce.ends_with(server_part) || !nonce.starts_with(&exchange.client_first.nonce) {
         return Err(ScramError::Nonce);
     }
     let proof = B64
@@ -350,19 +354,15 @@ pub fn verify_client_final(
     Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
 }
 
-/// A fresh server nonce: 32 random printable characters.
+/// A fresh server nonce: 32 random letters and digits (as Kafka's are alphanumeric: some
+/// clients mis-read other printable characters).
 pub fn new_nonce() -> String {
+    use rand::distributions::Alphanumeric;
     use rand::Rng;
-    let mut rng = rand::thread_rng();
-    (0..32)
-        .map(|_| {
-            let c = rng.gen_range(0x21u8..0x7f);
-            if c == b',' {
-                '~'
-            } else {
-                char::from(c)
-            }
-        })
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
         .collect()
 }
 
@@ -386,7 +386,11 @@ mod tests {
         let stored_key = mechanism.hash(&client_key);
         let auth = format!("{client_first_bare},{server_first},{final_without_proof}");
         let signature = mechanism.hmac(&stored_key, auth.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
         let server_key = mechanism.hmac(&salted, b"Server Key");
         let expected_v = mechanism.hmac(&server_key, auth.as_bytes());
         (B64.encode(proof), expected_v)
@@ -400,8 +404,12 @@ mod tests {
         let credential = ScramCredential::from_password(mechanism, b"pencil", salt, 4096);
         let first = parse_client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").expect("first");
         assert_eq!(first.username, "user");
-        let (exchange, server_first_msg) =
-            server_first(mechanism, first, credential, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
+        let (exchange, server_first_msg) = server_first(
+            mechanism,
+            first,
+            credential,
+            "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+        );
         assert_eq!(
             server_first_msg,
             b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
@@ -449,10 +457,16 @@ mod tests {
         let credential = ScramCredential::from_password(mechanism, b"pw", b"s".to_vec(), 4096);
         let first = parse_client_first(b"n,,n=bob,r=one").expect("first");
         let (exchange, _) = server_first(mechanism, first, credential, "two");
-        assert_eq!(
-            verify_client_final(&exchange, b"c=biws,r=onethree,p=AAAA"),
-            Err(ScramError::Nonce)
-        );
+        for foreign in [
+            &b"c=biws,r=onethree,p=AAAA"[..],
+            b"c=biws,r=two,p=AAAA",
+            b"c=biws,r=xtwo,p=AAAA",
+        ] {
+            assert_eq!(
+                verify_client_final(&exchange, foreign),
+                Err(ScramError::Nonce)
+            );
+        }
         assert_eq!(
             verify_client_final(&exchange, b"c=eSws,r=onetwo,p=AAAA"),
             Err(ScramError::ChannelBinding)
@@ -505,10 +519,10 @@ mod tests {
     }
 
     #[test]
-    fn server_nonces_are_printable_without_commas() {
+    fn server_nonces_are_alphanumeric() {
         let nonce = new_nonce();
         assert_eq!(nonce.len(), 32);
-        assert!(nonce.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b','));
+        assert!(nonce.bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_ne!(nonce, new_nonce());
     }
 }

@@ -74,12 +74,17 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Builds a rustls server configuration from the files as they are now.
+/// Builds a rustls server configuration from the files as they are now; with
+/// `ask_client_certificates` false it never asks for one (SASL_SSL listeners, as Kafka's
+/// broker-wide `ssl.client.auth` does not apply to them).
 ///
 /// # Errors
 /// A missing or unreadable file, a file without a key or certificate, a key that does not
 /// match the certificate, or a truststore without a CA.
-pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    settings: &TlsSettings,
+    ask_client_certificates: bool,
+) -> Result<ServerConfig, TlsError> {
     let keystore = read(&settings.keystore)?;
     let pem_error = |reason: String| TlsError::Pem {
         path: settings.keystore.clone(),
@@ -103,7 +108,12 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
     }
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&versions)?;
-    let builder = match (settings.client_auth, &settings.truststore) {
+    let client_auth = if ask_client_certificates {
+        settings.client_auth
+    } else {
+        ClientAuth::None
+    };
+    let builder = match (client_auth, &settings.truststore) {
         (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
         (auth, Some(truststore)) => {
             let pem = read(truststore)?;
@@ -139,10 +149,12 @@ pub fn server_config(settings: &TlsSettings) -> Result<ServerConfig, TlsError> {
     Ok(builder.with_single_cert(certs, key)?)
 }
 
-/// The current TLS configuration, swapped when the files change.
+/// The current TLS configurations (with and without client certificates), swapped when the
+/// files change.
 pub struct ReloadingTls {
     settings: TlsSettings,
     current: ArcSwap<ServerConfig>,
+    current_without_client_auth: ArcSwap<ServerConfig>,
     /// The files' contents the current configuration was built from.
     fingerprint: parking_lot::Mutex<Vec<u8>>,
 }
@@ -162,10 +174,12 @@ impl ReloadingTls {
     /// As [`server_config`]: a broker does not start with unusable TLS material.
     pub fn load(settings: TlsSettings) -> Result<Arc<Self>, TlsError> {
         let fingerprint = Self::fingerprint_of(&settings);
-        let config = server_config(&settings)?;
+        let config = server_config(&settings, true)?;
+        let without = server_config(&settings, false)?;
         Ok(Arc::new(Self {
             settings,
             current: ArcSwap::from_pointee(config),
+            current_without_client_auth: ArcSwap::from_pointee(without),
             fingerprint: parking_lot::Mutex::new(fingerprint),
         }))
     }
@@ -180,9 +194,14 @@ impl ReloadingTls {
         hash.finalize().to_vec()
     }
 
-    /// The configuration for a connection accepted now.
-    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.current.load_full())
+    /// The configuration for a connection accepted now; `client_auth` false for listeners
+    /// that never ask for client certificates.
+    pub fn acceptor(&self, client_auth: bool) -> tokio_rustls::TlsAcceptor {
+        if client_auth {
+            tokio_rustls::TlsAcceptor::from(self.current.load_full())
+        } else {
+            tokio_rustls::TlsAcceptor::from(self.current_without_client_auth.load_full())
+        }
     }
 
     /// Rebuilds the configuration if the files changed; returns whether it was swapped.
@@ -192,9 +211,12 @@ impl ReloadingTls {
         if *last == fingerprint {
             return false;
         }
-        match server_config(&self.settings) {
-            Ok(config) => {
+        let both = server_config(&self.settings, true)
+            .and_then(|with| Ok((with, server_config(&self.settings, false)?)));
+        match both {
+            Ok((config, without)) => {
                 self.current.store(Arc::new(config));
+                self.current_without_client_auth.store(Arc::new(without));
                 *last = fingerprint;
                 info!(keystore = %self.settings.keystore.display(), "TLS key, certificates or CA reloaded");
                 true

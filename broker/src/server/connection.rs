@@ -60,8 +60,11 @@ pub async fn serve(
             (r, w, Principal::anonymous())
         }
         Some(tls) => {
-            let accepted =
-                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
+            let accepted = tokio::time::timeout(
+                TLS_HANDSHAKE_TIMEOUT,
+                tls.acceptor(!listener.protocol.uses_sasl()).accept(stream),
+            )
+            .await;
             let stream = match accepted {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -83,15 +86,16 @@ pub async fn serve(
                 .and_then(|cert| certificate_subject(cert));
             let principal = match subject {
                 None => Principal::anonymous(),
-                Some(subject) => match broker.config.security.principal_mapper.name_of(&subject)
-                {
-                    Some(name) => Principal::user(name),
-                    None => {
-                        warn!(peer, subject, "no ssl.principal.mapping.rules rule matches the client certificate");
-                        broker.metrics.connections_rejected.inc();
-                        return;
+                Some(subject) => {
+                    match broker.config.security.principal_mapper.name_of(&subject) {
+                        Some(name) => Principal::user(name),
+                        None => {
+                            warn!(peer, subject, "no ssl.principal.mapping.rules rule matches the client certificate");
+                            broker.metrics.connections_rejected.inc();
+                            return;
+                        }
                     }
-                },
+                }
             };
             let (r, w) = transport::tls(stream);
             (r, w, principal)

@@ -66,11 +66,7 @@ pub async fn bind_all(
             listener.bind.address()
         };
         let socket = bind(&address).await?;
-        let tls = listener
-            .protocol
-            .uses_tls()
-            .then(|| tls.cloned())
-            .flatten();
+        let tls = listener.protocol.uses_tls().then(|| tls.cloned()).flatten();
         bound.push(BoundListener {
             context: Arc::new(ListenerContext {
                 name: listener.bind.name.clone(),

@@ -64,6 +64,16 @@ impl Session {
         }
     }
 
+    /// An anonymous client of a plaintext listener named `PLAINTEXT`.
+    pub fn plaintext(client_host: &str) -> Self {
+        let listener = Arc::new(ListenerContext {
+            name: crate::config::listeners_default_name().to_string(),
+            protocol: SecurityProtocol::Plaintext,
+            tls: None,
+        });
+        Self::new(listener, client_host.to_string(), Principal::anonymous())
+    }
+
     /// Who the client is now.
     pub fn identity(&self) -> Arc<Identity> {
         Arc::clone(&self.identity)
@@ -81,6 +91,8 @@ impl Session {
 
     /// Whether requests other than ApiVersions and SASL's may be served now.
     pub fn may_serve(&self, now: Instant) -> bool {
-        self.sasl.as_ref().is_none_or(|s| s.principal(now).is_some())
+        self.sasl
+            .as_ref()
+            .is_none_or(|s| s.principal(now).is_some())
     }
 }

@@ -113,10 +113,11 @@ class Broker:
         # directory); `--data-dir` would replace the list with one.
         if "log.dirs" not in self.settings:
             cmd += ["--data-dir", str(self.data_dir)]
-        cmd += [
-            "--listen", self.bootstrap,
-            "--http-listen", f"{self.host}:{self.http_port}",
-        ]
+        # `listeners` in the settings names every listener itself (the test then knows its
+        # ports); `--listen` would replace the list with one.
+        if "listeners" not in self.settings:
+            cmd += ["--listen", self.bootstrap]
+        cmd += ["--http-listen", f"{self.host}:{self.http_port}"]
         if self.advertised:
             cmd += ["--advertised-listener", self.advertised]
         for key, value in self.settings.items():

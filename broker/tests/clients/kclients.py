@@ -179,7 +179,15 @@ def produce_kafka_python(bootstrap, topic, records, deadline_s=60, **conf):
         producer.close(timeout=10)
 
 
-def produce_kcat(bootstrap, topic, records, compression=None, deadline_s=60):
+def kcat_options(conf):
+    """`-X key=value` for each librdkafka property of `conf`."""
+    options = []
+    for key, value in (conf or {}).items():
+        options += ["-X", f"{key}={value}"]
+    return options
+
+
+def produce_kcat(bootstrap, topic, records, compression=None, deadline_s=60, conf=None):
     """Produces `records` with `kcat -P`, one process per partition (kcat sends every line to
     its `-p` partition). kcat cannot set per-message headers or timestamps from its input, so
     the records must all carry the same headers and no timestamp."""
@@ -189,7 +197,7 @@ def produce_kcat(bootstrap, topic, records, compression=None, deadline_s=60):
         by_partition.setdefault(rec.partition, []).append(rec)
     for partition, recs in by_partition.items():
         cmd = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-p", str(partition), "-K", ":",
-               "-X", "acks=all"]
+               "-X", "acks=all"] + kcat_options(conf)
         for k, v in recs[0].headers:
             cmd += ["-H", f"{k}={v.decode()}"]
         if compression:
@@ -281,14 +289,14 @@ def consume_kafka_python(bootstrap, topic, expected, start=None, deadline_s=60, 
         consumer.close()
 
 
-def consume_kcat(bootstrap, topic, expected, start=None, deadline_s=60):
+def consume_kcat(bootstrap, topic, expected, start=None, deadline_s=60, conf=None):
     """`kcat -C -p P -o OFFSET -c COUNT -J` per partition (no group: a simple consumer)."""
     start = start or {}
     got = {}
     for p, n in expected.items():
         offset = start.get(p, "beginning")
         cmd = ["kcat", "-C", "-b", bootstrap, "-t", topic, "-p", str(p), "-o", str(offset),
-               "-c", str(n), "-J", "-q"]
+               "-c", str(n), "-J", "-q"] + kcat_options(conf)
         result = subprocess.run(cmd, capture_output=True, timeout=deadline_s)
         assert result.returncode == 0, f"{cmd}: {result.stderr.decode()}"
         got[p] = [kcat_record(json.loads(line)) for line in result.stdout.splitlines()]

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
-    SaslHandshakeResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::ResponseError;
 use tracing::{info, warn};
@@ -115,7 +114,12 @@ pub fn authenticate(broker: &Arc<Broker>, frame: &RequestFrame, session: &mut Se
             )
         }
         TokenOutcome::Failed(message) => {
-            warn!(client = session.client_host, listener = session.listener.name, reason = message, "SASL authentication failed");
+            warn!(
+                client = session.client_host,
+                listener = session.listener.name,
+                reason = message,
+                "SASL authentication failed"
+            );
             broker.metrics.failed_authentications.inc();
             then_close(
                 encoded(
@@ -132,9 +136,7 @@ pub fn authenticate(broker: &Arc<Broker>, frame: &RequestFrame, session: &mut Se
                 frame,
                 response
                     .with_error_code(ResponseError::IllegalSaslState.code())
-                    .with_error_message(Some(str_bytes(
-                        "SaslAuthenticate before SaslHandshake",
-                    ))),
+                    .with_error_message(Some(str_bytes("SaslAuthenticate before SaslHandshake"))),
             ),
             Duration::ZERO,
         ),

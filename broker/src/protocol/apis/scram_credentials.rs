@@ -129,8 +129,12 @@ fn upsertion(
             "The salt must not be empty and the salted password must be one hash long",
         ));
     }
-    let credential =
-        ScramCredential::from_salted_password(mechanism, salt.to_vec(), salted_password, iterations);
+    let credential = ScramCredential::from_salted_password(
+        mechanism,
+        salt.to_vec(),
+        salted_password,
+        iterations,
+    );
     Ok((mechanism, credential))
 }
 
