@@ -400,3 +400,56 @@ def test_invalid_listener_settings_are_refused_with_the_key(tmp_path):
             assert key in broker.log_text(), broker.log_tail()
         finally:
             broker.stop()
+
+
+def test_sessions_reauthenticate_on_the_same_connection_and_lapse_without_it(tmp_path):
+    """KIP-368: with connections.max.reauth.ms, librdkafka re-authenticates on its open
+    connection and goes on producing; a client that does not is cut off at its next request."""
+    ports = {"ADMIN": free_port(), "SASL_PLAINTEXT": free_port()}
+    broker = Broker(
+        tmp_path / "data",
+        settings={
+            "listeners": ",".join(f"{n}://127.0.0.1:{p}" for n, p in ports.items()),
+            "listener.security.protocol.map": "ADMIN:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-512",
+            "connections.max.reauth.ms": "1000",
+        },
+    ).start()
+    try:
+        admin_address = f"127.0.0.1:{ports['ADMIN']}"
+        address = f"127.0.0.1:{ports['SASL_PLAINTEXT']}"
+        admin = AdminClient({"bootstrap.servers": admin_address})
+        upsert = [UserScramCredentialUpsertion("erin", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), b"erin-pw")]
+        for f in admin.alter_user_scram_credentials(upsert).values():
+            f.result(timeout=15)
+        kc.create_topic(admin_address, "reauth", 1)
+        conf = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "erin", "sasl.password": "erin-pw"}
+        producer = confluent_kafka.Producer({"bootstrap.servers": address, "acks": "all", **conf})
+        delivered, failed = [], []
+        deadline = time.monotonic() + 4.5
+        i = 0
+        while time.monotonic() < deadline:
+            producer.produce("reauth", f"r{i}".encode(), partition=0,
+                             on_delivery=lambda e, m: (failed if e else delivered).append(e))
+            producer.poll(0.05)
+            i += 1
+        assert producer.flush(15) == 0
+        assert len(delivered) == i and not failed, failed[:3]
+        logins = broker.log_text().count("SASL authentication succeeded")
+        assert logins >= 4, f"{logins} authentications in 4.5 s of 1 s sessions"
+        # A raw client that authenticates once and then idles past its session is closed at
+        # its next request.
+        conn = kwire.Conn(address)
+        assert sasl_handshake(conn, "PLAIN")[0] == 0
+        _, r = conn.request(36, 1, kwire.nbytes(b"\0erin\0erin-pw"))
+        assert r.i16() == 0
+        r.string()
+        r.bytes()
+        assert r.i64() == 1000, "the session lifetime is announced"
+        assert conn.api_versions()[0] == 0
+        time.sleep(1.2)  # the session lifetime itself is under test: let it pass
+        conn.send_frame(kwire.i16(3) + kwire.i16(1) + kwire.i32(9) + kwire.string("x") + kwire.i32(-1))
+        assert conn.closed_by_peer()
+    finally:
+        broker.stop()
