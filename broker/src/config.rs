@@ -18,11 +18,6 @@ use crate::log::{FlushPolicy, LogConfig};
 use crate::security::principal::PrincipalMapper;
 use crate::security::tls::{ClientAuth, TlsSettings};
 
-/// The listener a bare `HOST:PORT` names.
-pub fn listeners_default_name() -> &'static str {
-    tokafka_contract::config::listeners::DEFAULT_LISTENER
-}
-
 /// TLS and SASL settings shared by the listeners that use them.
 #[derive(Debug, Clone)]
 pub struct SecurityConfig {

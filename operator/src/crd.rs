@@ -100,6 +100,15 @@ pub const OPERATOR_OWNED_KEYS: &[&str] = &[
     "min.insync.replicas",
     "auto.leader.rebalance.enable",
     "leader.imbalance.per.broker.percentage",
+    // Listeners and their TLS material come from the cluster's listener and certificate
+    // settings (the pods hold the files), not from free-form configuration.
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "ssl.keystore.type",
+    "ssl.keystore.location",
+    "ssl.truststore.type",
+    "ssl.truststore.location",
+    "ssl.client.auth",
 ];
 
 /// Keys `spec.config` may set: every broker key the operator does not own.

@@ -13,7 +13,7 @@ use super::apis;
 use super::encode::{encode_response, EncodeError, RecordsSource};
 use super::{parse_frame, EncodedResponse, FrameError, RequestFrame};
 use crate::broker::Broker;
-use crate::server::Session;
+use crate::security::session::Session;
 
 /// What the connection does with a request.
 #[derive(Debug)]

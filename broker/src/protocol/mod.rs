@@ -55,7 +55,7 @@ pub struct RequestFrame {
     /// The client's address as Kafka reports it (`/IP`), for group membership.
     pub client_host: String,
     /// Who sent it, on which listener.
-    pub identity: std::sync::Arc<crate::server::Identity>,
+    pub identity: std::sync::Arc<crate::security::session::Identity>,
 }
 
 impl RequestFrame {
@@ -114,7 +114,7 @@ pub fn parse_frame(mut frame: Bytes) -> Result<RequestFrame, FrameError> {
         version,
         body: frame,
         client_host: String::new(),
-        identity: crate::server::Identity::anonymous(),
+        identity: crate::security::session::Identity::anonymous(),
     })
 }
 

@@ -15,11 +15,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::session::{ListenerContext, Session};
 use super::transport::{self, Reader};
 use crate::broker::Broker;
 use crate::protocol::dispatch::{handle_until, Outcome};
 use crate::security::principal::Principal;
+use crate::security::session::{ListenerContext, Session};
 use crate::security::tls::certificate_subject;
 
 /// Longest wait for a client to finish its TLS handshake.

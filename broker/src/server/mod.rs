@@ -4,7 +4,6 @@
 
 pub mod connection;
 pub mod sendfile;
-pub mod session;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -18,8 +17,8 @@ use tracing::{info, warn};
 
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
+pub use crate::security::session::{Identity, ListenerContext, Session};
 use crate::security::tls::{ReloadingTls, TlsError};
-pub use session::{Identity, ListenerContext, Session};
 
 /// Binds the listener.
 ///

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::rules::split_host_port;
+use super::address::split_host_port;
 use super::settings::Settings;
 
 /// How a listener secures its connections (Kafka's `SecurityProtocol`).

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use super::address::split_host_port;
 use super::keys::{Int, Kind, KEYS};
 use super::settings::{ConfigError, Settings};
 
@@ -210,14 +211,6 @@ fn parse_int(int: Int, value: &str) -> Result<i128, std::num::ParseIntError> {
     })
 }
 
-/// Splits `HOST:PORT` (IPv6 hosts in brackets).
-pub fn split_host_port(value: &str) -> Option<(String, u16)> {
-    let (host, port) = value.rsplit_once(':')?;
-    let port = port.parse().ok()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host.to_string(), port))
-}
-
 /// The controller voters of a `controller.quorum.voters` value, `ID@HOST:PORT,...`: the
 /// `HOST:PORT` of each voter's controller listener by node id.
 ///
@@ -398,6 +391,37 @@ mod tests {
         }
         validate(&with(clustered(), "log.dirs", "/a, /b")).expect("two directories");
         assert_eq!(log_dirs("/a, /b"), vec!["/a", "/b"]);
+    }
+
+    #[test]
+    fn tls_and_sasl_settings_must_be_complete() {
+        let tls = |pairs: &[(&str, &str)]| {
+            let mut s = with(clustered(), "listeners", "SSL://:9093");
+            for (k, v) in pairs {
+                s = with(s, k, v);
+            }
+            validate(&s)
+        };
+        let refused = |r: Result<(), ConfigError>| r.expect_err("refused").to_string();
+        assert!(refused(tls(&[])).contains("ssl.keystore.location"));
+        validate(&with(clustered(), "ssl.client.auth", "required")).expect("no TLS listener");
+        tls(&[("ssl.keystore.location", "/k.pem")]).expect("server-only TLS");
+        assert!(refused(tls(&[
+            ("ssl.keystore.location", "/k.pem"),
+            ("ssl.client.auth", "required"),
+        ]))
+        .contains("ssl.truststore.location"));
+        assert!(refused(tls(&[
+            ("ssl.keystore.location", "/k.pem"),
+            ("ssl.enabled.protocols", "TLSv1.1"),
+        ]))
+        .contains("ssl.enabled.protocols"));
+        assert!(refusal("sasl.enabled.mechanisms", "GSSAPI").contains("sasl.enabled.mechanisms"));
+        assert!(refusal("sasl.enabled.mechanisms", " , ").contains("at least one"));
+        assert_eq!(
+            sasl_mechanisms("plain, SCRAM-SHA-512").expect("valid"),
+            vec!["PLAIN".to_string(), "SCRAM-SHA-512".to_string()]
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::protocol::dispatch::{respond, Answer, Outcome};
 use crate::protocol::RequestFrame;
 use crate::security::sasl::TokenOutcome;
 use crate::security::scram::new_nonce;
-use crate::server::Session;
+use crate::security::session::Session;
 
 fn encoded<T: kafka_protocol::protocol::Encodable>(frame: &RequestFrame, body: T) -> Outcome {
     match respond(frame, Answer::new(body)) {

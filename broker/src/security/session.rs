@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::SecurityProtocol;
-use crate::security::principal::Principal;
-use crate::security::sasl::SaslSession;
-use crate::security::tls::ReloadingTls;
+use tokafka_contract::config::listeners::{SecurityProtocol, DEFAULT_LISTENER};
+
+use super::principal::Principal;
+use super::sasl::SaslSession;
+use super::tls::ReloadingTls;
 
 /// A bound Kafka listener.
 #[derive(Debug)]
@@ -30,7 +31,7 @@ impl Identity {
     /// An anonymous client of the listener `PLAINTEXT` (in-process callers and tests).
     pub fn anonymous() -> Arc<Self> {
         Arc::new(Self {
-            listener: crate::config::listeners_default_name().to_string(),
+            listener: DEFAULT_LISTENER.to_string(),
             principal: Principal::anonymous(),
         })
     }
@@ -67,7 +68,7 @@ impl Session {
     /// An anonymous client of a plaintext listener named `PLAINTEXT`.
     pub fn plaintext(client_host: &str) -> Self {
         let listener = Arc::new(ListenerContext {
-            name: crate::config::listeners_default_name().to_string(),
+            name: DEFAULT_LISTENER.to_string(),
             protocol: SecurityProtocol::Plaintext,
             tls: None,
         });
