@@ -34,11 +34,12 @@ NODE_IDS = (1, 2, 3)
 
 
 @contextlib.contextmanager
-def running_cluster(tmp_path, network=None, settings=None, broker_settings=None):
+def running_cluster(tmp_path, network=None, settings=None, broker_settings=None, listeners=None):
     """Three brokers, all controller voters, with a short session timeout (and `settings` on
-    top, then `broker_settings[i]` for broker i); on 127.0.0.1, or each in its namespace of
-    `network` (broker i on host i). Yields (brokers by node id, bootstrap, admin client) and
-    kills the brokers however the block ends."""
+    top, then `broker_settings[i]` for broker i, then `listeners(broker)`'s settings, which
+    know the broker's port); on 127.0.0.1, or each in its namespace of `network` (broker i on
+    host i). Yields (brokers by node id, bootstrap, admin client) and kills the brokers
+    however the block ends."""
 
     def place(i):
         return (network.netns(i), network.address(i)) if network else (None, "127.0.0.1")
@@ -65,6 +66,8 @@ def running_cluster(tmp_path, network=None, settings=None, broker_settings=None)
         )
         for i in NODE_IDS
     }
+    for b in brokers.values():
+        b.settings.update(listeners(b) if listeners else {})
     try:
         start_all(brokers.values())
         bootstrap = ",".join(b.bootstrap for b in brokers.values())
@@ -160,10 +163,11 @@ class Load:
     """Produces sequence numbers round-robin over the partitions until stopped, keeping every
     acknowledgement and every delivery error."""
 
-    def __init__(self, bootstrap, topic):
+    def __init__(self, bootstrap, topic, conf=None):
         self.topic = topic
         self.producer = Producer(
             {
+                **(conf or {}),
                 "bootstrap.servers": bootstrap,
                 "enable.idempotence": True,
                 "acks": "all",
@@ -229,10 +233,10 @@ class Load:
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
 
-def read_partition(bootstrap, topic, partition):
+def read_partition(bootstrap, topic, partition, conf=None):
     """Every (offset, seq) of a partition, from the start to its high watermark."""
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"check-{time.time_ns()}",
+        {**(conf or {}), "bootstrap.servers": bootstrap, "group.id": f"check-{time.time_ns()}",
          "enable.auto.commit": False, "auto.offset.reset": "earliest"}
     )
     try:
@@ -253,11 +257,11 @@ def read_partition(bootstrap, topic, partition):
         consumer.close()
 
 
-def check(bootstrap, topic, load):
+def check(bootstrap, topic, load, conf=None):
     """Lost, duplicated and reordered acknowledged records (printed and returned)."""
     lost = duplicated = reordered = 0
     for p in range(PARTITIONS):
-        stored = read_partition(bootstrap, topic, p)
+        stored = read_partition(bootstrap, topic, p, conf)
         seqs = [s for _, s in stored]
         positions = {}
         for i, s in enumerate(seqs):

@@ -453,3 +453,44 @@ def test_sessions_reauthenticate_on_the_same_connection_and_lapse_without_it(tmp
         assert conn.closed_by_peer()
     finally:
         broker.stop()
+
+
+def test_a_secured_three_broker_cluster_loses_nothing_when_a_leader_is_killed(tmp_path):
+    """Clients on SASL_SSL only, replication on the plaintext INTERNAL listener: every broker
+    advertises its SASL_SSL address to SASL_SSL clients, and kill -9 of a leader under
+    idempotent acks=all load loses, duplicates and reorders nothing."""
+    import test_cluster as tc
+
+    ca = Authority(tmp_path / "ca")
+    broker_pem = ca.issue("broker", "broker", server=True)
+    sasl_ports = {}
+
+    def listeners(b):
+        sasl_ports[b.port] = free_port()
+        return {
+            "listeners": f"INTERNAL://127.0.0.1:{b.port},SASL_SSL://127.0.0.1:{sasl_ports[b.port]}",
+            "listener.security.protocol.map": "INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "inter.broker.listener.name": "INTERNAL",
+            "ssl.keystore.location": str(broker_pem),
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        }
+
+    with tc.running_cluster(tmp_path, listeners=listeners) as (brokers, internal, admin):
+        upsert = [UserScramCredentialUpsertion("svc", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), b"svc-pw")]
+        for f in admin.alter_user_scram_credentials(upsert).values():
+            f.result(timeout=15)
+        conf = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                "sasl.username": "svc", "sasl.password": "svc-pw", "ssl.ca.location": str(ca.ca_path)}
+        secure_bootstrap = ",".join(f"127.0.0.1:{p}" for p in sasl_ports.values())
+        seen = AdminClient({"bootstrap.servers": secure_bootstrap, **conf}).list_topics(timeout=10).brokers
+        assert sorted(b.port for b in seen.values()) == sorted(sasl_ports.values())
+        topic = "secured-faults"
+        tc.create(admin, topic)
+        load = tc.Load(secure_bootstrap, topic, conf).start()
+        load.wait_for_progress(2000, 60, "records acknowledged over SASL_SSL")
+        victim = tc.leader_of(brokers, topic, 0)
+        tc.outage(brokers, topic, load, victim, tc.killed(brokers))
+        load.finish()
+        lost, duplicated, reordered = tc.check(secure_bootstrap, topic, load, conf)
+        assert (lost, duplicated, reordered) == (0, 0, 0)
+        assert load.errors == []

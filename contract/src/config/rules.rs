@@ -101,6 +101,16 @@ fn security_is_complete(
     if !any {
         return Err(("ssl.enabled.protocols", "no TLS version is enabled".into()));
     }
+    let clustered = !settings.get("controller.quorum.voters").trim().is_empty();
+    let inter_broker = listeners.get(&listeners.inter_broker).map(|l| l.protocol);
+    if clustered && inter_broker != Some(super::listeners::SecurityProtocol::Plaintext) {
+        return Err((
+            "inter.broker.listener.name",
+            "replication runs on a PLAINTEXT listener for now (TLS and SASL between brokers \
+             are not implemented yet): name one here"
+                .into(),
+        ));
+    }
     if !listeners.any_tls() {
         return Ok(());
     }
@@ -396,7 +406,7 @@ mod tests {
     #[test]
     fn tls_and_sasl_settings_must_be_complete() {
         let tls = |pairs: &[(&str, &str)]| {
-            let mut s = with(clustered(), "listeners", "SSL://:9093");
+            let mut s = with(Settings::defaults(), "listeners", "SSL://:9093");
             for (k, v) in pairs {
                 s = with(s, k, v);
             }
@@ -417,6 +427,27 @@ mod tests {
         ]))
         .contains("ssl.enabled.protocols"));
         assert!(refusal("sasl.enabled.mechanisms", "GSSAPI").contains("sasl.enabled.mechanisms"));
+        let secured_replication = with(
+            with(clustered(), "listeners", "SASL_PLAINTEXT://:9092"),
+            "sasl.enabled.mechanisms",
+            "PLAIN",
+        );
+        assert!(refused(validate(&secured_replication)).contains("inter.broker.listener.name"));
+        let plaintext_replication = with(
+            with(
+                clustered(),
+                "listeners",
+                "INTERNAL://:9093,SASL_PLAINTEXT://:9092",
+            ),
+            "listener.security.protocol.map",
+            "INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        );
+        validate(&with(
+            plaintext_replication,
+            "inter.broker.listener.name",
+            "INTERNAL",
+        ))
+        .expect("replication on the plaintext listener");
         assert!(refusal("sasl.enabled.mechanisms", " , ").contains("at least one"));
         assert_eq!(
             sasl_mechanisms("plain, SCRAM-SHA-512").expect("valid"),
